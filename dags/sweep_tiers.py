@@ -1,0 +1,67 @@
+"""
+### Fine-tuning sweep, one DAG per tier
+
+Generated from the training plan (`training/plan.toml`): one task group per model, and in it one
+training task mapped over the tier's hyperparameter grid (an explicit, sorted list, so map indexes
+are stable). Each mapped instance trains one configuration in a subprocess, keeps the best
+checkpoint by validation F1, and records F1 and GPU-hours in Postgres. The final task renders the
+recommendation report from those rows, whatever happened to the trainings.
+
+Trigger with `budget` = `demo` or `tiny` for a smoke run, and `dataset` = a hub id or local folder.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG, Param, TaskGroup
+
+from sweep_airflow.operators import RenderReportOperator, TrainExperimentOperator
+from training.paths import safe_name
+from training.plan import Plan, Tier, load_plan
+
+MAP_INDEX_TEMPLATE = (
+    "lr={{ task.learning_rate }} bs={{ task.batch_size }} ep={{ task.num_epochs }} wd={{ task.weight_decay }}"
+)
+
+
+def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
+    """The DAG of one tier: a mapped training task per model, then the report."""
+    with DAG(
+        dag_id=f"sweep_{tier.name}",
+        description=f"{tier.name} tier: {', '.join(tier.models)}",
+        doc_md=__doc__,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["sweep", tier.name],
+        params={
+            "budget": Param("full", type="string", enum=sorted(plan.budgets),
+                            description="full = the plan as written; demo/tiny shrink data and cadence"),
+            "dataset": Param(None, type=["null", "string"],
+                             description=f"hub id or local folder; empty = {plan.dataset.source}"),
+        },
+    ) as dag:
+        trainings = []
+        for model_id in tier.models:
+            with TaskGroup(group_id=safe_name(model_id).replace(".", "_")):
+                trainings.append(
+                    TrainExperimentOperator.partial(
+                        task_id="train",
+                        model_id=model_id,
+                        budget="{{ params.budget }}",
+                        dataset_source="{{ params.dataset or '' }}",
+                        plan_path=plan.path,
+                        pool="gpu",
+                        priority_weight=tier.priority_weight,
+                        map_index_template=MAP_INDEX_TEMPLATE,
+                    ).expand_kwargs([combo.as_dict() for combo in tier.combinations()])
+                )
+        trainings >> RenderReportOperator(task_id="report", trigger_rule="all_done")
+    return dag
+
+
+_plan = load_plan()
+for _tier_name in sorted(_plan.tiers):
+    globals()[f"sweep_{_tier_name}"] = build_tier_dag(_plan, _plan.tiers[_tier_name])

@@ -1,0 +1,86 @@
+"""Operators of the sweep DAGs. Each builds one typed object, hands it to the training package,
+and returns a small dict; no training logic lives here."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from training.paths import experiments_root, safe_name
+
+
+def _run_type(context) -> str:
+    run_type = getattr(context["dag_run"], "run_type", "manual")
+    return getattr(run_type, "value", str(run_type))  # an enum on the worker; store its value
+
+
+class TrainExperimentOperator(BaseOperator):
+    """Train one grid point of one model in a subprocess (`python -m training run-experiment`).
+
+    The subprocess's log streams into the task log; killing the task stops the subprocess.
+    Runs on the GPU the worker exposes (CUDA_VISIBLE_DEVICES), or on the CPU where there is none.
+    """
+
+    template_fields = ("budget", "dataset_source")
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, model_id: str, learning_rate: float, batch_size: int, num_epochs: int,
+                 weight_decay: float, gradient_accumulation_steps: int, budget: str = "full",
+                 dataset_source: str | None = None, plan_path: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model_id = model_id
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.num_epochs = num_epochs
+        self.weight_decay = weight_decay
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.budget = budget
+        self.dataset_source = dataset_source
+        self.plan_path = plan_path
+        self._process = None
+
+    def execute(self, context) -> dict[str, Any]:
+        from training.launcher import run_in_subprocess
+        from training.plan import Hyperparameters, load_plan
+        from training.spec import build_spec
+
+        if not os.environ.get("SWEEP_DATABASE_URL"):
+            raise RuntimeError("SWEEP_DATABASE_URL is not set: the experiment would have nowhere to record its result")
+        hyperparameters = Hyperparameters(self.learning_rate, self.batch_size, self.num_epochs,
+                                          self.weight_decay, self.gradient_accumulation_steps)
+        spec = build_spec(load_plan(self.plan_path), self.model_id, hyperparameters, budget_name=self.budget,
+                          dataset_source=self.dataset_source or None, dag_id=self.dag_id,
+                          run_id=context["run_id"], run_type=_run_type(context))
+        ti = context["ti"]
+        work_dir = (experiments_root() / safe_name(self.dag_id) / safe_name(context["run_id"]) / "tasks"
+                    / f"{safe_name(self.task_id)}-{ti.map_index}-try{ti.try_number}")
+        result = run_in_subprocess(spec, work_dir, self.log.info, on_start=self._remember)
+        return {"experiment_key": result["experiment_key"], "validation_f1": result["validation_f1"],
+                "test_f1": result["test_f1"], "gpu_hours": result["gpu_hours"],
+                "stop_reason": result["stop_reason"]}
+
+    def _remember(self, process) -> None:
+        self._process = process
+
+    def on_kill(self) -> None:
+        from training.launcher import stop
+
+        if self._process is not None:
+            self.log.info("stopping training process %s", self._process.pid)
+            stop(self._process)
+
+
+class RenderReportOperator(BaseOperator):
+    """Render the run's report (Markdown and HTML) from the results DB; return its path."""
+
+    ui_color = "#eef8ee"
+
+    def execute(self, context) -> str:
+        from training.database import results_database_url
+        from training.report import render_run_report
+
+        path = render_run_report(results_database_url(), self.dag_id, context["run_id"])
+        self.log.info("report written to %s", path)
+        return str(path)

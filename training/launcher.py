@@ -1,0 +1,57 @@
+"""Run one experiment in a child process and stream its log: the operator's only way into
+training. Imports nothing heavy, so the Airflow worker stays light."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from training.spec import ExperimentSpec
+
+
+class ExperimentFailed(RuntimeError):
+    def __init__(self, returncode: int, result: dict | None):
+        self.returncode, self.result = returncode, result
+        reason = (result or {}).get("error") or f"training process exited with code {returncode}"
+        super().__init__(reason)
+
+
+def run_in_subprocess(spec: ExperimentSpec, work_dir: Path, log: Callable[[str], None],
+                      on_start: Callable[[subprocess.Popen], None] | None = None) -> dict:
+    """Write the spec, run `python -m training run-experiment`, return its result record."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec_path, result_path = work_dir / "spec.json", work_dir / "result.json"
+    spec_path.write_text(spec.to_json())
+    result_path.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "training", "run-experiment", "--spec", str(spec_path),
+               "--result", str(result_path)]
+    # Its own session, so on_kill can stop the whole group (dataloader workers included).
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               bufsize=1, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if on_start:
+        on_start(process)
+    for line in process.stdout:
+        log(line.rstrip())
+    returncode = process.wait()
+    result = json.loads(result_path.read_text()) if result_path.is_file() else None
+    if returncode != 0 or result is None:
+        raise ExperimentFailed(returncode, result)
+    return result
+
+
+def stop(process: subprocess.Popen, grace_seconds: float = 30) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after the grace period."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,236 @@
+"""The training plan: typed, frozen objects loaded from the plan file and validated once.
+
+Everything downstream (DAG generator, operator, training run) trusts these objects; every
+mistake in the file is reported here with the file, the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PLAN_PATH = Path(__file__).with_name("plan.toml")
+TIER_NAMES = ("small", "medium", "large")
+PRIORITY_WEIGHTS = {"low": 1, "medium": 2, "high": 3}
+GRID_FIELDS = ("learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps")
+BUDGET_FIELDS = ("max_train_samples", "max_eval_samples", "max_length", "eval_steps", "logging_steps", "max_steps")
+ARCHITECTURES = ("roberta", "t5")
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be used; the message names the file, the field and the value."""
+
+    def __init__(self, path: Path | str, field_name: str, value: Any, problem: str):
+        self.path, self.field_name, self.value = str(path), field_name, value
+        super().__init__(f"{path}: {field_name} = {value!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    eval_steps: int
+    logging_steps: int
+    metric_for_best_model: str
+    early_stopping_patience: int
+    early_stopping_min_delta: float
+    mixed_precision: bool
+    pin_memory: bool
+    max_length: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    source: str  # a hub id, or a local folder of {train,validation,test}.{jsonl,parquet,csv}
+    text_columns: tuple[str, ...]  # one column: single snippet; two: a pair
+    label_column: str
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Caps that shrink a run; None means the plan's own value."""
+
+    name: str
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_length: int | None = None
+    eval_steps: int | None = None
+    logging_steps: int | None = None
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    learning_rate: float
+    batch_size: int
+    num_epochs: int
+    weight_decay: float
+    gradient_accumulation_steps: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in GRID_FIELDS}
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    priority: str
+    models: tuple[str, ...]
+    gradient_checkpointing: bool
+    grid: dict[str, tuple] = field(hash=False)
+
+    @property
+    def priority_weight(self) -> int:
+        return PRIORITY_WEIGHTS[self.priority]
+
+    def combinations(self) -> list[Hyperparameters]:
+        """The grid as an explicit list, sorted so map indexes are stable across parses."""
+        values = [sorted(self.grid[name]) for name in GRID_FIELDS]
+        return [Hyperparameters(*combo) for combo in itertools.product(*values)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: str
+    settings: Settings
+    dataset: DatasetSpec
+    budgets: dict[str, Budget] = field(hash=False)
+    tiers: dict[str, Tier] = field(hash=False)
+    architectures: dict[str, str] = field(hash=False)
+
+    def tier_of(self, model_id: str) -> Tier:
+        return next(tier for tier in self.tiers.values() if model_id in tier.models)
+
+
+def load_plan(path: Path | str | None = None) -> Plan:
+    """Read and validate the plan file (default: $SWEEP_PLAN_FILE, else the packaged plan)."""
+    path = Path(path or os.environ.get("SWEEP_PLAN_FILE") or DEFAULT_PLAN_PATH)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlanError(path, "<file>", str(path), "plan file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise PlanError(path, "<file>", str(path), f"not valid TOML: {error}") from None
+    return _Validator(path).plan(raw)
+
+
+class _Validator:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, field_name: str, value: Any, problem: str) -> None:
+        raise PlanError(self.path, field_name, value, problem)
+
+    def section(self, raw: dict, name: str) -> dict:
+        value = raw.get(name)
+        if not isinstance(value, dict):
+            self.fail(name, value, "missing section" if value is None else "must be a table")
+        return value
+
+    def positive(self, name: str, value: Any, kind: type) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+            self.fail(name, value, f"must be a {kind.__name__}")
+        if value <= 0:
+            self.fail(name, value, "must be positive")
+        return kind(value)
+
+    def plan(self, raw: dict) -> Plan:
+        architectures = self.architectures(self.section(raw, "models"))
+        tiers_raw = self.section(raw, "tiers")
+        for name in TIER_NAMES:
+            if name not in tiers_raw:
+                self.fail(f"tiers.{name}", None, "missing tier")
+        for name in tiers_raw:
+            if name not in TIER_NAMES:
+                self.fail(f"tiers.{name}", name, f"unknown tier; expected one of {list(TIER_NAMES)}")
+        tiers = {name: self.tier(name, tiers_raw[name], architectures) for name in TIER_NAMES}
+        seen: dict[str, str] = {}
+        for tier in tiers.values():
+            for model_id in tier.models:
+                if model_id in seen:
+                    self.fail(f"tiers.{tier.name}.models", model_id, f"already in tier {seen[model_id]!r}")
+                seen[model_id] = tier.name
+        budgets = {name: self.budget(name, value) for name, value in self.section(raw, "budgets").items()}
+        if "full" not in budgets:
+            self.fail("budgets.full", None, "missing budget (the plan as written)")
+        return Plan(str(self.path), self.settings(self.section(raw, "settings")),
+                    self.dataset(self.section(raw, "dataset")), budgets, tiers, architectures)
+
+    def architectures(self, raw: dict) -> dict[str, str]:
+        for model_id, entry in raw.items():
+            if not isinstance(entry, dict) or entry.get("architecture") not in ARCHITECTURES:
+                self.fail(f"models.{model_id}.architecture", (entry or {}).get("architecture"),
+                          f"must be one of {list(ARCHITECTURES)}")
+        return {model_id: entry["architecture"] for model_id, entry in raw.items()}
+
+    def settings(self, raw: dict) -> Settings:
+        values = {}
+        for name in ("eval_steps", "logging_steps", "early_stopping_patience", "max_length", "seed"):
+            values[name] = self.positive(f"settings.{name}", raw.get(name), int)
+        values["early_stopping_min_delta"] = self.positive(
+            "settings.early_stopping_min_delta", raw.get("early_stopping_min_delta"), float)
+        if raw.get("metric_for_best_model") != "f1":
+            self.fail("settings.metric_for_best_model", raw.get("metric_for_best_model"), "only 'f1' is supported")
+        for name in ("mixed_precision", "pin_memory"):
+            if not isinstance(raw.get(name), bool):
+                self.fail(f"settings.{name}", raw.get(name), "must be true or false")
+        return Settings(metric_for_best_model="f1", mixed_precision=raw["mixed_precision"],
+                        pin_memory=raw["pin_memory"], **values)
+
+    def dataset(self, raw: dict) -> DatasetSpec:
+        columns = raw.get("text_columns")
+        if not isinstance(columns, list) or len(columns) not in (1, 2) or not all(isinstance(c, str) for c in columns):
+            self.fail("dataset.text_columns", columns, "must list one column (single snippet) or two (pair)")
+        for name in ("source", "label_column"):
+            if not isinstance(raw.get(name), str) or not raw[name]:
+                self.fail(f"dataset.{name}", raw.get(name), "must be a non-empty string")
+        return DatasetSpec(raw["source"], tuple(columns), raw["label_column"])
+
+    def budget(self, name: str, raw: dict) -> Budget:
+        for key in raw:
+            if key not in BUDGET_FIELDS:
+                self.fail(f"budgets.{name}.{key}", raw[key], f"unknown field; expected one of {list(BUDGET_FIELDS)}")
+        return Budget(name, **{key: self.positive(f"budgets.{name}.{key}", value, int) for key, value in raw.items()})
+
+    def tier(self, name: str, raw: dict, architectures: dict[str, str]) -> Tier:
+        prefix = f"tiers.{name}"
+        if raw.get("priority") not in PRIORITY_WEIGHTS:
+            self.fail(f"{prefix}.priority", raw.get("priority"), f"must be one of {list(PRIORITY_WEIGHTS)}")
+        models = raw.get("models")
+        if not isinstance(models, list) or not models:
+            self.fail(f"{prefix}.models", models, "must be a non-empty list of model ids")
+        for model_id in models:
+            if model_id not in architectures:
+                self.fail(f"{prefix}.models", model_id, "unknown model; add it to the [models] table first")
+        if len(set(models)) != len(models):
+            self.fail(f"{prefix}.models", models, "duplicated model")
+        if not isinstance(raw.get("gradient_checkpointing"), bool):
+            self.fail(f"{prefix}.gradient_checkpointing", raw.get("gradient_checkpointing"), "must be true or false")
+        grid_raw = raw.get("grid")
+        if not isinstance(grid_raw, dict):
+            self.fail(f"{prefix}.grid", grid_raw, "missing grid")
+        for key in grid_raw:
+            if key not in GRID_FIELDS:
+                self.fail(f"{prefix}.grid.{key}", grid_raw[key], f"unknown field; expected one of {list(GRID_FIELDS)}")
+        grid = {key: self.grid_values(f"{prefix}.grid.{key}", grid_raw.get(key), key) for key in GRID_FIELDS}
+        return Tier(name, raw["priority"], tuple(models), raw["gradient_checkpointing"], grid)
+
+    def grid_values(self, name: str, values: Any, key: str) -> tuple:
+        if not isinstance(values, list) or not values:
+            self.fail(name, values, "must be a non-empty list")
+        kind = float if key in ("learning_rate", "weight_decay") else int
+        if key == "weight_decay":  # zero weight decay is a legitimate grid value
+            checked = [self.non_negative(name, value) for value in values]
+        else:
+            checked = [self.positive(name, value, kind) for value in values]
+        if len(set(checked)) != len(checked):
+            self.fail(name, values, "duplicated value")
+        return tuple(checked)
+
+    def non_negative(self, name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            self.fail(name, value, "must be a number >= 0")
+        return float(value)

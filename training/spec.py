@@ -1,0 +1,101 @@
+"""One experiment, fully resolved: the plan's settings after the budget, one grid point, one model.
+
+The operator builds it, writes it as JSON, and the training subprocess reads it back; it is the
+whole contract between Airflow and the training package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.plan import Budget, DatasetSpec, Hyperparameters, Plan
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    model_id: str
+    architecture: str
+    tier: str
+    hyperparameters: Hyperparameters
+    gradient_checkpointing: bool
+    dataset: DatasetSpec
+    budget: str
+    eval_steps: int
+    logging_steps: int
+    early_stopping_patience: int
+    early_stopping_min_delta: float
+    mixed_precision: bool
+    pin_memory: bool
+    max_length: int
+    seed: int
+    max_train_samples: int | None
+    max_eval_samples: int | None
+    max_steps: int | None
+    dag_id: str
+    run_id: str
+    run_type: str
+
+    def settings_for_key(self) -> dict[str, Any]:
+        """What changes the trained model, and so belongs in the experiment key (not run ids)."""
+        data = dataclasses.asdict(self)
+        for name in ("dag_id", "run_id", "run_type", "budget"):
+            data.pop(name)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentSpec:
+        data = json.loads(text)
+        data["hyperparameters"] = Hyperparameters(**data["hyperparameters"])
+        dataset = data["dataset"]
+        data["dataset"] = DatasetSpec(dataset["source"], tuple(dataset["text_columns"]), dataset["label_column"])
+        return cls(**data)
+
+    @classmethod
+    def read(cls, path: Path) -> ExperimentSpec:
+        return cls.from_json(Path(path).read_text())
+
+
+def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, budget_name: str = "full",
+               dataset_source: str | None = None, dag_id: str = "", run_id: str = "",
+               run_type: str = "manual") -> ExperimentSpec:
+    """Resolve the plan for one grid point; raise ValueError naming a bad budget or model."""
+    if budget_name not in plan.budgets:
+        raise ValueError(f"budget {budget_name!r} is not in the plan; choose one of {sorted(plan.budgets)}")
+    if model_id not in plan.architectures:
+        raise ValueError(f"model {model_id!r} is not in the plan")
+    budget: Budget = plan.budgets[budget_name]
+    settings = plan.settings
+    tier = plan.tier_of(model_id)
+    dataset = plan.dataset
+    if dataset_source:
+        dataset = dataclasses.replace(dataset, source=dataset_source)
+    return ExperimentSpec(
+        model_id=model_id,
+        architecture=plan.architectures[model_id],
+        tier=tier.name,
+        hyperparameters=hyperparameters,
+        gradient_checkpointing=tier.gradient_checkpointing,
+        dataset=dataset,
+        budget=budget_name,
+        eval_steps=budget.eval_steps or settings.eval_steps,
+        logging_steps=budget.logging_steps or settings.logging_steps,
+        early_stopping_patience=settings.early_stopping_patience,
+        early_stopping_min_delta=settings.early_stopping_min_delta,
+        mixed_precision=settings.mixed_precision,
+        pin_memory=settings.pin_memory,
+        max_length=budget.max_length or settings.max_length,
+        seed=settings.seed,
+        max_train_samples=budget.max_train_samples,
+        max_eval_samples=budget.max_eval_samples,
+        max_steps=budget.max_steps,
+        dag_id=dag_id,
+        run_id=run_id,
+        run_type=run_type,
+    )
