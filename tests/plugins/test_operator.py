@@ -1,0 +1,80 @@
+"""The training operator called as Airflow calls it (execute with a context), on stand-in models:
+it returns a small dict, records the result, and on_kill stops the training subprocess."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy as sa
+
+
+def make_operator(**overrides):
+    from airflow.sdk import DAG
+
+    from sweep_airflow.operators import TrainExperimentOperator
+
+    arguments = {"model_id": "microsoft/codebert-base", "learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3,
+                 "weight_decay": 0.01, "gradient_accumulation_steps": 1, "budget": "tiny", **overrides}
+    with DAG("operator_test", schedule=None):
+        return TrainExperimentOperator(task_id="train", **arguments)
+
+
+def context(run_id="manual__op"):
+    return {"run_id": run_id, "dag_run": SimpleNamespace(run_type="manual"),
+            "ti": SimpleNamespace(map_index=0, try_number=1)}
+
+
+@pytest.fixture
+def sweep_env(monkeypatch, dataset_dir, model_root, fresh_database):
+    monkeypatch.setenv("SWEEP_MODEL_ROOT", str(model_root))
+    monkeypatch.setenv("SWEEP_DATABASE_URL", fresh_database)
+    return fresh_database
+
+
+def test_execute_trains_records_and_returns_a_small_dict(sweep_env, dataset_dir):
+    operator = make_operator(dataset_source=str(dataset_dir))
+    summary = operator.execute(context())
+    assert set(summary) == {"experiment_key", "validation_f1", "test_f1", "gpu_hours", "stop_reason"}
+    assert summary["gpu_hours"] == 0.0
+    with sa.create_engine(sweep_env).connect() as connection:
+        row = connection.execute(sa.text("SELECT dag_id, run_id, experiment_key FROM experiments")).one()
+    assert tuple(row) == ("operator_test", "manual__op", summary["experiment_key"])
+
+
+def test_without_a_results_database_the_task_fails_before_training(monkeypatch, dataset_dir):
+    monkeypatch.delenv("SWEEP_DATABASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match="SWEEP_DATABASE_URL"):
+        make_operator(dataset_source=str(dataset_dir)).execute(context())
+
+
+def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir):
+    from training.launcher import ExperimentFailed
+
+    # The full budget on batch 1: hundreds of steps, far longer than this test waits.
+    operator = make_operator(dataset_source=str(dataset_dir), budget="full", batch_size=1)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = operator.execute(context("manual__kill"))
+        except Exception as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while operator._process is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(8)  # let it get into training
+    assert operator._process.poll() is None, "training ended before it could be killed"
+    operator.on_kill()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), ExperimentFailed)
+    assert operator._process.returncode != 0
+    with pytest.raises(ProcessLookupError):
+        os.killpg(operator._process.pid, 0)  # nothing of its process group is left

@@ -1,0 +1,23 @@
+"""Result records as the training subprocess writes them, for tests of the store and the report."""
+
+from __future__ import annotations
+
+
+def result_record(model_id="microsoft/codebert-base", *, run_id="run-1", key=None, learning_rate=2e-5,
+                  batch_size=16, validation_f1=0.8, test_f1=0.75, stop_reason="early_stopped", **overrides):
+    record = {
+        "dag_id": "sweep_small", "run_id": run_id, "run_type": "manual",
+        "experiment_key": key or f"{model_id}-{learning_rate}-{batch_size}",
+        "tier": "small", "model_id": model_id, "model_source": model_id, "is_stand_in": False,
+        "learning_rate": learning_rate, "batch_size": batch_size, "num_epochs": 3, "weight_decay": 0.01,
+        "gradient_accumulation_steps": 1, "budget": "full", "dataset_source": "local",
+        "dataset_fingerprint": "abc", "validation_f1": validation_f1, "validation_precision": 0.8,
+        "validation_recall": 0.8, "validation_accuracy": 0.8, "test_f1": test_f1, "test_precision": 0.7,
+        "test_recall": 0.8, "test_accuracy": 0.76, "best_step": 200, "steps_planned": 600, "steps_run": 400,
+        "stop_reason": stop_reason, "device": "NVIDIA H100", "gpu_count": 1, "precision": "bf16",
+        "wall_seconds": 360.0, "gpu_hours": 0.1, "time_to_best_seconds": 180.0, "checkpoint_path": "/ckpt",
+        "eval_points": [{"step": 100, "f1": 0.7}, {"step": 200, "f1": validation_f1}],
+        "versions": {"torch": "2.13.0"}, "error": None, "started_at": "2026-11-26T10:00:00+00:00",
+        "finished_at": "2026-11-26T10:06:00+00:00",
+    }
+    return {**record, **overrides}
