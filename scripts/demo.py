@@ -23,10 +23,7 @@ def main() -> int:
     started = time.monotonic()
     home = REPO_ROOT / ".sweep"
     reports_dir = REPO_ROOT / "reports"
-    base_url = database.start_embedded_server(home / "pgdata")
-    results_url = database.ensure_database(base_url, database.RESULTS_DATABASE)
-    database.migrate(results_url)
-    airflow_url = database.ensure_database(base_url, database.AIRFLOW_DATABASE)
+    results_url, airflow_url = database.provision(home / "pgdata")
     print(f"Postgres up; results DB: {results_url}")
 
     data_dir, models_dir = home / "data" / "stdlib-bugs", home / "models"
@@ -36,7 +33,7 @@ def main() -> int:
         print("building stand-in models ...")
         build_stand_ins(load_plan(), data_dir, models_dir)
 
-    env = airflow_env(home, results_url, airflow_url.replace("postgresql://", "postgresql+psycopg2://", 1),
+    env = airflow_env(home, results_url, airflow_url,
                       SWEEP_MODEL_ROOT=str(models_dir), SWEEP_REPORTS_DIR=str(reports_dir))
     prepare_airflow(env)
     setup_seconds = time.monotonic() - started

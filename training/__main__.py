@@ -58,15 +58,15 @@ def db_command(args) -> int:
 
     if args.action == "stop":
         print("stopped" if database.stop_embedded_server() else "not running")
-        return 0
-    base_url = os.environ.get("SWEEP_POSTGRES_URL") or database.start_embedded_server()
-    results_url = database.ensure_database(base_url, database.RESULTS_DATABASE)
-    applied = database.migrate(results_url)
-    print(f"# results DB migrated ({', '.join(applied) or 'up to date'})", file=sys.stderr)
-    print(f"SWEEP_DATABASE_URL={results_url}")
-    if args.action == "up":
-        airflow_url = database.ensure_database(base_url, database.AIRFLOW_DATABASE)
-        print(f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={airflow_url.replace('postgresql://', 'postgresql+psycopg2://', 1)}")
+    elif args.action == "up":
+        results_url, airflow_url = database.provision()
+        print(f"SWEEP_DATABASE_URL={results_url}")
+        print(f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={airflow_url}")
+    else:
+        # An external results DB when SWEEP_DATABASE_URL names one; else the embedded one.
+        url = os.environ.get("SWEEP_DATABASE_URL") or database.results_database_url()
+        applied = database.migrate(url)
+        print(f"results DB migrated: {', '.join(applied) or 'already up to date'}")
     return 0
 
 
@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
     db = commands.add_parser("db", help="results database: up | migrate | stop")
     db.add_argument("action", choices=["up", "migrate", "stop"],
-                    help="up: start the embedded server (unless SWEEP_POSTGRES_URL names one), create the "
-                         "results and Airflow databases, migrate, print their URLs")
+                    help="up: start the embedded server, create the "
+                         "results and Airflow databases, migrate, print their URLs; migrate: "
+                         "migrate $SWEEP_DATABASE_URL, else the embedded results DB")
     db.set_defaults(handler=db_command)
 
     report = commands.add_parser("render-report", help="render the report of one DAG run")

@@ -104,6 +104,19 @@ def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     return applied_now
 
 
+def airflow_url(url: str) -> str:
+    """Airflow's metadata DB wants the driver named in the URL."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def provision(data_dir: Path | None = None) -> tuple[str, str]:
+    """On the embedded server: create and migrate the results DB, create Airflow's; return both URLs."""
+    base_url = start_embedded_server(data_dir)
+    results_url = ensure_database(base_url, RESULTS_DATABASE)
+    migrate(results_url)
+    return results_url, airflow_url(ensure_database(base_url, AIRFLOW_DATABASE))
+
+
 def results_database_url() -> str:
     """The results DB: SWEEP_DATABASE_URL if set, else the embedded server's `sweep` database."""
     url = os.environ.get("SWEEP_DATABASE_URL")

@@ -134,7 +134,9 @@ def run_experiment(spec: ExperimentSpec) -> dict:
 
     source = resolve_model_source(spec.model_id)
     tokenizer, model = load_tokenizer_and_model(source, len(label_values))
-    tokenized = tokenize(splits, tokenizer, dataset_spec, label_values, spec.max_length)
+    # The plan's length, but never past what the model can embed (CodeBERT: 512 positions).
+    max_length = min(spec.max_length, tokenizer.model_max_length)
+    tokenized = tokenize(splits, tokenizer, dataset_spec, label_values, max_length)
 
     device, precision, gpu_count = choose_precision(spec.mixed_precision)
     hp = spec.hyperparameters
@@ -175,7 +177,7 @@ def run_experiment(spec: ExperimentSpec) -> dict:
         "is_stand_in": stand_in is not None, "tier": spec.tier, **hp.as_dict(),
         "dataset_source": dataset_spec.source, "dataset_fingerprint": fingerprint, "budget": spec.budget,
         "dag_id": spec.dag_id, "run_id": spec.run_id, "run_type": spec.run_type,
-        "device": device, "gpu_count": gpu_count, "precision": precision,
+        "device": device, "gpu_count": gpu_count, "precision": precision, "max_length": max_length,
         **{name.replace("eval_", "validation_"): value for name, value in prefixed(validation, "eval").items()},
         **prefixed(test, "test"),
         "best_step": best_step, "steps_planned": steps_planned, "steps_run": trainer.state.global_step,

@@ -12,10 +12,9 @@ from training import database
 
 
 def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, dataset_dir, model_root):
-    airflow_url = database.ensure_database(postgres, "airflow_e2e")
+    metadata_url = database.ensure_database(postgres, "airflow_e2e")
     reports = session_dir / "e2e-reports"
-    env = airflow_env(session_dir / "e2e", fresh_database,
-                      airflow_url.replace("postgresql://", "postgresql+psycopg2://", 1),
+    env = airflow_env(session_dir / "e2e", fresh_database, database.airflow_url(metadata_url),
                       SWEEP_MODEL_ROOT=str(model_root), SWEEP_REPORTS_DIR=str(reports))
     prepare_airflow(env)
     run_tier("small", json.dumps({"budget": "tiny", "dataset": str(dataset_dir)}), env,
@@ -38,3 +37,11 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
     assert "16 experiments, 0 failed" in markdown
     assert markdown.count("| early_stopped |") + markdown.count("| completed |") == 16
     assert "Stand-in models" in markdown
+
+    # Each mapped instance carries its hyperparameters as its name in the UI.
+    with sa.create_engine(metadata_url).connect() as connection:
+        names = connection.execute(sa.text(
+            "SELECT task_id, rendered_map_index, state FROM task_instance WHERE dag_id = 'sweep_small' "
+            "AND map_index >= 0")).all()
+    assert len(names) == 16 and all(state == "success" for _, _, state in names)
+    assert ("microsoft_codebert-base.train", "lr=5e-05 bs=32 ep=5 wd=0.01", "success") in names
