@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test db-stop clean
+.PHONY: install demo test bench db-stop clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# BENCH_JSON=out.json writes the three figures; BENCH_DATA points at BigCloneBench subsets.
+bench: install
+	$(BIN)/python scripts/bench.py $(if $(BENCH_DATA),--data $(BENCH_DATA)) $(if $(BENCH_JSON),--json $(BENCH_JSON))
 
 db-stop: install
 	$(BIN)/python -m training db stop

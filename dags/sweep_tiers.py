@@ -12,7 +12,7 @@ Trigger with `budget` = `demo` or `tiny` for a smoke run, and `dataset` = a hub 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, TaskGroup
 
@@ -55,6 +55,9 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
                         plan_path=plan.path,
                         pool="gpu",
                         priority_weight=tier.priority_weight,
+                        # A retry resumes from the experiment's last checkpoint, not from step 0.
+                        retries=2,
+                        retry_delay=timedelta(minutes=1),
                         map_index_template=MAP_INDEX_TEMPLATE,
                     ).expand_kwargs([combo.as_dict() for combo in tier.combinations()])
                 )

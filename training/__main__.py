@@ -18,7 +18,7 @@ def run_experiment_command(args) -> int:
     spec = ExperimentSpec.read(args.spec)
     started_at = datetime.now(timezone.utc)
     try:
-        result, exit_code = run_experiment(spec), 0
+        result, exit_code = run_experiment(spec, args.time_limit_seconds), 0
     except Exception as error:  # recorded as a failed experiment, then the task fails
         import traceback
 
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run-experiment", help="train and evaluate one experiment from a spec file")
     run.add_argument("--spec", required=True, help="experiment spec JSON (written by the operator)")
     run.add_argument("--result", required=True, help="where to write the result record JSON")
+    run.add_argument("--time-limit-seconds", type=float, default=None,
+                     help="stop training after this long (stop reason timeout), keeping the best checkpoint")
     run.set_defaults(handler=run_experiment_command)
 
     dataset = commands.add_parser("make-dataset", help="generate the offline stdlib bug-detection dataset")

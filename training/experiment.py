@@ -7,9 +7,9 @@ a hung run can be killed; it never imports Airflow.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
-import math
 import shutil
 import time
 from datetime import datetime, timezone
@@ -17,15 +17,23 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback,
-                          TrainingArguments, set_seed)
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from training import data as data_module
+from training.accounting import (AttemptLedger, UtilisationSampler, code_version, model_fingerprint,
+                                 peak_memory_bytes)
+from training.arguments import choose_precision, training_arguments
+from training.callbacks import (CheckpointCounter, EvaluationRecorder, Heartbeat, NonFiniteLossStop,
+                                SimulatedMemoryLimit, TimeBudget)
 from training.metrics import metrics_for_trainer
 from training.models import load_tokenizer_and_model, resolve_model_source, stand_in_info
 from training.paths import experiments_root, safe_name
 from training.spec import ExperimentSpec
+from training.tokenization import LENGTH_COLUMN, tokenized_splits
+
+MAX_OOM_HALVINGS = 4  # batch 32 -> 2 at most; past that the model does not fit this device
+METRIC_NAMES = ("f1", "precision", "recall", "accuracy")
 
 
 def experiment_key(spec: ExperimentSpec, dataset_fingerprint: str) -> str:
@@ -38,181 +46,206 @@ def experiment_dir(spec: ExperimentSpec, key: str) -> Path:
     return experiments_root() / safe_name(spec.dag_id or "cli") / safe_name(spec.run_id or "adhoc") / key
 
 
-def tokenize(splits, tokenizer, dataset_spec, label_values: list, max_length: int):
-    """Tokenize without padding (the collator pads per batch); pairs share the length budget."""
-    label_index = {value: index for index, value in enumerate(label_values)}
-    columns = dataset_spec.text_columns
-
-    def encode(batch):
-        texts = [batch[column] for column in columns]
-        encoded = tokenizer(*texts, truncation=True, max_length=max_length)
-        encoded["labels"] = [label_index[value] for value in batch[dataset_spec.label_column]]
-        return encoded
-
-    return splits.map(encode, batched=True, remove_columns=splits["train"].column_names)
-
-
-def choose_precision(mixed_precision: bool) -> tuple[str, str, int]:
-    """(device name, precision, GPUs held): bf16 where the GPU has it, else fp16; fp32 on CPU."""
-    import platform
-
-    if not torch.cuda.is_available():
-        return f"cpu ({platform.processor() or platform.machine()})", "fp32", 0
-    precision = "fp32"
-    if mixed_precision:
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return torch.cuda.get_device_name(0), precision, torch.cuda.device_count()
-
-
-def training_arguments(spec: ExperimentSpec, output_dir: Path, precision: str, on_gpu: bool, max_steps: int):
-    hp = spec.hyperparameters
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=hp.learning_rate,
-        per_device_train_batch_size=hp.batch_size,
-        per_device_eval_batch_size=hp.batch_size,
-        num_train_epochs=hp.num_epochs,
-        max_steps=max_steps,
-        weight_decay=hp.weight_decay,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        activation_checkpointing=spec.gradient_checkpointing,  # transformers 5's name for it
-        eval_strategy="steps",
-        eval_steps=spec.eval_steps,
-        save_strategy="steps",
-        save_steps=spec.eval_steps,  # every evaluation can become the best checkpoint
-        save_total_limit=1,  # with load_best_model_at_end: the best and the last survive
-        logging_steps=spec.logging_steps,
-        load_best_model_at_end=True,
-        metric_for_best_model="f1",
-        greater_is_better=True,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        dataloader_pin_memory=spec.pin_memory and on_gpu,  # pinning only helps host-to-GPU copies
-        use_cpu=not on_gpu,
-        seed=spec.seed,
-        data_seed=spec.seed,
-        report_to="none",
-        disable_tqdm=True,
-    )
-
-
-class EvaluationRecorder(TrainerCallback):
-    """Keeps each periodic evaluation (the learning curve) with its wall-clock time."""
-
-    def __init__(self, started: float):
-        self.started = started
-        self.points = []
-        self.training = True  # the evaluations after training re-measure; they are not curve points
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.training = False
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if self.training and metrics and "eval_f1" in metrics:
-            self.points.append({"step": state.global_step, "epoch": state.epoch,
-                                "loss": metrics.get("eval_loss"), "f1": metrics.get("eval_f1"),
-                                "elapsed_seconds": round(time.monotonic() - self.started, 3)})
-
-
-def prefixed(metrics: dict, prefix: str) -> dict:
-    return {f"{prefix}_{name}": metrics.get(f"{prefix}_{name}")
-            for name in ("f1", "precision", "recall", "accuracy")}
-
-
-def run_experiment(spec: ExperimentSpec) -> dict:
-    """Train and evaluate one experiment; return its result record (also written as result.json)."""
-    started_at, started = datetime.now(timezone.utc), time.monotonic()
-    set_seed(spec.seed)
+def prepare_data(spec: ExperimentSpec):
+    """(dataset spec, capped raw splits, fingerprint, label values)."""
     dataset_spec = data_module.resolve_spec(spec.dataset)
     splits, fingerprint = data_module.load_splits(dataset_spec)
     splits["train"] = data_module.cap(splits["train"], spec.max_train_samples, spec.seed)
     for split in ("validation", "test"):
         splits[split] = data_module.cap(splits[split], spec.max_eval_samples, spec.seed)
-    label_values = data_module.label_names(splits, dataset_spec)
-    key = experiment_key(spec, fingerprint)
-    output_dir = experiment_dir(spec, key)
+    return dataset_spec, splits, fingerprint, data_module.label_names(splits, dataset_spec)
 
-    source = resolve_model_source(spec.model_id)
-    tokenizer, model = load_tokenizer_and_model(source, len(label_values))
-    # The plan's length, but never past what the model can embed (CodeBERT: 512 positions).
-    max_length = min(spec.max_length, tokenizer.model_max_length)
-    tokenized = tokenize(splits, tokenizer, dataset_spec, label_values, max_length)
 
-    device, precision, gpu_count = choose_precision(spec.mixed_precision)
-    hp = spec.hyperparameters
-    steps_per_epoch = math.ceil(len(tokenized["train"]) / (hp.batch_size * hp.gradient_accumulation_steps))
-    steps_planned = steps_per_epoch * hp.num_epochs
-    max_steps = min(steps_planned, spec.max_steps) if spec.max_steps else -1
-    early_stopping = EarlyStoppingCallback(early_stopping_patience=spec.early_stopping_patience,
-                                           early_stopping_threshold=spec.early_stopping_min_delta)
-    recorder = EvaluationRecorder(started)
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(spec, output_dir, precision, gpu_count > 0, max_steps),
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=metrics_for_trainer(len(label_values)),
-        callbacks=[early_stopping, recorder],
-    )
-    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    trainer.train(resume_from_checkpoint=last_checkpoint)
+class Run:
+    """The state of one experiment while it trains; `execute` returns its result record."""
 
-    best_checkpoint = trainer.state.best_model_checkpoint
-    best_step = int(best_checkpoint.rsplit("-", 1)[1]) if best_checkpoint else trainer.state.global_step
-    validation = trainer.evaluate(metric_key_prefix="eval")
-    test = trainer.evaluate(eval_dataset=tokenized["test"], metric_key_prefix="test")
-    best_dir = output_dir / "best"
-    trainer.save_model(str(best_dir))
-    for checkpoint in output_dir.glob("checkpoint-*"):
-        shutil.rmtree(checkpoint)
+    def __init__(self, spec: ExperimentSpec, time_limit_seconds: float | None = None):
+        self.spec, self.time_limit_seconds = spec, time_limit_seconds
+        self.started_at, self.started = datetime.now(timezone.utc), time.monotonic()
+        self.trainer, self.state, self.train_seconds = None, None, None
 
-    stopped_early = early_stopping.early_stopping_patience_counter >= spec.early_stopping_patience
-    wall_seconds = time.monotonic() - started
-    best_point = next((p for p in recorder.points if p["step"] == best_step), None)
-    stand_in = stand_in_info(source)
-    result = {
-        "experiment_key": key, "model_id": spec.model_id, "model_source": source,
-        "is_stand_in": stand_in is not None, "tier": spec.tier, **hp.as_dict(),
-        "dataset_source": dataset_spec.source, "dataset_fingerprint": fingerprint, "budget": spec.budget,
-        "dag_id": spec.dag_id, "run_id": spec.run_id, "run_type": spec.run_type,
-        "device": device, "gpu_count": gpu_count, "precision": precision, "max_length": max_length,
-        **{name.replace("eval_", "validation_"): value for name, value in prefixed(validation, "eval").items()},
-        **prefixed(test, "test"),
-        "best_step": best_step, "steps_planned": steps_planned, "steps_run": trainer.state.global_step,
-        "stop_reason": "early_stopped" if stopped_early else "completed",
-        "wall_seconds": round(wall_seconds, 3), "gpu_hours": wall_seconds * gpu_count / 3600,
-        "time_to_best_seconds": best_point["elapsed_seconds"] if best_point else None,
-        "checkpoint_path": str(best_dir), "eval_points": recorder.points,
-        "started_at": started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "error": None,
-    }
-    (output_dir / "result.json").write_text(json.dumps(result, indent=2))
+    def execute(self) -> dict:
+        spec = self.spec
+        set_seed(spec.seed)
+        self.dataset_spec, splits, self.fingerprint, self.label_values = prepare_data(spec)
+        self.key = experiment_key(spec, self.fingerprint)
+        self.output_dir = experiment_dir(spec, self.key)
+        self.device, self.precision, self.gpu_count = choose_precision(spec.mixed_precision)
+        self.ledger = AttemptLedger(self.output_dir, self.gpu_count)
+        self.source = resolve_model_source(spec.model_id)
+        tokenizer, _ = load_tokenizer_and_model(self.source, len(self.label_values), load_model=False)
+        # The plan's length, but never past what the model can embed (CodeBERT: 512 positions).
+        self.max_length = min(spec.max_length, tokenizer.model_max_length)
+        caps = {"train": spec.max_train_samples, "eval": spec.max_eval_samples, "seed": spec.seed}
+        self.tokenized = tokenized_splits(splits, tokenizer, self.dataset_spec, self.label_values,
+                                          self.max_length, self.fingerprint, caps)
+        self.tokenizer = tokenizer
+        with UtilisationSampler() as sampler:
+            stop_reason = self.train_with_oom_backoff()
+        return self.finish(stop_reason, sampler.mean_percent)
+
+    def build_trainer(self, per_device_batch: int, accumulation: int) -> Trainer:
+        _, model = load_tokenizer_and_model(self.source, len(self.label_values))
+        self.model_revision = model_fingerprint(self.source, model.config)
+        self.attention = model.config._attn_implementation
+        self.early_stopping = EarlyStoppingCallback(self.spec.early_stopping_patience,
+                                                    self.spec.early_stopping_min_delta)
+        self.recorder = EvaluationRecorder(self.started)
+        self.nan_stop, self.time_budget = NonFiniteLossStop(), TimeBudget(self.started, self.time_limit_seconds)
+        self.checkpoints = CheckpointCounter(self.output_dir)
+        args = training_arguments(self.spec, self.output_dir, self.precision, self.gpu_count > 0,
+                                  per_device_batch, accumulation)
+        return Trainer(
+            model=model, args=args, train_dataset=self.tokenized["train"],
+            eval_dataset=self.tokenized["validation"], processing_class=self.tokenizer,
+            data_collator=DataCollatorWithPadding(self.tokenizer),
+            compute_metrics=metrics_for_trainer(len(self.label_values)),
+            callbacks=[self.early_stopping, self.recorder, self.nan_stop, self.time_budget, self.checkpoints,
+                       Heartbeat(self.ledger), SimulatedMemoryLimit()])
+
+    def train_with_oom_backoff(self) -> str:
+        """Train; on CUDA OOM halve the per-device batch and double accumulation (same effective
+        batch) and resume, up to MAX_OOM_HALVINGS times. Returns the stop reason so far."""
+        hp = self.spec.hyperparameters
+        self.per_device_batch, self.accumulation = hp.batch_size, hp.gradient_accumulation_steps
+        for halvings in range(MAX_OOM_HALVINGS + 1):
+            self.trainer = self.build_trainer(self.per_device_batch, self.accumulation)
+            self.write_effective_arguments()
+            last = get_last_checkpoint(str(self.output_dir))
+            if last and self.ledger.current["resumed_from_step"] is None:
+                self.ledger.current["resumed_from_step"] = int(last.rsplit("-", 1)[1])
+                print(f"resuming from {last}")
+            try:
+                self.train_seconds = self.trainer.train(resume_from_checkpoint=last).metrics["train_runtime"]
+                self.state = self.trainer.state
+                return "completed"
+            except torch.cuda.OutOfMemoryError as error:
+                print(f"out of memory at per-device batch {self.per_device_batch}: {error}")
+                self.state, self.trainer = self.trainer.state, None
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if self.per_device_batch == 1 or halvings == MAX_OOM_HALVINGS:
+                    return "oom"
+                self.per_device_batch //= 2
+                self.accumulation *= 2
+                print(f"retrying with per-device batch {self.per_device_batch}, accumulation {self.accumulation}")
+        return "oom"
+
+    def write_effective_arguments(self) -> None:
+        """The arguments the Trainer really ran with, for audits and for the fidelity tests."""
+        args = self.trainer.args
+        effective = {**json.loads(args.to_json_string()),
+                     "early_stopping_patience": self.early_stopping.early_stopping_patience,
+                     "early_stopping_threshold": self.early_stopping.early_stopping_threshold,
+                     # The Trainer turns pinning off on CPU (there is no device to copy to).
+                     "pin_memory_requested": self.spec.pin_memory,
+                     "attention_implementation": self.attention, "max_length": self.max_length,
+                     "train_sampling_strategy": args.train_sampling_strategy}
+        (self.output_dir / "training_args.json").write_text(json.dumps(effective, indent=2, default=str))
+
+    def evaluate_best(self) -> tuple[dict, dict, Path | None]:
+        """Validation and test metrics of the best checkpoint (already loaded by the Trainer)."""
+        trainer = self.trainer
+        if trainer.state.best_model_checkpoint is None and self.nan_stop.triggered_at_step is not None:
+            return {}, {}, None  # diverged before any evaluation: nothing trustworthy to keep
+        validation = trainer.evaluate(metric_key_prefix="eval")
+        test = trainer.evaluate(eval_dataset=self.tokenized["test"], metric_key_prefix="test")
+        best_dir = self.output_dir / "best"
+        trainer.save_model(str(best_dir))
+        return validation, test, best_dir
+
+    def finish(self, stop_reason: str, mean_utilisation: float | None) -> dict:
+        trainer = self.trainer
+        validation, test, best_dir = ({}, {}, None) if trainer is None else self.evaluate_best()
+        if trainer is not None:
+            if self.nan_stop.triggered_at_step is not None:
+                stop_reason = "nan_loss"
+            elif self.time_budget.triggered:
+                stop_reason = "timeout"
+            elif self.early_stopping.early_stopping_patience_counter >= self.spec.early_stopping_patience:
+                stop_reason = "early_stopped"
+        for checkpoint in self.output_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)  # afterwards only the best is kept
+        self.ledger.finish(stop_reason)
+        return self.record(stop_reason, validation, test, best_dir, mean_utilisation)
+
+    def record(self, stop_reason, validation, test, best_dir, mean_utilisation) -> dict:
+        spec, state, train_seconds = self.spec, self.state, self.train_seconds
+        best_checkpoint = state.best_model_checkpoint if state else None
+        if best_checkpoint:
+            best_step = int(best_checkpoint.rsplit("-", 1)[1])
+        else:  # no evaluation happened before the end: the final model is the only candidate
+            best_step = state.global_step if best_dir else None
+        best_point = next((p for p in self.recorder.points if p["step"] == best_step), None)
+        steps_run = state.global_step if state else 0
+        samples = steps_run * self.per_device_batch * self.accumulation
+        tokens = sum(self.tokenized["train"][LENGTH_COLUMN]) * (state.epoch or 0) if state else 0
+        return {
+            "experiment_key": self.key, "model_id": spec.model_id, "model_source": self.source,
+            "model_revision": self.model_revision, "is_stand_in": stand_in_info(self.source) is not None,
+            "tier": spec.tier, **spec.hyperparameters.as_dict(),
+            "per_device_batch_size": self.per_device_batch, "effective_accumulation_steps": self.accumulation,
+            "dataset_source": self.dataset_spec.source, "dataset_fingerprint": self.fingerprint,
+            "budget": spec.budget, "dag_id": spec.dag_id, "run_id": spec.run_id, "run_type": spec.run_type,
+            "device": self.device, "gpu_count": self.gpu_count, "precision": self.precision,
+            "attention_implementation": self.attention, "max_length": self.max_length,
+            **{f"validation_{n}": validation.get(f"eval_{n}") for n in METRIC_NAMES},
+            **{f"test_{n}": test.get(f"test_{n}") for n in METRIC_NAMES},
+            "best_step": best_step, "steps_planned": state.max_steps if state else None, "steps_run": steps_run,
+            "stop_reason": stop_reason, "attempt_count": len(self.ledger.attempts),
+            "resumed_from_step": self.ledger.current["resumed_from_step"],
+            "wall_seconds": round(self.ledger.total_seconds, 3),
+            "gpu_hours": self.ledger.total_gpu_seconds / 3600,
+            "time_to_best_seconds": best_point["elapsed_seconds"] if best_point else None,
+            "peak_memory_bytes": peak_memory_bytes(self.gpu_count > 0),
+            "mean_gpu_utilization_percent": mean_utilisation,
+            "samples_per_second": samples / train_seconds if train_seconds else None,
+            "tokens_per_second": tokens / train_seconds if train_seconds else None,
+            "most_checkpoints_on_disk": self.checkpoints.most_on_disk,
+            "checkpoint_path": str(best_dir) if best_dir else None,
+            "eval_points": self.recorder.points,
+            "started_at": self.started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
+            "code_version": code_version(),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "error": None,
+        }
+
+
+def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None) -> dict:
+    """Train and evaluate one experiment; return its result record (also written as result.json)."""
+    run = Run(spec, time_limit_seconds)
+    result = run.execute()
+    (run.output_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def failed_result(spec: ExperimentSpec, error: BaseException, started_at: datetime) -> dict:
-    """The record of a run that raised: enough to show the failure in the results and the report."""
+    """The record of a run that raised: enough to show the failure in the results and the report,
+    with the time of every attempt so far (the ledger survives in the experiment folder)."""
     try:
         fingerprint = data_module.load_splits(data_module.resolve_spec(spec.dataset))[1]
     except Exception:  # the data itself may be what failed
         fingerprint = None
     key = experiment_key(spec, fingerprint or "unavailable")
-    empty = dict.fromkeys(
-        ["validation_f1", "validation_precision", "validation_recall", "validation_accuracy", "test_f1",
-         "test_precision", "test_recall", "test_accuracy", "best_step", "steps_planned", "steps_run",
-         "device", "precision", "time_to_best_seconds", "checkpoint_path"])
+    ledger_path = experiment_dir(spec, key) / "attempts.json"
+    attempts = json.loads(ledger_path.read_text()) if ledger_path.is_file() else []
+    if attempts and attempts[-1]["outcome"] is None:
+        attempts[-1]["outcome"] = "failed"
+        ledger_path.write_text(json.dumps(attempts, indent=2))
     source = resolve_model_source(spec.model_id)
+    finished_at = datetime.now(timezone.utc)
     return {
-        **empty, "experiment_key": key, "model_id": spec.model_id, "model_source": source,
+        "experiment_key": key, "model_id": spec.model_id, "model_source": source,
         "is_stand_in": stand_in_info(source) is not None, "tier": spec.tier, **spec.hyperparameters.as_dict(),
         "dataset_source": spec.dataset.source, "dataset_fingerprint": fingerprint, "budget": spec.budget,
-        "dag_id": spec.dag_id, "run_id": spec.run_id, "run_type": spec.run_type, "gpu_count": 0,
-        "stop_reason": "failed", "wall_seconds": (datetime.now(timezone.utc) - started_at).total_seconds(),
-        "gpu_hours": 0.0, "eval_points": [], "started_at": started_at.isoformat(),
-        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "dag_id": spec.dag_id, "run_id": spec.run_id, "run_type": spec.run_type, "stop_reason": "failed",
+        "attempt_count": max(len(attempts), 1),
+        "wall_seconds": sum(a["seconds"] for a in attempts) or (finished_at - started_at).total_seconds(),
+        "gpu_count": max((a["gpu_count"] for a in attempts), default=0),
+        "gpu_hours": sum(a["seconds"] * a["gpu_count"] for a in attempts) / 3600, "eval_points": [],
+        "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
+        "code_version": code_version(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "error": f"{type(error).__name__}: {error}",
     }

@@ -3,6 +3,7 @@ training. Imports nothing heavy, so the Airflow worker stays light."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from training.gpu_lease import GpuLease, host_gpu_count
 from training.spec import ExperimentSpec
 
 
@@ -22,22 +24,34 @@ class ExperimentFailed(RuntimeError):
 
 
 def run_in_subprocess(spec: ExperimentSpec, work_dir: Path, log: Callable[[str], None],
-                      on_start: Callable[[subprocess.Popen], None] | None = None) -> dict:
-    """Write the spec, run `python -m training run-experiment`, return its result record."""
+                      on_start: Callable[[subprocess.Popen], None] | None = None,
+                      time_limit_seconds: float | None = None) -> dict:
+    """Write the spec, lease a GPU if this host has several, run `python -m training
+    run-experiment`, stream its log, and return its result record."""
     work_dir.mkdir(parents=True, exist_ok=True)
     spec_path, result_path = work_dir / "spec.json", work_dir / "result.json"
     spec_path.write_text(spec.to_json())
     result_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "training", "run-experiment", "--spec", str(spec_path),
                "--result", str(result_path)]
-    # Its own session, so on_kill can stop the whole group (dataloader workers included).
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               bufsize=1, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if on_start:
-        on_start(process)
-    for line in process.stdout:
-        log(line.rstrip())
-    returncode = process.wait()
+    if time_limit_seconds:
+        command += ["--time-limit-seconds", str(time_limit_seconds)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    gpu_count = 0 if "CUDA_VISIBLE_DEVICES" in os.environ else host_gpu_count()
+    with GpuLease(gpu_count) if gpu_count else contextlib.nullcontext() as lease:
+        pass_fds = ()
+        if lease is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(lease.index)
+            pass_fds = (lease.fd,)  # the child holds the lock too: it stays leased while training runs
+            log(f"leased GPU {lease.index} of {gpu_count}")
+        # Its own session, so on_kill can stop the whole group (dataloader workers included).
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   bufsize=1, start_new_session=True, env=env, pass_fds=pass_fds)
+        if on_start:
+            on_start(process)
+        for line in process.stdout:
+            log(line.rstrip())
+        returncode = process.wait()
     result = json.loads(result_path.read_text()) if result_path.is_file() else None
     if returncode != 0 or result is None:
         raise ExperimentFailed(returncode, result)

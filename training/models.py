@@ -25,11 +25,18 @@ def stand_in_info(source: str) -> dict | None:
     return json.loads(marker.read_text()) if marker.is_file() else None
 
 
-def load_tokenizer_and_model(source: str, num_labels: int):
+def load_tokenizer_and_model(source: str, num_labels: int, load_model: bool = True):
+    """(tokenizer, model or None); the model with SDPA attention where its class supports it."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
+    if not load_model:
+        return tokenizer, None
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels,
+                                                                   attn_implementation="sdpa")
+    except ValueError:  # this architecture has no SDPA path
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model

@@ -16,7 +16,15 @@ COLUMNS = (
     "steps_planned", "steps_run", "stop_reason", "device", "gpu_count", "precision", "wall_seconds",
     "gpu_hours", "time_to_best_seconds", "checkpoint_path", "eval_points", "versions", "error",
     "started_at", "finished_at",
+    # 002
+    "per_device_batch_size", "effective_accumulation_steps", "attempt_count", "resumed_from_step",
+    "peak_memory_bytes", "mean_gpu_utilization_percent", "samples_per_second", "tokens_per_second",
+    "max_length", "attention_implementation", "model_revision", "code_version",
 )
+# A failed run has no measurements: these may be absent from its record and are stored as NULL.
+OPTIONAL_COLUMNS = frozenset(COLUMNS[COLUMNS.index("validation_f1"):COLUMNS.index("stop_reason")]) | {
+    "device", "precision", "time_to_best_seconds", "checkpoint_path", *COLUMNS[COLUMNS.index("per_device_batch_size"):]
+} - {"attempt_count"}
 JSON_COLUMNS = ("eval_points", "versions")
 
 UPSERT = sa.text(
@@ -28,13 +36,13 @@ UPSERT = sa.text(
 
 
 def record_experiment(url: str, result: dict) -> None:
-    missing = [c for c in COLUMNS if c not in result]
+    missing = [c for c in COLUMNS if c not in result and c not in OPTIONAL_COLUMNS]
     if missing:
         raise ValueError(f"result record lacks {missing}")
     engine = sa.create_engine(url)
     try:
         with engine.begin() as connection:
-            connection.execute(UPSERT, {c: result[c] for c in COLUMNS})
+            connection.execute(UPSERT, {c: result.get(c) for c in COLUMNS})
     finally:
         engine.dispose()
 

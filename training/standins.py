@@ -48,8 +48,9 @@ def stand_in_config(architecture: str, size: dict, vocab_size: int, max_length: 
                     pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)
 
 
-def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512, seed: int = 42) -> list[Path]:
-    """Build one stand-in per model of the plan under out_root/<hub id>; return their folders."""
+def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512, seed: int = 42,
+                    model_ids=None) -> list[Path]:
+    """Build a stand-in per model of the plan (or of model_ids) under out_root/<hub id>; return their folders."""
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
@@ -63,6 +64,8 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
     folders = []
     for tier in plan.tiers.values():
         for model_id in tier.models:
+            if model_ids is not None and model_id not in model_ids:
+                continue
             torch.manual_seed(seed)
             architecture = plan.architectures[model_id]
             config = stand_in_config(architecture, SIZES[tier.name], len(tokenizer), max_length)

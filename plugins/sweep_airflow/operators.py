@@ -7,8 +7,12 @@ import os
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from training.paths import experiments_root, safe_name
+
+
+NO_RETRY_OUTCOMES = ("oom", "nan_loss")
 
 
 def _run_type(context) -> str:
@@ -56,7 +60,13 @@ class TrainExperimentOperator(BaseOperator):
         ti = context["ti"]
         work_dir = (experiments_root() / safe_name(self.dag_id) / safe_name(context["run_id"]) / "tasks"
                     / f"{safe_name(self.task_id)}-{ti.map_index}-try{ti.try_number}")
-        result = run_in_subprocess(spec, work_dir, self.log.info, on_start=self._remember)
+        # Stop training a little before Airflow's own timeout, so the run still evaluates its best.
+        time_limit = self.execution_timeout.total_seconds() * 0.9 if self.execution_timeout else None
+        result = run_in_subprocess(spec, work_dir, self.log.info, on_start=self._remember,
+                                   time_limit_seconds=time_limit)
+        if result["stop_reason"] in NO_RETRY_OUTCOMES:
+            # Recorded already; retrying would fail the same way and spend GPU time doing it.
+            raise AirflowFailException(f"experiment {result['experiment_key']} stopped: {result['stop_reason']}")
         return {"experiment_key": result["experiment_key"], "validation_f1": result["validation_f1"],
                 "test_f1": result["test_f1"], "gpu_hours": result["gpu_hours"],
                 "stop_reason": result["stop_reason"]}

@@ -18,6 +18,6 @@ def result_record(model_id="microsoft/codebert-base", *, run_id="run-1", key=Non
         "wall_seconds": 360.0, "gpu_hours": 0.1, "time_to_best_seconds": 180.0, "checkpoint_path": "/ckpt",
         "eval_points": [{"step": 100, "f1": 0.7}, {"step": 200, "f1": validation_f1}],
         "versions": {"torch": "2.13.0"}, "error": None, "started_at": "2026-11-26T10:00:00+00:00",
-        "finished_at": "2026-11-26T10:06:00+00:00",
+        "finished_at": "2026-11-26T10:06:00+00:00", "attempt_count": 1,
     }
     return {**record, **overrides}

@@ -4,33 +4,12 @@ stand-in models: periodic evaluation, early stopping, best checkpoint, test F1, 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from training.plan import Hyperparameters, load_plan
-from training.spec import build_spec
-
-
-def run_cli(tmp_path: Path, spec, env_extra: dict) -> tuple[int, dict, str]:
-    spec_path, result_path = tmp_path / "spec.json", tmp_path / "result.json"
-    spec_path.write_text(spec.to_json())
-    completed = subprocess.run(
-        [sys.executable, "-m", "training", "run-experiment", "--spec", str(spec_path), "--result", str(result_path)],
-        env={**os.environ, **env_extra}, capture_output=True, text=True, timeout=600)
-    result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    return completed.returncode, result, completed.stdout + completed.stderr
-
-
-def spec_for(model_id, dataset, budget="tiny", **hyperparameters):
-    values = {"learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3, "weight_decay": 0.01,
-              "gradient_accumulation_steps": 1, **hyperparameters}
-    return build_spec(load_plan(), model_id, Hyperparameters(**values), budget_name=budget,
-                      dataset_source=str(dataset), dag_id="test_dag", run_id="run-1")
+from tests.training.helpers import run_cli, spec_for
 
 
 @pytest.mark.parametrize("model_id", ["microsoft/codebert-base", "Salesforce/codet5-small"])

@@ -1,0 +1,35 @@
+"""Running one experiment through the real CLI entry point, as the operator does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from training.plan import Hyperparameters, load_plan
+from training.spec import build_spec
+
+
+def cli_command(tmp_path: Path, spec, *extra_args: str) -> list[str]:
+    spec_path, result_path = tmp_path / "spec.json", tmp_path / "result.json"
+    spec_path.write_text(spec.to_json())
+    return [sys.executable, "-m", "training", "run-experiment", "--spec", str(spec_path),
+            "--result", str(result_path), *extra_args]
+
+
+def run_cli(tmp_path: Path, spec, env_extra: dict, *extra_args: str) -> tuple[int, dict, str]:
+    result_path = tmp_path / "result.json"
+    result_path.unlink(missing_ok=True)
+    completed = subprocess.run(cli_command(tmp_path, spec, *extra_args), env={**os.environ, **env_extra},
+                               capture_output=True, text=True, timeout=600)
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    return completed.returncode, result, completed.stdout + completed.stderr
+
+
+def spec_for(model_id, dataset, budget="tiny", plan=None, run_id="run-1", **hyperparameters):
+    values = {"learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3, "weight_decay": 0.01,
+              "gradient_accumulation_steps": 1, **hyperparameters}
+    return build_spec(plan or load_plan(), model_id, Hyperparameters(**values), budget_name=budget,
+                      dataset_source=str(dataset), dag_id="test_dag", run_id=run_id)

@@ -1,0 +1,150 @@
+"""The training engine on real runs of stand-in models: the effective arguments match the plan,
+a diverging run stops with nan_loss, OOM back-off keeps the effective batch, a killed run
+resumes from its checkpoint, the time budget, and the tokenization cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training.helpers import cli_command, run_cli, spec_for
+from training.plan import DEFAULT_PLAN_PATH, load_plan
+
+# The plan's own cadence (evaluate every 100 steps, log every 25) on a sliver of data.
+FIDELITY_BUDGET = """
+[budgets.fidelity]
+max_train_samples = 48
+max_eval_samples = 16
+max_length = 32
+max_steps = 100
+"""
+
+
+@pytest.fixture(scope="module")
+def fidelity_plan(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plan") / "plan.toml"
+    text = DEFAULT_PLAN_PATH.read_text()
+    path.write_text(text.replace("[budgets.full]\n", "[budgets.full]\n" + FIDELITY_BUDGET, 1))
+    return load_plan(path)
+
+
+@pytest.fixture
+def env(tmp_path, model_root):
+    return {"SWEEP_MODEL_ROOT": str(model_root), "SWEEP_HOME": str(tmp_path / "home")}
+
+
+def effective_arguments(result: dict) -> dict:
+    return json.loads((Path(result["checkpoint_path"]).parent / "training_args.json").read_text())
+
+
+@pytest.mark.parametrize("model_id, tier", [("microsoft/codebert-base", "small"),
+                                            ("Salesforce/codet5-large", "large")])
+def test_effective_arguments_are_the_plans(tmp_path, env, dataset_dir, fidelity_plan, model_id, tier):
+    grid = fidelity_plan.tiers[tier].combinations()[-1]  # the last, so nothing is a default by accident
+    spec = spec_for(model_id, dataset_dir, budget="fidelity", plan=fidelity_plan, **grid.as_dict())
+    code, result, output = run_cli(tmp_path, spec, env)
+    assert code == 0, output
+    args = effective_arguments(result)
+    assert (args["eval_strategy"], args["eval_steps"], args["logging_steps"]) == ("steps", 100, 25)
+    assert (args["early_stopping_patience"], args["early_stopping_threshold"]) == (2, 0.001)
+    assert args["load_best_model_at_end"] and args["metric_for_best_model"] == "f1" and args["greater_is_better"]
+    assert args["pin_memory_requested"] is True
+    assert args["dataloader_pin_memory"] is torch.cuda.is_available()  # transformers pins only for a GPU
+    assert args["activation_checkpointing"] is (tier == "large")
+    assert args["gradient_accumulation_steps"] == grid.gradient_accumulation_steps == (2 if tier == "large" else 1)
+    assert args["per_device_train_batch_size"] == grid.batch_size
+    assert (args["learning_rate"], args["weight_decay"], args["num_train_epochs"]) == (
+        grid.learning_rate, grid.weight_decay, grid.num_epochs)
+    assert args["seed"] == args["data_seed"] == 42
+    assert args["train_sampling_strategy"] == "group_by_length" and args["attention_implementation"] == "sdpa"
+    assert [p["step"] for p in result["eval_points"]] == [100]  # evaluated at step 100, and only then
+    assert result["precision"] == "fp32" and result["device"].startswith("cpu")
+
+
+def test_non_finite_loss_stops_the_run(tmp_path, env, dataset_dir):
+    spec = spec_for("microsoft/codebert-base", dataset_dir, budget="demo", learning_rate=1e30)
+    code, result, output = run_cli(tmp_path, spec, env)
+    assert code == 0, output
+    assert result["stop_reason"] == "nan_loss"
+    assert result["steps_run"] < result["steps_planned"]
+
+
+@pytest.mark.parametrize("simulated_max_batch, expected", [("4", "trained"), ("0", "oom")])
+def test_oom_back_off_keeps_the_effective_batch(tmp_path, env, dataset_dir, simulated_max_batch, expected):
+    spec = spec_for("microsoft/codebert-base", dataset_dir, batch_size=16, gradient_accumulation_steps=1)
+    code, result, output = run_cli(tmp_path, spec, {**env, "SWEEP_SIMULATED_MAX_BATCH": simulated_max_batch})
+    assert code == 0, output
+    if expected == "trained":
+        assert (result["per_device_batch_size"], result["effective_accumulation_steps"]) == (4, 4)
+        assert result["stop_reason"] in ("completed", "early_stopped") and result["test_f1"] is not None
+        assert effective_arguments(result)["per_device_train_batch_size"] == 4
+    else:  # 16 -> 8 -> 4 -> 2 -> 1 and still too big
+        assert result["stop_reason"] == "oom"
+        assert (result["per_device_batch_size"], result["effective_accumulation_steps"]) == (1, 16)
+        assert result["test_f1"] is None and result["checkpoint_path"] is None
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, env, dataset_dir):
+    # 40 steps of batch 1 with a checkpoint every 4; patience so large that nothing stops it early.
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=1),
+                               max_steps=40, early_stopping_patience=1000)
+    home = Path(env["SWEEP_HOME"])
+    process = subprocess.Popen(cli_command(tmp_path, spec), env={**os.environ, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    def latest_checkpoint_step():
+        return max((int(p.name.split("-")[1]) for p in home.glob("experiments/*/*/*/checkpoint-*")), default=0)
+
+    deadline = time.monotonic() + 180
+    while latest_checkpoint_step() < 12 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)  # no warning, no cleanup: a lost machine
+    process.wait()
+    code, result, output = run_cli(tmp_path, spec, env)
+    assert code == 0, output
+    assert result["attempt_count"] == 2
+    assert result["resumed_from_step"] >= 8  # the last complete checkpoint, not step 0
+    assert result["steps_run"] == 40 and result["stop_reason"] == "completed"
+    ledger = json.loads((Path(result["checkpoint_path"]).parent / "attempts.json").read_text())
+    assert [a["outcome"] for a in ledger] == ["interrupted", result["stop_reason"]]
+    assert ledger[0]["seconds"] > 0
+    assert result["wall_seconds"] == pytest.approx(sum(a["seconds"] for a in ledger), abs=0.01)
+
+
+def test_time_budget_stops_training_and_keeps_a_model(tmp_path, env, dataset_dir):
+    # Over a thousand steps, and patience no run can exhaust: only the clock can stop this one.
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=1),
+                               early_stopping_patience=100_000)
+    code, result, output = run_cli(tmp_path, spec, env, "--time-limit-seconds", "5")
+    assert code == 0, output
+    assert result["stop_reason"] == "timeout"
+    assert result["steps_run"] < result["steps_planned"]
+    assert Path(result["checkpoint_path"], "config.json").is_file()
+
+
+def test_checkpoints_on_disk_and_fingerprints(tmp_path, env, dataset_dir):
+    spec = spec_for("Salesforce/codet5-small", dataset_dir)
+    code, result, output = run_cli(tmp_path, spec, env)
+    assert code == 0, output
+    assert result["most_checkpoints_on_disk"] <= 2  # the best and the last
+    assert sorted(p.name for p in Path(result["checkpoint_path"]).parent.iterdir() if p.is_dir()) == ["best"]
+    assert result["model_revision"].startswith("sha256:") and len(result["dataset_fingerprint"]) == 16
+    assert result["code_version"] and set(result["versions"]) == {"torch", "transformers"}
+    assert result["peak_memory_bytes"] > 0 and result["tokens_per_second"] > 0 and result["samples_per_second"] > 0
+    assert result["mean_gpu_utilization_percent"] is None  # no NVML here: unknown, not zero
+
+
+def test_tokenized_splits_are_reused_by_the_next_experiment(tmp_path, env, dataset_dir):
+    first = run_cli(tmp_path, spec_for("Salesforce/codet5-small", dataset_dir, learning_rate=2e-5), env)
+    second = run_cli(tmp_path, spec_for("Salesforce/codet5-small", dataset_dir, learning_rate=5e-5), env)
+    assert first[0] == second[0] == 0
+    assert "tokenized splits cached in" in first[2]
+    assert "tokenized splits reused from" in second[2]

@@ -1,0 +1,61 @@
+"""The Trainer's arguments, derived from an experiment spec and the device: the one place where
+the plan's settings become Hugging Face settings."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments
+
+from training.spec import ExperimentSpec
+
+
+def choose_precision(mixed_precision: bool) -> tuple[str, str, int]:
+    """(device name, precision, GPUs held): bf16 where the GPU has it, else fp16; fp32 on CPU."""
+    if not torch.cuda.is_available():
+        return f"cpu ({platform.processor() or platform.machine()})", "fp32", 0
+    precision = "fp32"
+    if mixed_precision:
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return torch.cuda.get_device_name(0), precision, torch.cuda.device_count()
+
+
+def training_arguments(spec: ExperimentSpec, output_dir: Path, precision: str, on_gpu: bool,
+                       per_device_batch: int, accumulation: int) -> TrainingArguments:
+    """per_device_batch x accumulation is always the plan's batch x accumulation; the split
+    between them changes only when OOM back-off halves the per-device batch."""
+    hp = spec.hyperparameters
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=hp.learning_rate,
+        weight_decay=hp.weight_decay,
+        num_train_epochs=hp.num_epochs,
+        max_steps=spec.max_steps or -1,
+        per_device_train_batch_size=per_device_batch,
+        per_device_eval_batch_size=per_device_batch,
+        gradient_accumulation_steps=accumulation,
+        activation_checkpointing=spec.gradient_checkpointing,  # transformers 5's name for it
+        eval_strategy="steps",
+        eval_steps=spec.eval_steps,
+        save_strategy="steps",
+        save_steps=spec.eval_steps,  # every evaluation can become the best checkpoint
+        save_total_limit=1,  # with load_best_model_at_end: the best and the last survive
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        greater_is_better=True,
+        logging_steps=spec.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must reach NonFiniteLossStop, not be averaged away
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        dataloader_pin_memory=spec.pin_memory,
+        train_sampling_strategy="group_by_length",  # less padding; the order stays seeded
+        length_column_name="length",
+        use_cpu=not on_gpu,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        report_to="none",
+        disable_tqdm=True,
+        save_only_model=False,  # optimizer and scheduler state too: a retry resumes where it stopped
+    )

@@ -1,0 +1,99 @@
+"""Trainer callbacks that watch a run: the learning curve, a non-finite loss, the time budget,
+the checkpoints on disk, the attempt's heartbeat, and a simulated GPU memory limit for tests."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+
+class EvaluationRecorder(TrainerCallback):
+    """Keeps each periodic evaluation (the learning curve) with its wall-clock time."""
+
+    def __init__(self, started: float):
+        self.started = started
+        self.points = []
+        self.training = True  # the evaluations after training re-measure; they are not curve points
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.training and metrics and "eval_f1" in metrics:
+            self.points.append({"step": state.global_step, "epoch": state.epoch,
+                                "loss": metrics.get("eval_loss"), "f1": metrics.get("eval_f1"),
+                                "elapsed_seconds": round(time.monotonic() - self.started, 3)})
+
+
+class NonFiniteLossStop(TrainerCallback):
+    """Stops training when a logged loss is NaN or infinite, instead of training on garbage.
+
+    Checked at the logging cadence (every 25 steps in the plan): checking every step would force a
+    GPU sync per step. Needs logging_nan_inf_filter=False, or the Trainer hides the value.
+    """
+
+    def __init__(self):
+        self.triggered_at_step = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.triggered_at_step = state.global_step
+            control.should_training_stop = True
+            control.should_save = False  # never let a poisoned model become "last"
+
+
+class TimeBudget(TrainerCallback):
+    """Stops training gracefully when the run's time budget is spent, so it still keeps its best."""
+
+    def __init__(self, started: float, limit_seconds: float | None):
+        self.started, self.limit_seconds = started, limit_seconds
+        self.triggered = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.limit_seconds and time.monotonic() - self.started > self.limit_seconds:
+            self.triggered = True
+            control.should_training_stop = True
+
+
+class CheckpointCounter(TrainerCallback):
+    """Records the most checkpoint folders on disk at once (best and last: at most two)."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir, self.most_on_disk = output_dir, 0
+
+    def on_save(self, args, state, control, **kwargs):
+        self.most_on_disk = max(self.most_on_disk, len(list(self.output_dir.glob("checkpoint-*"))))
+
+
+class Heartbeat(TrainerCallback):
+    """Keeps the attempt ledger current, so an attempt killed without warning still counts its time."""
+
+    def __init__(self, ledger):
+        self.ledger = ledger
+
+    def on_log(self, args, state, control, **kwargs):
+        self.ledger.beat(state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.ledger.beat(state.global_step)
+
+
+class SimulatedMemoryLimit(TrainerCallback):
+    """Raises CUDA's out-of-memory error when the per-device batch exceeds a limit: lets the OOM
+    back-off run on machines without a GPU. Only active when SWEEP_SIMULATED_MAX_BATCH is set."""
+
+    def __init__(self):
+        value = os.environ.get("SWEEP_SIMULATED_MAX_BATCH")
+        self.max_batch = int(value) if value else None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.max_batch is not None and args.per_device_train_batch_size > self.max_batch:
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory (simulated: per-device batch {args.per_device_train_batch_size} > "
+                f"{self.max_batch})")
