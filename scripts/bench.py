@@ -118,6 +118,8 @@ def main() -> int:
         spec = build_spec(plan, model_id, Hyperparameters(5e-5, BATCH_SIZE, 1, 0.01, 1),
                           dataset_source=str(args.data), budget_name="full")
         spec = dataclasses.replace(spec, max_train_samples=args.train_samples, max_eval_samples=64)
+        # The stand-ins share one tokenizer: a cache per model, so each model's first prep is a miss.
+        os.environ["SWEEP_CACHE_DIR"] = str(work / "cache" / str(index))
         tokenized, tokenizer, first_prep = prepare(spec, plan.settings.seed)
         _, _, second_prep = prepare(dataclasses.replace(
             spec, hyperparameters=Hyperparameters(2e-5, BATCH_SIZE, 1, 0.01, 1)), plan.settings.seed)
