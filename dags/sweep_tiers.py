@@ -61,7 +61,7 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
                         map_index_template=MAP_INDEX_TEMPLATE,
                     ).expand_kwargs([combo.as_dict() for combo in tier.combinations()])
                 )
-        trainings >> RenderReportOperator(task_id="report", trigger_rule="all_done")
+        trainings >> RenderReportOperator(task_id="report", tier=tier.name, trigger_rule="all_done")
     return dag
 
 

@@ -78,3 +78,10 @@ def model_root(session_dir, dataset_dir) -> Path:
     root = session_dir / "models"
     build_stand_ins(load_plan(), dataset_dir, root, max_length=128)
     return root
+
+
+@pytest.fixture(autouse=True)
+def own_sweep_home(tmp_path, monkeypatch):
+    """Each test its own checkpoints and caches: a finished experiment of one test must not be
+    taken as already done by another with the same key."""
+    monkeypatch.setenv("SWEEP_HOME", str(tmp_path / "home"))

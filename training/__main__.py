@@ -26,13 +26,21 @@ def run_experiment_command(args) -> int:
         result, exit_code = failed_result(spec, error, started_at), 1
     Path(args.result).write_text(json.dumps(result, indent=2))
     url = os.environ.get("SWEEP_DATABASE_URL")
-    if url:
-        from training.results import record_experiment
-
-        record_experiment(url, result)
-        print(f"recorded experiment {result['experiment_key']} ({result['stop_reason']}) in the results DB")
-    else:
+    if not url:
         print("SWEEP_DATABASE_URL is not set: the result is only in", args.result)
+        return exit_code
+    import sqlalchemy
+
+    from training.results import record_experiment
+
+    try:
+        record_experiment(url, result)
+    except sqlalchemy.exc.OperationalError as error:
+        # Nothing is lost: the result file stays beside the checkpoint; a retry or `db sync` loads it.
+        print(f"could not write to the results DB ({error.orig}); the result is kept in {args.result} and "
+              "beside the checkpoint: a retry records it, or run `python -m training db sync`")
+        return 3
+    print(f"recorded experiment {result['experiment_key']} ({result['stop_reason']}) in the results DB")
     return exit_code
 
 
@@ -62,11 +70,21 @@ def db_command(args) -> int:
         results_url, airflow_url = database.provision()
         print(f"SWEEP_DATABASE_URL={results_url}")
         print(f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={airflow_url}")
-    else:
-        # An external results DB when SWEEP_DATABASE_URL names one; else the embedded one.
-        url = os.environ.get("SWEEP_DATABASE_URL") or database.results_database_url()
-        applied = database.migrate(url)
+    elif args.action == "migrate":
+        applied = database.migrate(database.results_database_url())
         print(f"results DB migrated: {', '.join(applied) or 'already up to date'}")
+    elif args.action == "sync":
+        from training.paths import experiments_root
+        from training.results import sync_result_files
+
+        root = Path(args.root) if args.root else experiments_root()
+        counts = sync_result_files(database.results_database_url(), root)
+        print(f"loaded {counts['loaded']} result files the database lacked; {counts['present']} were already there")
+    elif args.action == "add-user":
+        if not args.name or args.role not in ("writer", "analyst"):
+            raise SystemExit("db add-user needs --name and --role writer|analyst")
+        database.add_login(database.results_database_url(), args.name, args.role, os.environ.get("SWEEP_USER_PASSWORD"))
+        print(f"login {args.name} can now connect as a sweep {args.role}")
     return 0
 
 
@@ -102,11 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     standins.add_argument("--max-length", type=int, default=512)
     standins.set_defaults(handler=build_standins_command)
 
-    db = commands.add_parser("db", help="results database: up | migrate | stop")
-    db.add_argument("action", choices=["up", "migrate", "stop"],
-                    help="up: start the embedded server, create the "
-                         "results and Airflow databases, migrate, print their URLs; migrate: "
-                         "migrate $SWEEP_DATABASE_URL, else the embedded results DB")
+    db = commands.add_parser("db", help="results database: up | migrate | sync | add-user | stop")
+    db.add_argument("action", choices=["up", "migrate", "sync", "add-user", "stop"],
+                    help="up: start the embedded server, create the results and Airflow databases, migrate, "
+                         "print their URLs. migrate / sync / add-user act on $SWEEP_DATABASE_URL, else the "
+                         "embedded results DB. sync: load every result file the database lacks. add-user: "
+                         "a login in the writer or analyst role, password from $SWEEP_USER_PASSWORD")
+    db.add_argument("--root", default=None, help="sync: folder to search for result.json (default: experiments)")
+    db.add_argument("--name", default=None, help="add-user: the login's name")
+    db.add_argument("--role", default=None, help="add-user: writer or analyst")
     db.set_defaults(handler=db_command)
 
     report = commands.add_parser("render-report", help="render the report of one DAG run")

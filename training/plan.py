@@ -6,6 +6,7 @@ mistake in the file is reported here with the file, the field and the bad value.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import tomllib
@@ -95,6 +96,7 @@ class Tier:
 @dataclass(frozen=True)
 class Plan:
     path: str
+    version: str  # hash of the file's text: which plan a run was built from
     settings: Settings
     dataset: DatasetSpec
     budgets: dict[str, Budget] = field(hash=False)
@@ -109,17 +111,18 @@ def load_plan(path: Path | str | None = None) -> Plan:
     """Read and validate the plan file (default: $SWEEP_PLAN_FILE, else the packaged plan)."""
     path = Path(path or os.environ.get("SWEEP_PLAN_FILE") or DEFAULT_PLAN_PATH)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise PlanError(path, "<file>", str(path), "plan file not found") from None
     except tomllib.TOMLDecodeError as error:
         raise PlanError(path, "<file>", str(path), f"not valid TOML: {error}") from None
-    return _Validator(path).plan(raw)
+    return _Validator(path, hashlib.sha256(text.encode()).hexdigest()[:12]).plan(raw)
 
 
 class _Validator:
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, version: str):
+        self.path, self.version = path, version
 
     def fail(self, field_name: str, value: Any, problem: str) -> None:
         raise PlanError(self.path, field_name, value, problem)
@@ -156,7 +159,7 @@ class _Validator:
         budgets = {name: self.budget(name, value) for name, value in self.section(raw, "budgets").items()}
         if "full" not in budgets:
             self.fail("budgets.full", None, "missing budget (the plan as written)")
-        return Plan(str(self.path), self.settings(self.section(raw, "settings")),
+        return Plan(str(self.path), self.version, self.settings(self.section(raw, "settings")),
                     self.dataset(self.section(raw, "dataset")), budgets, tiers, architectures)
 
     def architectures(self, raw: dict) -> dict[str, str]:

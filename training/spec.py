@@ -38,11 +38,12 @@ class ExperimentSpec:
     dag_id: str
     run_id: str
     run_type: str
+    plan_version: str = ""
 
     def settings_for_key(self) -> dict[str, Any]:
         """What changes the trained model, and so belongs in the experiment key (not run ids)."""
         data = dataclasses.asdict(self)
-        for name in ("dag_id", "run_id", "run_type", "budget"):
+        for name in ("dag_id", "run_id", "run_type", "budget", "plan_version"):
             data.pop(name)
         return data
 
@@ -98,4 +99,5 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         dag_id=dag_id,
         run_id=run_id,
         run_type=run_type,
+        plan_version=plan.version,
     )

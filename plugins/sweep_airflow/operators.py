@@ -83,14 +83,21 @@ class TrainExperimentOperator(BaseOperator):
 
 
 class RenderReportOperator(BaseOperator):
-    """Render the run's report (Markdown and HTML) from the results DB; return its path."""
+    """Close the sweep run in the results DB and render its report (Markdown and HTML); return its path."""
 
     ui_color = "#eef8ee"
+
+    def __init__(self, *, tier: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tier = tier
 
     def execute(self, context) -> str:
         from training.database import results_database_url
         from training.report import render_run_report
+        from training.results import finish_sweep_run
 
-        path = render_run_report(results_database_url(), self.dag_id, context["run_id"])
-        self.log.info("report written to %s", path)
+        url = results_database_url()
+        status = finish_sweep_run(url, self.dag_id, context["run_id"], self.tier, _run_type(context))
+        path = render_run_report(url, self.dag_id, context["run_id"])
+        self.log.info("sweep run %s: %s; report written to %s", context["run_id"], status, path)
         return str(path)

@@ -45,3 +45,18 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
             "AND map_index >= 0")).all()
     assert len(names) == 16 and all(state == "success" for _, _, state in names)
     assert ("microsoft_codebert-base.train", "lr=5e-05 bs=32 ep=5 wd=0.01", "success") in names
+
+    # The run fills every table of the warehouse, and the analysts' views show it.
+    with sa.create_engine(fresh_database).connect() as connection:
+        def count(sql):
+            return connection.execute(sa.text(sql)).scalar()
+
+        assert count("SELECT count(*) FROM sweep_runs WHERE status = 'success' AND finished_at IS NOT NULL") == 1
+        assert count("SELECT count(*) FROM attempts") == 16
+        assert count("SELECT count(DISTINCT experiment_id) FROM evaluation_points") == 16
+        assert count("SELECT experiments FROM analytics.tier_summary") == 16
+        assert count("SELECT count(*) FROM analytics.best_configuration_per_model") == 2
+        assert count("SELECT count(*) FROM analytics.experiment_leaderboard") == 16
+        assert count("SELECT count(*) FROM analytics.resource_usage") == 2
+        assert count("SELECT count(DISTINCT model_id) FROM analytics.hyperparameter_effects") == 2
+        assert count("SELECT count(*) FROM analytics.f1_trend_across_runs") == 2

@@ -30,7 +30,9 @@ def test_a_rerecorded_experiment_updates_its_row(fresh_database):
     rows = run_experiments(fresh_database, "sweep_small", "run-1")
     assert len(rows) == 1
     assert (rows[0]["test_f1"], rows[0]["stop_reason"]) == (0.9, "early_stopped")
-    assert rows[0]["eval_points"][1] == {"step": 200, "f1": 0.8}
+    with sa.create_engine(fresh_database).connect() as connection:
+        curve = connection.execute(sa.text("SELECT step, f1 FROM evaluation_points ORDER BY step")).all()
+    assert [tuple(point) for point in curve] == [(100, 0.7), (200, 0.8)]
 
 
 def test_unknown_stop_reason_is_refused(fresh_database):
@@ -43,3 +45,36 @@ def test_incomplete_record_is_refused_before_the_database(fresh_database):
     del record["model_id"]
     with pytest.raises(ValueError, match="model_id"):
         record_experiment(fresh_database, record)
+
+
+def test_the_warehouse_migration_carries_existing_rows_over(postgres, tmp_path):
+    """003 on a database that already holds 002-era rows: runs, attempts and curves are backfilled."""
+    import shutil
+
+    url = database.ensure_database(postgres, "t_backfill")
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP SCHEMA IF EXISTS analytics CASCADE"))
+        connection.execute(sa.text("DROP TABLE IF EXISTS evaluation_points, attempts, experiments, sweep_runs, "
+                                   "schema_migrations CASCADE"))
+    early = tmp_path / "migrations"
+    early.mkdir()
+    for path in sorted(database.MIGRATIONS_DIR.glob("00[12]_*.sql")):
+        shutil.copy(path, early)
+    database.migrate(url, early)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO experiments (dag_id, run_id, run_type, experiment_key, tier, model_id, model_source, "
+            "is_stand_in, learning_rate, batch_size, num_epochs, weight_decay, gradient_accumulation_steps, budget, "
+            "dataset_source, stop_reason, test_f1, wall_seconds, gpu_hours, eval_points, started_at) VALUES "
+            "('sweep_small', 'old-run', 'manual', 'k1', 'small', 'm', 'm', false, 2e-5, 16, 3, 0.01, 1, 'full', 'd', "
+            "'completed', 0.9, 3600, 1.0, '[{\"step\": 100, \"f1\": 0.8}, {\"step\": 200, \"f1\": 0.9}]', now())"))
+    assert database.migrate(url) == sorted(p.stem for p in database.MIGRATIONS_DIR.glob("*.sql"))[2:]
+    with engine.connect() as connection:
+        run = connection.execute(sa.text("SELECT run_id, status, tier FROM sweep_runs")).one()
+        assert tuple(run) == ("old-run", "success", "small")
+        assert connection.execute(sa.text("SELECT step, f1 FROM evaluation_points ORDER BY step")).all() == [
+            (100, 0.8), (200, 0.9)]
+        assert tuple(connection.execute(sa.text("SELECT attempt_number, seconds, gpu_seconds FROM attempts")).one()) == (
+            1, 3600.0, 3600.0)
+    engine.dispose()
