@@ -116,12 +116,24 @@ def airflow_url(url: str) -> str:
     return url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
+PIPELINE_LOGIN = "sweep_pipeline"
+
+
+def pipeline_url(admin_url: str) -> str:
+    """The URL the pipeline writes with: a login in sweep_writer, so it can record results and do
+    nothing else. Passwordless, for the embedded server's local socket only."""
+    add_login(admin_url, PIPELINE_LOGIN, "writer", None)
+    return sa.engine.make_url(admin_url).set(username=PIPELINE_LOGIN, password=None).render_as_string(
+        hide_password=False)
+
+
 def provision(data_dir: Path | None = None) -> tuple[str, str]:
-    """On the embedded server: create and migrate the results DB, create Airflow's; return both URLs."""
+    """On the embedded server: create and migrate the results DB, create Airflow's; return the
+    pipeline's results URL (writer role) and Airflow's URL."""
     base_url = start_embedded_server(data_dir)
     results_url = ensure_database(base_url, RESULTS_DATABASE)
     migrate(results_url)
-    return results_url, airflow_url(ensure_database(base_url, AIRFLOW_DATABASE))
+    return pipeline_url(results_url), airflow_url(ensure_database(base_url, AIRFLOW_DATABASE))
 
 
 def add_login(url: str, name: str, role: str, password: str | None) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from training import data as data_module
 from training.accounting import (AttemptLedger, UtilisationSampler, code_version, model_fingerprint,
@@ -44,6 +43,18 @@ def experiment_key(spec: ExperimentSpec, dataset_fingerprint: str) -> str:
 
 def experiment_dir(spec: ExperimentSpec, key: str) -> Path:
     return experiments_root() / safe_name(spec.dag_id or "cli") / safe_name(spec.run_id or "adhoc") / key
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint that was saved whole. The Trainer writes trainer_state.json last, so a
+    folder without it is what a kill during a save left behind; it is removed, not resumed from."""
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    for checkpoint in checkpoints:
+        if (checkpoint / "trainer_state.json").is_file():
+            return str(checkpoint)
+        print(f"removing {checkpoint}: incomplete (the previous attempt was stopped while saving it)")
+        shutil.rmtree(checkpoint)
+    return None
 
 
 def prepare_data(spec: ExperimentSpec):
@@ -131,7 +142,7 @@ class Run:
         for halvings in range(MAX_OOM_HALVINGS + 1):
             self.trainer = self.build_trainer(self.per_device_batch, self.accumulation)
             self.write_effective_arguments()
-            last = get_last_checkpoint(str(self.output_dir))
+            last = last_complete_checkpoint(self.output_dir)
             if last and self.ledger.current["resumed_from_step"] is None:
                 self.ledger.current["resumed_from_step"] = int(last.rsplit("-", 1)[1])
                 print(f"resuming from {last}")

@@ -14,7 +14,8 @@ from training import database
 def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, dataset_dir, model_root):
     metadata_url = database.ensure_database(postgres, "airflow_e2e")
     reports = session_dir / "e2e-reports"
-    env = airflow_env(session_dir / "e2e", fresh_database, database.airflow_url(metadata_url),
+    # The pipeline writes as a login of the writer role, as `make demo` sets it up.
+    env = airflow_env(session_dir / "e2e", database.pipeline_url(fresh_database), database.airflow_url(metadata_url),
                       SWEEP_MODEL_ROOT=str(model_root), SWEEP_REPORTS_DIR=str(reports))
     prepare_airflow(env)
     run_tier("small", json.dumps({"budget": "tiny", "dataset": str(dataset_dir)}), env,

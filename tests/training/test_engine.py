@@ -148,3 +148,17 @@ def test_tokenized_splits_are_reused_by_the_next_experiment(tmp_path, env, datas
     assert first[0] == second[0] == 0
     assert "tokenized splits cached in" in first[2]
     assert "tokenized splits reused from" in second[2]
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
+    from training.experiment import last_complete_checkpoint
+
+    for step, complete in ((4, True), (8, True), (12, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights")
+        if complete:  # the Trainer writes its state file last
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
+    assert not (tmp_path / "checkpoint-12").exists()
+    assert last_complete_checkpoint(tmp_path / "nothing-here") is None
