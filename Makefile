@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml requirements.lock
 demo: install
 	$(BIN)/python scripts/demo.py
 
+# The report's browser test needs Debian's chromium; installed once, here, as the tests' set-up.
 test: install
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # BENCH_JSON=out.json writes the three figures; BENCH_DATA points at BigCloneBench subsets.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Param, TaskGroup
+from airflow.sdk import DAG, Asset, Param, TaskGroup
 
 from sweep_airflow.operators import RenderReportOperator, TrainExperimentOperator
 from training.paths import safe_name
@@ -61,7 +61,8 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
                         map_index_template=MAP_INDEX_TEMPLATE,
                     ).expand_kwargs([combo.as_dict() for combo in tier.combinations()])
                 )
-        trainings >> RenderReportOperator(task_id="report", tier=tier.name, trigger_rule="all_done")
+        trainings >> RenderReportOperator(task_id="report", tier=tier.name, trigger_rule="all_done",
+                                          outlets=[Asset(name=f"sweep_{tier.name}_report")])
     return dag
 
 

@@ -28,6 +28,7 @@ from training.callbacks import (CheckpointCounter, EvaluationRecorder, Heartbeat
 from training.metrics import metrics_for_trainer
 from training.models import load_tokenizer_and_model, resolve_model_source, stand_in_info
 from training.paths import experiments_root, safe_name
+from training.serving import bootstrap_f1_interval, inference_speed, model_size
 from training.spec import ExperimentSpec
 from training.tokenization import LENGTH_COLUMN, tokenized_splits
 
@@ -85,7 +86,7 @@ class Run:
     def __init__(self, spec: ExperimentSpec, time_limit_seconds: float | None = None):
         self.spec, self.time_limit_seconds = spec, time_limit_seconds
         self.started_at, self.started = datetime.now(timezone.utc), time.monotonic()
-        self.trainer, self.state, self.train_seconds = None, None, None
+        self.trainer, self.state, self.train_seconds, self.serving = None, None, None, {}
 
     def execute(self) -> dict:
         spec = self.spec
@@ -176,15 +177,22 @@ class Run:
         (self.output_dir / "training_args.json").write_text(json.dumps(effective, indent=2, default=str))
 
     def evaluate_best(self) -> tuple[dict, dict, Path | None]:
-        """Validation and test metrics of the best checkpoint (already loaded by the Trainer)."""
+        """Validation and test metrics of the best checkpoint (already loaded by the Trainer), and
+        what production needs to know about it: F1 interval, speed, size."""
         trainer = self.trainer
         if trainer.state.best_model_checkpoint is None and self.nan_stop.triggered_at_step is not None:
             return {}, {}, None  # diverged before any evaluation: nothing trustworthy to keep
         validation = trainer.evaluate(metric_key_prefix="eval")
-        test = trainer.evaluate(eval_dataset=self.tokenized["test"], metric_key_prefix="test")
+        prediction = trainer.predict(self.tokenized["test"], metric_key_prefix="test")
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        low, high = bootstrap_f1_interval(prediction.label_ids, logits.argmax(-1), len(self.label_values),
+                                          self.spec.seed)
         best_dir = self.output_dir / "best"
         trainer.save_model(str(best_dir))
-        return validation, test, best_dir
+        self.serving = {"test_f1_ci_low": low, "test_f1_ci_high": high,
+                        **inference_speed(trainer.model, self.tokenized["test"], trainer.data_collator),
+                        **model_size(trainer.model, best_dir)}
+        return validation, prediction.metrics, best_dir
 
     def finish(self, stop_reason: str, mean_utilisation: float | None) -> dict:
         trainer = self.trainer
@@ -232,7 +240,7 @@ class Run:
             "tokens_per_second": tokens / train_seconds if train_seconds else None,
             "most_checkpoints_on_disk": self.checkpoints.most_on_disk,
             "checkpoint_path": str(best_dir) if best_dir else None,
-            "eval_points": self.recorder.points,
+            "eval_points": self.recorder.points, **self.serving,
             "started_at": self.started_at.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
             "error": None,
         }

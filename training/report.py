@@ -1,22 +1,31 @@
-"""The run report: typed rows read from Postgres, numbers computed here, Jinja renders
-Markdown and a self-contained HTML file under reports/<dag>/<run>/."""
+"""The run report: typed rows read from Postgres, every number computed here, Jinja renders a
+self-contained HTML file (inline SVG charts) and a Markdown version under reports/<dag>/<run>/.
+
+The four deliverables: the optimal configuration per model, F1 across all experiments, the
+resources used, and a recommendation matrix for production; plus the change since the previous run.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import jinja2
 
+from training import charts
 from training.paths import reports_root, safe_name
-from training.results import run_experiments
+from training.results import evaluation_curves, previous_run_id, run_experiments
 
 TEMPLATES = Path(__file__).with_name("templates")
+SUCCEEDED = ("completed", "early_stopped", "timeout")
+WITHIN_F1 = 0.01  # "fastest model within one F1 point of the best"
 
 
 @dataclass(frozen=True)
 class ExperimentRow:
+    experiment_id: int
     model_id: str
+    tier: str
     learning_rate: float
     batch_size: int
     num_epochs: int
@@ -26,29 +35,72 @@ class ExperimentRow:
     test_f1: float | None
     test_precision: float | None
     test_recall: float | None
+    test_f1_ci_low: float | None
+    test_f1_ci_high: float | None
     best_step: int | None
+    steps_planned: int | None
     steps_run: int | None
-    stop_reason: str
+    stop_reason: str | None
     gpu_hours: float
     wall_seconds: float | None
+    time_to_best_seconds: float | None
+    peak_memory_bytes: int | None
+    latency_batch1_ms: float | None
+    throughput_batch32_per_second: float | None
+    parameter_count: int | None
+    model_size_bytes: int | None
+    attempt_count: int
     device: str | None
     is_stand_in: bool
     error: str | None
 
     @classmethod
     def from_record(cls, record: dict) -> ExperimentRow:
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__})
+        return cls(**{f.name: record.get(f.name) for f in fields(cls)})
 
     @property
     def succeeded(self) -> bool:
-        return self.stop_reason in ("completed", "early_stopped") and self.validation_f1 is not None
+        return self.stop_reason in SUCCEEDED and self.validation_f1 is not None
+
+    @property
+    def gpu_hours_saved(self) -> float:
+        """Steps an early stop did not run, priced at this experiment's GPU-hours per step."""
+        if self.stop_reason != "early_stopped" or not self.steps_run or not self.steps_planned:
+            return 0.0
+        return self.gpu_hours * max(self.steps_planned - self.steps_run, 0) / self.steps_run
 
 
 @dataclass(frozen=True)
 class ModelSection:
     model_id: str
     experiments: list[ExperimentRow]
-    best: ExperimentRow | None = field(default=None)
+    best: ExperimentRow | None
+    gpu_hours: float
+    gpu_hours_saved: float
+    wall_seconds: float
+    failures: list[ExperimentRow]
+    mean_time_to_best_seconds: float | None
+    peak_memory_bytes: int | None
+    heatmaps: list = field(default_factory=list)
+    curves: object = ""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    title: str
+    model_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Change:
+    model_id: str
+    test_f1: float | None
+    previous_test_f1: float | None
+    delta: float | None
+    gpu_hours: float
+    previous_gpu_hours: float
+    beyond_interval: bool
 
 
 @dataclass(frozen=True)
@@ -59,29 +111,130 @@ class RunReport:
     experiment_count: int
     failed_count: int
     gpu_hours: float
+    gpu_hours_saved: float
     any_stand_in: bool
+    cost_unit: str  # "GPU-hour", or "wall-clock hour" when nothing ran on a GPU
+    costs: dict[str, float]  # per model, in cost_unit
+    failures: list[ExperimentRow]
+    recommendations: list[Recommendation]
+    indistinguishable: str | None
+    previous_run_id: str | None
+    changes: list[Change]
 
 
 def best_of(experiments: list[ExperimentRow]) -> ExperimentRow | None:
     """Validation F1 selects (test F1 is only reported); ties go to the cheaper run."""
     candidates = [e for e in experiments if e.succeeded]
-    return max(candidates, key=lambda e: (e.validation_f1, -(e.wall_seconds or 0)), default=None)
+    return max(candidates, key=lambda e: (e.validation_f1, -(e.gpu_hours or 0), -(e.wall_seconds or 0)), default=None)
 
 
-def build_report(dag_id: str, run_id: str, records: list[dict]) -> RunReport:
+def heatmaps(model_id: str, experiments: list[ExperimentRow]) -> list:
+    """Test F1 over learning rate x batch size, one grid per (epochs, weight decay) that occurs."""
+    grids = []
+    for epochs, decay in sorted({(e.num_epochs, e.weight_decay) for e in experiments}):
+        subset = [e for e in experiments if (e.num_epochs, e.weight_decay) == (epochs, decay)]
+        rates = sorted({e.learning_rate for e in subset})
+        batches = sorted({e.batch_size for e in subset})
+        cells = {(f"{e.learning_rate:g}", str(e.batch_size)): e.test_f1 for e in subset}
+        grids.append(charts.heatmap(f"{model_id}: test F1, {epochs} epochs, weight decay {decay:g}",
+                                    [f"{r:g}" for r in rates], [str(b) for b in batches], cells,
+                                    "lr", "batch size"))
+    return grids
+
+
+def mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def section(model_id: str, experiments: list[ExperimentRow], curves: dict[int, list]) -> ModelSection:
+    best = best_of(experiments)
+    memory = [e.peak_memory_bytes for e in experiments if e.peak_memory_bytes]
+    curve = {f"{model_id} (best: lr {best.learning_rate:g}, batch {best.batch_size})": curves.get(best.experiment_id, [])}\
+        if best else {}
+    return ModelSection(
+        model_id, experiments, best, sum(e.gpu_hours for e in experiments),
+        sum(e.gpu_hours_saved for e in experiments), sum(e.wall_seconds or 0 for e in experiments),
+        [e for e in experiments if not e.succeeded],
+        mean([e.time_to_best_seconds for e in experiments if e.time_to_best_seconds is not None]),
+        max(memory) if memory else None, heatmaps(model_id, experiments),
+        charts.learning_curves(f"{model_id}: validation F1 of the best run", curve) if curve else "")
+
+
+def cost_of(model: ModelSection, unit: str) -> float:
+    return model.gpu_hours if unit == "GPU-hour" else model.wall_seconds / 3600
+
+
+def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendation], str | None]:
+    """Most accurate; best F1 per unit of cost; fastest within one F1 point of the best."""
+    scored = [m for m in models if m.best and m.best.test_f1 is not None]
+    if not scored:
+        return [Recommendation("Most accurate", None, "no model finished an experiment")], None
+    ranked = sorted(scored, key=lambda m: m.best.test_f1, reverse=True)
+    top = ranked[0]
+    picks = [Recommendation("Most accurate", top.model_id, f"test F1 {top.best.test_f1:.3f}")]
+    costed = [m for m in scored if cost_of(m, unit) > 0]
+    if costed:
+        value = max(costed, key=lambda m: m.best.test_f1 / cost_of(m, unit))
+        picks.append(Recommendation(f"Best F1 per {unit}", value.model_id,
+                                    f"{value.best.test_f1 / cost_of(value, unit):.3f} F1 per {unit} for the sweep"))
+    close = [m for m in scored if m.best.test_f1 >= top.best.test_f1 - WITHIN_F1 and m.best.latency_batch1_ms]
+    if close:
+        fastest = min(close, key=lambda m: m.best.latency_batch1_ms)
+        picks.append(Recommendation("Fastest within one F1 point of the best", fastest.model_id,
+                                    f"{fastest.best.latency_batch1_ms:.1f} ms per example at batch 1"))
+    note = None
+    if len(ranked) > 1:
+        first, second = ranked[0].best, ranked[1].best
+        if None not in (first.test_f1_ci_low, second.test_f1_ci_high) and second.test_f1_ci_high >= first.test_f1_ci_low:
+            note = (f"{ranked[0].model_id} and {ranked[1].model_id} are not distinguishable: their 95% "
+                    "confidence intervals of test F1 overlap.")
+    return picks, note
+
+
+def changes(models: list[ModelSection], previous: list[ModelSection]) -> list[Change]:
+    before = {m.model_id: m for m in previous}
+    result = []
+    for model in models:
+        old = before.get(model.model_id)
+        now_f1 = model.best.test_f1 if model.best else None
+        old_f1 = old.best.test_f1 if old and old.best else None
+        delta = None if None in (now_f1, old_f1) else now_f1 - old_f1
+        outside = (delta is not None and model.best.test_f1_ci_low is not None
+                   and not model.best.test_f1_ci_low <= old_f1 <= model.best.test_f1_ci_high)
+        result.append(Change(model.model_id, now_f1, old_f1, delta, model.gpu_hours,
+                             old.gpu_hours if old else 0.0, outside))
+    return result
+
+
+def sections(records: list[dict], curves: dict[int, list]) -> list[ModelSection]:
     rows = [ExperimentRow.from_record(record) for record in records]
-    sections = []
-    for model_id in sorted({row.model_id for row in rows}):
-        experiments = [row for row in rows if row.model_id == model_id]
-        sections.append(ModelSection(model_id, experiments, best_of(experiments)))
-    return RunReport(dag_id, run_id, sections, len(rows), sum(not row.succeeded for row in rows),
-                     sum(row.gpu_hours for row in rows), any(row.is_stand_in for row in rows))
+    return [section(model_id, [r for r in rows if r.model_id == model_id], curves)
+            for model_id in sorted({r.model_id for r in rows})]
+
+
+def build_report(dag_id: str, run_id: str, records: list[dict], curves: dict[int, list] | None = None,
+                 previous_id: str | None = None, previous_records: list[dict] | None = None) -> RunReport:
+    models = sections(records, curves or {})
+    rows = [e for m in models for e in m.experiments]
+    gpu_hours = sum(m.gpu_hours for m in models)
+    unit = "GPU-hour" if gpu_hours > 0 else "wall-clock hour"
+    picks, note = recommend(models, unit)
+    previous = sections(previous_records or [], {})
+    return RunReport(dag_id, run_id, models, len(rows), sum(not e.succeeded for e in rows), gpu_hours,
+                     sum(m.gpu_hours_saved for m in models), any(e.is_stand_in for e in rows), unit,
+                     {m.model_id: cost_of(m, unit) for m in models}, [e for m in models for e in m.failures],
+                     picks, note, previous_id, changes(models, previous) if previous_id else [])
 
 
 def environment(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["score"] = lambda value: "–" if value is None else f"{value:.3f}"
+    env.filters["signed"] = lambda value: "–" if value is None else f"{value:+.3f}"
+    env.filters["number"] = lambda value, digits=1: "–" if value is None else f"{value:,.{digits}f}"
+    env.filters["mebibytes"] = lambda value: "–" if not value else f"{value / 2**20:,.1f} MiB"
+    env.filters["hours"] = lambda seconds: "–" if seconds is None else f"{seconds / 3600:,.3f}"
+    env.filters["millions"] = lambda value: "–" if not value else f"{value / 1e6:,.2f} M"
     return env
 
 
@@ -93,6 +246,13 @@ def render(report: RunReport, out_dir: Path) -> Path:
     return html_path
 
 
+def report_dir(dag_id: str, run_id: str, root: Path | None = None) -> Path:
+    return (root or reports_root()) / safe_name(dag_id) / safe_name(run_id)
+
+
 def render_run_report(url: str, dag_id: str, run_id: str, root: Path | None = None) -> Path:
-    report = build_report(dag_id, run_id, run_experiments(url, dag_id, run_id))
-    return render(report, (root or reports_root()) / safe_name(dag_id) / safe_name(run_id))
+    records = run_experiments(url, dag_id, run_id)
+    previous_id = previous_run_id(url, dag_id, run_id)
+    report = build_report(dag_id, run_id, records, evaluation_curves(url, [r["experiment_id"] for r in records]),
+                          previous_id, run_experiments(url, dag_id, previous_id) if previous_id else [])
+    return render(report, report_dir(dag_id, run_id, root))

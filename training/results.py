@@ -25,6 +25,9 @@ COLUMNS = (
     "max_length", "attention_implementation", "model_revision", "code_version",
     # 003
     "status",
+    # 006
+    "test_f1_ci_low", "test_f1_ci_high", "latency_batch1_ms", "throughput_batch32_per_second",
+    "parameter_count", "model_size_bytes",
 )
 REQUIRED = ("dag_id", "run_id", "run_type", "experiment_key", "tier", "model_id", "model_source", "is_stand_in",
             "learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps", "budget",
@@ -161,3 +164,34 @@ def sync_result_files(url: str, root: Path) -> dict[str, int]:
         finished.add(tuple(record[c] for c in IDENTITY))
         counts["loaded"] += 1
     return counts
+
+
+def evaluation_curves(url: str, experiment_ids: list[int]) -> dict[int, list[tuple[int, float]]]:
+    """(step, F1) of every evaluation of these experiments, in step order."""
+    if not experiment_ids:
+        return {}
+    engine = engine_for(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text(
+                "SELECT experiment_id, step, f1 FROM evaluation_points WHERE experiment_id = ANY(:ids) "
+                "AND f1 IS NOT NULL ORDER BY experiment_id, step"), {"ids": list(experiment_ids)}).all()
+    finally:
+        engine.dispose()
+    curves: dict[int, list] = {}
+    for experiment_id, step, f1 in rows:
+        curves.setdefault(experiment_id, []).append((step, f1))
+    return curves
+
+
+def previous_run_id(url: str, dag_id: str, run_id: str) -> str | None:
+    """The run of the same DAG (tier) that started last before this one."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text(
+                "SELECT p.run_id FROM sweep_runs p JOIN sweep_runs r ON r.dag_id = p.dag_id "
+                "WHERE r.dag_id = :dag_id AND r.run_id = :run_id AND p.started_at < r.started_at "
+                "ORDER BY p.started_at DESC LIMIT 1"), {"dag_id": dag_id, "run_id": run_id}).scalar()
+    finally:
+        engine.dispose()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.exceptions import AirflowFailException
 
 from training.paths import experiments_root, safe_name
@@ -82,10 +82,22 @@ class TrainExperimentOperator(BaseOperator):
             stop(self._process)
 
 
+class ReportLink(BaseOperatorLink):
+    """The run's HTML report, from the report task in the UI (computed on the worker after execute)."""
+
+    name = "Report"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        from training.report import report_dir
+
+        return (report_dir(ti_key.dag_id, ti_key.run_id) / "report.html").as_uri()
+
+
 class RenderReportOperator(BaseOperator):
     """Close the sweep run in the results DB and render its report (Markdown and HTML); return its path."""
 
     ui_color = "#eef8ee"
+    operator_extra_links = (ReportLink(),)
 
     def __init__(self, *, tier: str, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -44,10 +44,19 @@ def test_each_tier_maps_exactly_the_plan_combinations(dagbag, tier_name, expecte
     assert total == expected
 
 
-def test_report_runs_after_every_training_whatever_happened(dagbag):
+def test_report_runs_after_every_training_whatever_happened(dagbag, monkeypatch, tmp_path):
+    from airflow.models.taskinstancekey import TaskInstanceKey
+
     dag = dagbag.dags["sweep_small"]
     report = dag.get_task("report")
     assert report.trigger_rule == "all_done"
+    assert [asset.name for asset in report.outlets] == ["sweep_small_report"]  # downstream DAGs can wait on it
+    monkeypatch.setenv("SWEEP_REPORTS_DIR", str(tmp_path))
+    link = report.operator_extra_links[0]
+    key = TaskInstanceKey("sweep_small", "report", "manual__2026-11-26T10:00:00+00:00", 1, -1)
+    assert link.name == "Report"
+    assert link.get_link(report, ti_key=key) == (
+        tmp_path / "sweep_small" / "manual__2026-11-26T10_00_00_00_00" / "report.html").as_uri()
     assert {t.task_id for t in report.upstream_list} == {t.task_id for t in dag.tasks if t.task_id.endswith(".train")}
 
 

@@ -26,6 +26,9 @@ def test_experiment_trains_selects_best_and_records(tmp_path, model_id, dataset_
     best = max(result["eval_points"], key=lambda p: p["f1"])
     assert result["validation_f1"] == pytest.approx(best["f1"])  # the best checkpoint was reloaded
     assert 0.0 <= result["test_f1"] <= 1.0 and result["gpu_hours"] == 0.0 and result["precision"] == "fp32"
+    assert result["test_f1_ci_low"] <= result["test_f1"] <= result["test_f1_ci_high"]
+    assert result["latency_batch1_ms"] > 0 and result["throughput_batch32_per_second"] > 0
+    assert result["parameter_count"] > 0 and result["model_size_bytes"] > 0
     checkpoint = Path(result["checkpoint_path"])
     assert (checkpoint / "config.json").is_file() and (checkpoint / "model.safetensors").is_file()
     assert not list(checkpoint.parent.glob("checkpoint-*"))  # only the best survives the run

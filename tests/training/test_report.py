@@ -1,52 +1,87 @@
-"""The report rendered from rows in a real Postgres: best per model, every experiment, escaping."""
+"""The report rendered from rows in a real Postgres: the four deliverables, the change since the
+previous run, escaping, and the empty and failed cases."""
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from tests.training.fixtures import result_record
+from tests.training.fixtures import CODEBERT, CODET5, LATEST_RUN, PREVIOUS_RUN, result_record, warehouse_records
 from training.report import render_run_report
 from training.results import record_experiment
+
+
+def render(url, tmp_path, run_id="run-1"):
+    html_path = render_run_report(url, "sweep_small", run_id, root=tmp_path)
+    return html_path, html_path.read_text(), html_path.with_suffix(".md").read_text()
 
 
 def test_report_lists_every_experiment_and_the_best_per_model(tmp_path, fresh_database):
     records = [
         result_record(learning_rate=2e-5, validation_f1=0.80, test_f1=0.79),
         result_record(learning_rate=5e-5, validation_f1=0.86, test_f1=0.77),
-        result_record("Salesforce/codet5-small", validation_f1=0.70, test_f1=0.71),
-        result_record("Salesforce/codet5-small", learning_rate=5e-5, validation_f1=None, test_f1=None,
+        result_record(CODET5, validation_f1=0.70, test_f1=0.71),
+        result_record(CODET5, learning_rate=5e-5, validation_f1=None, test_f1=None,
                       stop_reason="failed", error="RuntimeError: boom"),
     ]
     for record in records:
         record_experiment(fresh_database, record)
-    html_path = render_run_report(fresh_database, "sweep_small", "run-1", root=tmp_path)
+    html_path, html, markdown = render(fresh_database, tmp_path)
     assert html_path == tmp_path / "sweep_small" / "run-1" / "report.html"
-    markdown = html_path.with_suffix(".md").read_text()
     assert "4 experiments, 1 failed" in markdown
     # best by validation F1 (0.86), although another run had the higher test F1
     assert "| microsoft/codebert-base | 5e-05 | 16 | 3 | 0.01 | 0.860 | 0.770 |" in markdown
     assert "| Salesforce/codet5-small | 2e-05 | 16 | 3 | 0.01 | 0.700 | 0.710 |" in markdown
-    assert markdown.count("| failed |") == 1
+    assert "| Salesforce/codet5-small | 5e-05 | 16 | 3 | 0.01 | failed | 1 | 0.1000 | RuntimeError: boom |" in markdown
     assert "Stand-in models" not in markdown
-    html = html_path.read_text()
-    assert html.count("<tr class=\"best\"") == 2 and 'title="RuntimeError: boom"' in html
+    assert html.count('<tr class="best"') == 2 and 'title="RuntimeError: boom"' in html
+    assert html.count('class="chart heatmap"') == 2 and html.count('class="chart curves"') == 2
+    assert "This is the first run of this tier." in markdown
+
+
+def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_path, fresh_database):
+    for record in warehouse_records():
+        latency = {CODEBERT: 12.0, CODET5: 4.0}[record["model_id"]]
+        ci = (record["test_f1"] - 0.03, record["test_f1"] + 0.03) if record["test_f1"] else (None, None)
+        record_experiment(fresh_database, {**record, "latency_batch1_ms": latency,
+                                           "test_f1_ci_low": ci[0], "test_f1_ci_high": ci[1]})
+    _, html, markdown = render(fresh_database, tmp_path, LATEST_RUN)
+    assert "**Most accurate:** microsoft/codebert-base (test F1 0.860)" in markdown
+    # codebert 0.86 / 0.23 GPU-h = 3.74; codet5 0.74 / 0.05 = 14.8
+    assert "**Best F1 per GPU-hour:** Salesforce/codet5-small (14.800 F1 per GPU-hour for the sweep)" in markdown
+    # codet5 (0.74) is not within one point of 0.86: the fastest close model is codebert itself
+    assert "**Fastest within one F1 point of the best:** microsoft/codebert-base (12.0 ms" in markdown
+    assert "not distinguishable" not in markdown  # [0.83, 0.89] and [0.71, 0.77] do not overlap
+    assert f"Compared with `{PREVIOUS_RUN}`" in markdown
+    # codebert 0.82 -> 0.86: outside [0.83, 0.89], flagged; codet5 0.69 -> 0.74: outside [0.71, 0.77]
+    assert "| microsoft/codebert-base | 0.860 | 0.820 | +0.040 ⚑ |" in markdown
+    assert "| Salesforce/codet5-small | 0.740 | 0.690 | +0.050 ⚑ |" in markdown
+    assert "| microsoft/codebert-base | 2 | 0.2300 | 0.0800 |" in markdown  # resources: saved by early stopping
+
+
+def test_overlapping_intervals_are_called_indistinguishable(tmp_path, fresh_database):
+    record_experiment(fresh_database, result_record(test_f1=0.80, test_f1_ci_low=0.76, test_f1_ci_high=0.84))
+    record_experiment(fresh_database, result_record(CODET5, test_f1=0.78, test_f1_ci_low=0.74, test_f1_ci_high=0.82))
+    _, _, markdown = render(fresh_database, tmp_path)
+    assert ("microsoft/codebert-base and Salesforce/codet5-small are not distinguishable: their 95% confidence "
+            "intervals of test F1 overlap.") in markdown
 
 
 def test_stand_in_results_carry_a_notice(tmp_path, fresh_database):
-    record_experiment(fresh_database, result_record(is_stand_in=True))
-    html_path = render_run_report(fresh_database, "sweep_small", "run-1", root=tmp_path)
-    for text in (html_path.read_text(), html_path.with_suffix(".md").read_text()):
+    record_experiment(fresh_database, result_record(is_stand_in=True, gpu_hours=0.0))
+    _, html, markdown = render(fresh_database, tmp_path)
+    for text in (html, markdown):
         assert "Stand-in models" in text and "says nothing about the real models" in text
+    assert "sweep cost (wall-clock hours)" in markdown  # nothing ran on a GPU: cost in wall-clock time
 
 
 def test_markup_in_names_is_escaped_in_html(tmp_path, fresh_database):
     record_experiment(fresh_database, result_record("<script>alert(1)</script>"))
-    html = render_run_report(fresh_database, "sweep_small", "run-1", root=tmp_path).read_text()
+    _, html, _ = render(fresh_database, tmp_path)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert not re.search(r"<svg[^>]*aria-label=\"<script", html)
 
 
 def test_a_run_with_no_experiments_still_renders(tmp_path, fresh_database):
-    html_path = render_run_report(fresh_database, "sweep_small", "nothing-ran", root=tmp_path)
-    assert "No experiments were recorded" in html_path.read_text()
-    assert "No experiments were recorded" in html_path.with_suffix(".md").read_text()
+    _, html, markdown = render(fresh_database, tmp_path, "nothing-ran")
+    assert "No experiments were recorded" in html and "No experiments were recorded" in markdown

@@ -1,0 +1,84 @@
+"""Inline SVG charts for the report: no scripts, no network, readable without a browser plugin.
+Every text that came from data is escaped; the SVG strings are marked safe for Jinja."""
+
+from __future__ import annotations
+
+from markupsafe import Markup, escape
+
+CELL_WIDTH, CELL_HEIGHT, LABEL_WIDTH, HEADER_HEIGHT = 86, 30, 78, 36
+CURVE_WIDTH, CURVE_HEIGHT, MARGIN = 560, 220, 40
+PALETTE = ("#2f6db5", "#c4572c", "#3b8c4a", "#8a4fb5", "#b58a2f", "#2fa3b5")
+
+
+def f1_colour(f1: float | None) -> str:
+    """White at F1 0, deepening green to F1 1; grey for no result."""
+    if f1 is None:
+        return "#e4e6ea"
+    strength = max(0.0, min(1.0, f1))
+    red, green, blue = (int(255 - strength * (255 - c)) for c in (46, 139, 87))
+    return f"#{red:02x}{green:02x}{blue:02x}"
+
+
+def heatmap(title: str, rows: list, columns: list, cells: dict, row_label: str, column_label: str) -> Markup:
+    """A grid of test F1: rows x columns, cells[(row, column)] -> F1 or None."""
+    width = max(LABEL_WIDTH + CELL_WIDTH * len(columns), 7 * len(title))  # room for the title
+    height = HEADER_HEIGHT + CELL_HEIGHT * len(rows) + 18
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{escape(title)}" class="chart heatmap">',
+             f'<text x="4" y="14" font-size="12" font-weight="600">{escape(title)}</text>',
+             f'<text x="{LABEL_WIDTH}" y="30" font-size="11" fill="#5a6375">{escape(column_label)} →</text>']
+    for j, column in enumerate(columns):
+        x = LABEL_WIDTH + j * CELL_WIDTH
+        parts.append(f'<text x="{x + CELL_WIDTH / 2}" y="{HEADER_HEIGHT + CELL_HEIGHT * len(rows) + 14}" '
+                     f'font-size="11" text-anchor="middle">{escape(column)}</text>')
+    for i, row in enumerate(rows):
+        y = HEADER_HEIGHT + i * CELL_HEIGHT
+        parts.append(f'<text x="{LABEL_WIDTH - 6}" y="{y + 19}" font-size="11" text-anchor="end">'
+                     f'{escape(row_label)} {escape(row)}</text>')
+        for j, column in enumerate(columns):
+            f1 = cells.get((row, column))
+            x = LABEL_WIDTH + j * CELL_WIDTH
+            label = "–" if f1 is None else f"{f1:.3f}"
+            parts.append(f'<rect x="{x}" y="{y}" width="{CELL_WIDTH - 2}" height="{CELL_HEIGHT - 2}" '
+                         f'fill="{f1_colour(f1)}"><title>{escape(row)} × {escape(column)}: {label}</title></rect>')
+            parts.append(f'<text x="{x + CELL_WIDTH / 2}" y="{y + 19}" font-size="12" text-anchor="middle">'
+                         f'{label}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def learning_curves(title: str, curves: dict[str, list[tuple[int, float]]]) -> Markup:
+    """Validation F1 against step, one line per labelled curve."""
+    points = [p for curve in curves.values() for p in curve]
+    if not points:
+        return Markup("")
+    max_step = max(step for step, _ in points) or 1
+    plot_width, plot_height = CURVE_WIDTH - 2 * MARGIN, CURVE_HEIGHT - 2 * MARGIN
+
+    def x(step):
+        return MARGIN + plot_width * step / max_step
+
+    def y(f1):
+        return MARGIN + plot_height * (1 - (f1 or 0))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{CURVE_WIDTH}" height="{CURVE_HEIGHT + 18 * len(curves)}" '
+             f'role="img" aria-label="{escape(title)}" class="chart curves">',
+             f'<text x="4" y="14" font-size="12" font-weight="600">{escape(title)}</text>',
+             f'<line x1="{MARGIN}" y1="{MARGIN + plot_height}" x2="{MARGIN + plot_width}" y2="{MARGIN + plot_height}" stroke="#888"/>',
+             f'<line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{MARGIN + plot_height}" stroke="#888"/>']
+    for tick in (0.0, 0.5, 1.0):
+        parts.append(f'<text x="{MARGIN - 4}" y="{y(tick) + 4}" font-size="10" text-anchor="end">{tick:.1f}</text>')
+    parts.append(f'<text x="{MARGIN + plot_width}" y="{MARGIN + plot_height + 14}" font-size="10" '
+                 f'text-anchor="end">step {max_step}</text>')
+    for index, (label, curve) in enumerate(curves.items()):
+        colour = PALETTE[index % len(PALETTE)]
+        path = " ".join(f"{x(step):.1f},{y(f1):.1f}" for step, f1 in curve)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
+        for step, f1 in curve:
+            parts.append(f'<circle cx="{x(step):.1f}" cy="{y(f1):.1f}" r="2.5" fill="{colour}">'
+                         f'<title>{escape(label)} step {step}: F1 {f1:.3f}</title></circle>')
+        legend_y = CURVE_HEIGHT + 4 + 18 * index
+        parts.append(f'<rect x="{MARGIN}" y="{legend_y}" width="12" height="4" fill="{colour}"/>'
+                     f'<text x="{MARGIN + 18}" y="{legend_y + 6}" font-size="11">{escape(label)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
