@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup
 
-from sweep_airflow.operators import RenderReportOperator, TrainExperimentOperator
+from sweep_airflow.operators import RenderReportOperator, TrainExperimentOperator, VerifySweepOperator
 from training.paths import safe_name
 from training.plan import Plan, Tier, load_plan
 
@@ -31,10 +31,11 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         dag_id=f"sweep_{tier.name}",
         description=f"{tier.name} tier: {', '.join(tier.models)}",
         doc_md=__doc__,
-        schedule=None,
+        schedule=tier.schedule,  # nightly rerun; a manual trigger waits for a running one (max_active_runs)
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
+        is_paused_upon_creation=True,  # bringing the stack up never starts GPU work by itself
         tags=["sweep", tier.name],
         params={
             "budget": Param("full", type="string", enum=sorted(plan.budgets),
@@ -61,8 +62,12 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
                         map_index_template=MAP_INDEX_TEMPLATE,
                     ).expand_kwargs([combo.as_dict() for combo in tier.combinations()])
                 )
-        trainings >> RenderReportOperator(task_id="report", tier=tier.name, trigger_rule="all_done",
-                                          outlets=[Asset(name=f"sweep_{tier.name}_report")])
+        report = RenderReportOperator(task_id="report", tier=tier.name, trigger_rule="all_done",
+                                      outlets=[Asset(name=f"sweep_{tier.name}_report")])
+        # After the report, whatever happened: the run fails if any experiment did not succeed.
+        verify = VerifySweepOperator(task_id="verify", expected_experiments=len(tier.models) * len(tier.combinations()),
+                                     trigger_rule="all_done")
+        trainings >> report >> verify
     return dag
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from croniter import croniter
+
 DEFAULT_PLAN_PATH = Path(__file__).with_name("plan.toml")
 TIER_NAMES = ("small", "medium", "large")
 PRIORITY_WEIGHTS = {"low": 1, "medium": 2, "high": 3}
@@ -81,6 +83,7 @@ class Tier:
     priority: str
     models: tuple[str, ...]
     gradient_checkpointing: bool
+    schedule: str  # cron expression of the nightly rerun, UTC
     grid: dict[str, tuple] = field(hash=False)
 
     @property
@@ -219,7 +222,10 @@ class _Validator:
             if key not in GRID_FIELDS:
                 self.fail(f"{prefix}.grid.{key}", grid_raw[key], f"unknown field; expected one of {list(GRID_FIELDS)}")
         grid = {key: self.grid_values(f"{prefix}.grid.{key}", grid_raw.get(key), key) for key in GRID_FIELDS}
-        return Tier(name, raw["priority"], tuple(models), raw["gradient_checkpointing"], grid)
+        schedule = raw.get("schedule")
+        if not isinstance(schedule, str) or not croniter.is_valid(schedule):
+            self.fail(f"{prefix}.schedule", schedule, "must be a cron expression, e.g. \"0 2 * * *\"")
+        return Tier(name, raw["priority"], tuple(models), raw["gradient_checkpointing"], schedule, grid)
 
     def grid_values(self, name: str, values: Any, key: str) -> tuple:
         if not isinstance(values, list) or not values:

@@ -14,10 +14,9 @@ import jinja2
 
 from training import charts
 from training.paths import reports_root, safe_name
-from training.results import evaluation_curves, previous_run_id, run_experiments
+from training.results import SUCCEEDED, evaluation_curves, previous_run_id, run_experiments
 
 TEMPLATES = Path(__file__).with_name("templates")
-SUCCEEDED = ("completed", "early_stopped", "timeout")
 WITHIN_F1 = 0.01  # "fastest model within one F1 point of the best"
 
 

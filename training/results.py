@@ -12,6 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 IDENTITY = ("dag_id", "run_id", "experiment_key")
+SUCCEEDED = ("completed", "early_stopped", "timeout")  # stop reasons of an experiment with a usable model
 COLUMNS = (
     "dag_id", "run_id", "run_type", "experiment_key", "tier", "model_id", "model_source", "is_stand_in",
     "learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps", "budget",

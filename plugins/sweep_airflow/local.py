@@ -48,8 +48,12 @@ def run(command: list[str], env: dict[str, str], log_path: Path | None = None) -
         raise RuntimeError(f"{' '.join(command)} failed with exit code {completed.returncode}:\n{output}")
 
 
-def prepare_airflow(env: dict[str, str], gpu_slots: int = 1) -> None:
-    """Migrate Airflow's metadata DB and create the `gpu` pool (a missing pool blocks every task)."""
+def prepare_airflow(env: dict[str, str], gpu_slots: int | None = None) -> None:
+    """Migrate Airflow's metadata DB and create the `gpu` pool, one slot per GPU of this host (one
+    on a CPU-only machine): a missing pool silently blocks every task."""
+    from training.gpu_lease import host_gpu_count
+
+    gpu_slots = gpu_slots or max(host_gpu_count(), 1)
     run(["airflow", "db", "migrate"], env)
     run(["airflow", "pools", "set", "gpu", str(gpu_slots), "GPUs available to training tasks"], env)
 

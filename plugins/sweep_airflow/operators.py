@@ -113,3 +113,29 @@ class RenderReportOperator(BaseOperator):
         path = render_run_report(url, self.dag_id, context["run_id"])
         self.log.info("sweep run %s: %s; report written to %s", context["run_id"], status, path)
         return str(path)
+
+
+class VerifySweepOperator(BaseOperator):
+    """Fail the DAG run when any experiment of it failed or never recorded a result; runs last, so
+    the report is rendered first."""
+
+    def __init__(self, *, expected_experiments: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.expected_experiments = expected_experiments
+
+    def execute(self, context) -> dict[str, int]:
+        from training.database import results_database_url
+        from training.results import SUCCEEDED, run_experiments
+
+        records = run_experiments(results_database_url(), self.dag_id, context["run_id"])
+        succeeded = [r for r in records if r["status"] == "finished" and r["stop_reason"] in SUCCEEDED]
+        problems = [f"{r['model_id']} lr={r['learning_rate']:g} bs={r['batch_size']} ep={r['num_epochs']} "
+                    f"wd={r['weight_decay']:g}: {r['stop_reason'] or r['status']}"
+                    for r in records if r not in succeeded]
+        missing = self.expected_experiments - len(records)
+        if problems or missing > 0:
+            raise AirflowFailException(
+                f"{len(succeeded)} of {self.expected_experiments} experiments succeeded"
+                + (f"; {missing} recorded no result" if missing > 0 else "")
+                + "".join(f"\n  {line}" for line in problems))
+        return {"succeeded": len(succeeded)}

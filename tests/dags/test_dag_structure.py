@@ -20,6 +20,13 @@ def dagbag():
     return DagBag(dag_folder=str(DAGS_DIR))
 
 
+@pytest.mark.parametrize("tier_name", ["small", "medium", "large"])
+def test_tiers_rerun_nightly_one_run_at_a_time_and_start_paused(dagbag, tier_name):
+    dag = dagbag.dags[f"sweep_{tier_name}"]
+    assert dag.schedule == load_plan().tiers[tier_name].schedule
+    assert dag.catchup is False and dag.max_active_runs == 1 and dag.is_paused_upon_creation is True
+
+
 def test_dag_folder_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
     assert sorted(dagbag.dag_ids) == ["sweep_large", "sweep_medium", "sweep_small"]
@@ -58,6 +65,9 @@ def test_report_runs_after_every_training_whatever_happened(dagbag, monkeypatch,
     assert link.get_link(report, ti_key=key) == (
         tmp_path / "sweep_small" / "manual__2026-11-26T10_00_00_00_00" / "report.html").as_uri()
     assert {t.task_id for t in report.upstream_list} == {t.task_id for t in dag.tasks if t.task_id.endswith(".train")}
+    verify = dag.get_task("verify")
+    assert verify.upstream_task_ids == {"report"} and verify.trigger_rule == "all_done"
+    assert verify.expected_experiments == 16
 
 
 def test_parsing_the_dags_loads_no_heavy_library_and_opens_no_connection():

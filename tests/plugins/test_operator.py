@@ -78,3 +78,29 @@ def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir):
     assert operator._process.returncode != 0
     with pytest.raises(ProcessLookupError):
         os.killpg(operator._process.pid, 0)  # nothing of its process group is left
+
+
+def verify_operator(expected):
+    from airflow.sdk import DAG
+
+    from sweep_airflow.operators import VerifySweepOperator
+
+    with DAG("sweep_small", schedule=None):
+        return VerifySweepOperator(task_id="verify", expected_experiments=expected)
+
+
+def test_the_final_check_fails_the_run_for_a_failed_or_missing_experiment(monkeypatch, fresh_database):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tests.training.fixtures import LATEST_RUN, PREVIOUS_RUN, warehouse_records
+    from training.results import record_experiment
+
+    monkeypatch.setenv("SWEEP_DATABASE_URL", fresh_database)
+    for record in warehouse_records():
+        record_experiment(fresh_database, record)
+    assert verify_operator(3).execute(context(PREVIOUS_RUN)) == {"succeeded": 3}
+    with pytest.raises(AirflowFailException, match="1 recorded no result"):
+        verify_operator(4).execute(context(PREVIOUS_RUN))
+    with pytest.raises(AirflowFailException, match=r"3 of 4 experiments succeeded\n  Salesforce/codet5-small lr=2e-05 "
+                                                   r"bs=16 ep=3 wd=0.01: failed"):
+        verify_operator(4).execute(context(LATEST_RUN))

@@ -31,6 +31,7 @@ def test_grids_and_settings_match_the_plan():
                           "weight_decay": (0.01, 0.1), "gradient_accumulation_steps": (2,)}
     assert [t.gradient_checkpointing for t in (small, medium, large)] == [False, False, True]
     assert (small.priority, medium.priority, large.priority) == ("low", "medium", "high")
+    assert len({small.schedule, medium.schedule, large.schedule}) == 3  # staggered nightly reruns
     assert small.priority_weight < medium.priority_weight < large.priority_weight
     s = plan.settings
     assert (s.eval_steps, s.logging_steps, s.metric_for_best_model) == (100, 25, "f1")
@@ -61,6 +62,7 @@ def broken(tmp_path, old: str, new: str):
     ("learning_rate = [1e-5, 2e-5]", "learning_rate = [-1e-5, 2e-5]", "tiers.large.grid.learning_rate", "-1e-05"),
     ("batch_size = [16, 32]", "batch_size = [0, 32]", "tiers.small.grid.batch_size", "0"),
     ("eval_steps = 100", 'eval_steps = "often"', "settings.eval_steps", "'often'"),
+    ('schedule = "0 2 * * *"', 'schedule = "nightly"', "tiers.medium.schedule", "'nightly'"),
 ])
 def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value):
     path = broken(tmp_path, old, new)
