@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml requirements.lock
 demo: install
 	$(BIN)/python scripts/demo.py
 
-# The report's browser test needs Debian's chromium; installed once, here, as the tests' set-up.
+# The tests need Debian's chromium (the report in a browser) and docker-compose (validating the
+# scale-out stack without an engine); installed once, here, as the tests' set-up.
 test: install
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # BENCH_JSON=out.json writes the three figures; BENCH_DATA points at BigCloneBench subsets.

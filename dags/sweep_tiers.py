@@ -25,6 +25,27 @@ MAP_INDEX_TEMPLATE = (
 )
 
 
+def trigger_params(plan: Plan, tier: Tier) -> dict[str, Param]:
+    """The trigger form: JSON-Schema checked, so a bad value is refused before a run exists.
+    Scheduled runs take the defaults: the whole plan, as written."""
+    return {
+        "budget": Param("full", type="string", enum=sorted(plan.budgets), title="Budget",
+                        description="full = the plan as written; demo and tiny shrink data and evaluation cadence"),
+        "dataset": Param(None, type=["null", "string"], title="Dataset",
+                         description=f"a hub id or a local folder; empty = {plan.dataset.source}"),
+        "models": Param(list(tier.models), type="array", title="Models",
+                        items={"type": "string", "enum": list(tier.models)}, minItems=1, uniqueItems=True,
+                        description="which models of the tier to train; the others are skipped"),
+        "max_steps": Param(None, type=["null", "integer"], minimum=1, title="Step cap",
+                           description="stop every experiment after this many optimizer steps (smoke runs)"),
+        "seed": Param(plan.settings.seed, type="integer", minimum=0, title="Seed",
+                      description="random seed of data order and initialisation"),
+        "reuse_results": Param(False, type="boolean", title="Reuse earlier results",
+                               description="copy the result of an experiment whose full fingerprint (model, "
+                                           "hyperparameters, data, settings) already succeeded, instead of training"),
+    }
+
+
 def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
     """The DAG of one tier: a mapped training task per model, then the report."""
     with DAG(
@@ -37,12 +58,8 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         max_active_runs=1,
         is_paused_upon_creation=True,  # bringing the stack up never starts GPU work by itself
         tags=["sweep", tier.name],
-        params={
-            "budget": Param("full", type="string", enum=sorted(plan.budgets),
-                            description="full = the plan as written; demo/tiny shrink data and cadence"),
-            "dataset": Param(None, type=["null", "string"],
-                             description=f"hub id or local folder; empty = {plan.dataset.source}"),
-        },
+        params=trigger_params(plan, tier),
+        render_template_as_native_obj=True,  # params reach the operators as lists, ints and booleans
     ) as dag:
         trainings = []
         for model_id in tier.models:
@@ -52,9 +69,14 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
                         task_id="train",
                         model_id=model_id,
                         budget="{{ params.budget }}",
-                        dataset_source="{{ params.dataset or '' }}",
+                        dataset_source="{{ params.dataset }}",
+                        selected_models="{{ params.models }}",
+                        max_steps="{{ params.max_steps }}",
+                        seed="{{ params.seed }}",
+                        reuse_results="{{ params.reuse_results }}",
                         plan_path=plan.path,
                         pool="gpu",
+                        queue="gpu",  # CeleryExecutor: only the GPU workers take these
                         priority_weight=tier.priority_weight,
                         # A retry resumes from the experiment's last checkpoint, not from step 0.
                         retries=2,
@@ -65,8 +87,8 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         report = RenderReportOperator(task_id="report", tier=tier.name, trigger_rule="all_done",
                                       outlets=[Asset(name=f"sweep_{tier.name}_report")])
         # After the report, whatever happened: the run fails if any experiment did not succeed.
-        verify = VerifySweepOperator(task_id="verify", expected_experiments=len(tier.models) * len(tier.combinations()),
-                                     trigger_rule="all_done")
+        verify = VerifySweepOperator(task_id="verify", experiments_per_model=len(tier.combinations()),
+                                     selected_models="{{ params.models }}", trigger_rule="all_done")
         trainings >> report >> verify
     return dag
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from training.callbacks import (CheckpointCounter, EvaluationRecorder, Heartbeat
 from training.metrics import metrics_for_trainer
 from training.models import load_tokenizer_and_model, resolve_model_source, stand_in_info
 from training.paths import experiments_root, safe_name
+from training.results import COLUMNS, find_succeeded
 from training.serving import bootstrap_f1_interval, inference_speed, model_size
 from training.spec import ExperimentSpec
 from training.tokenization import LENGTH_COLUMN, tokenized_splits
@@ -100,6 +102,9 @@ class Run:
             # the work is done, only the recording is left.
             print(f"experiment already finished; its result is {finished}")
             return json.loads(finished.read_text())
+        reused = self.reuse_earlier_result()
+        if reused is not None:
+            return reused
         self.device, self.precision, self.gpu_count = choose_precision(spec.mixed_precision)
         self.ledger = AttemptLedger(self.output_dir, self.gpu_count)
         self.source = resolve_model_source(spec.model_id)
@@ -114,6 +119,24 @@ class Run:
         with UtilisationSampler() as sampler:
             stop_reason = self.train_with_oom_backoff()
         return self.finish(stop_reason, sampler.mean_percent)
+
+    def reuse_earlier_result(self) -> dict | None:
+        """With reuse on, an earlier run's success with the same experiment key (same model,
+        hyperparameters, data and settings) is copied into this run instead of trained again."""
+        url = os.environ.get("SWEEP_DATABASE_URL")
+        if not (self.spec.reuse_results and url):
+            return None
+        earlier = find_succeeded(url, self.key, self.spec.dag_id, self.spec.run_id)
+        if earlier is None:
+            return None
+        print(f"reusing the result of experiment {self.key} from run {earlier['run_id']}: nothing to train")
+        now = datetime.now(timezone.utc).isoformat()
+        record = {**{c: earlier[c] for c in COLUMNS if c in earlier}, "eval_points": earlier["eval_points"],
+                  "dag_id": self.spec.dag_id, "run_id": self.spec.run_id, "run_type": self.spec.run_type,
+                  "reused_from_run_id": earlier["run_id"], "attempt_count": 1, "wall_seconds": 0.0, "gpu_hours": 0.0,
+                  "started_at": now, "finished_at": now,
+                  "attempts": [{"attempt": 1, "seconds": 0.0, "gpu_count": 0, "outcome": "reused"}]}
+        return json.loads(json.dumps(record, default=str))  # timestamps as text, as in every result file
 
     def build_trainer(self, per_device_batch: int, accumulation: int) -> Trainer:
         _, model = load_tokenizer_and_model(self.source, len(self.label_values))
@@ -250,6 +273,7 @@ def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None
     """Train and evaluate one experiment; return its result record (also written as result.json)."""
     run = Run(spec, time_limit_seconds)
     result = run.execute()
+    run.output_dir.mkdir(parents=True, exist_ok=True)  # a reused result trained nothing here yet
     (run.output_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

@@ -29,6 +29,8 @@ COLUMNS = (
     # 006
     "test_f1_ci_low", "test_f1_ci_high", "latency_batch1_ms", "throughput_batch32_per_second",
     "parameter_count", "model_size_bytes",
+    # 007
+    "reused_from_run_id",
 )
 REQUIRED = ("dag_id", "run_id", "run_type", "experiment_key", "tier", "model_id", "model_source", "is_stand_in",
             "learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps", "budget",
@@ -196,3 +198,25 @@ def previous_run_id(url: str, dag_id: str, run_id: str) -> str | None:
                 "ORDER BY p.started_at DESC LIMIT 1"), {"dag_id": dag_id, "run_id": run_id}).scalar()
     finally:
         engine.dispose()
+
+
+def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> dict | None:
+    """The latest successful record of this experiment key from another run, with its learning
+    curve, or None."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(sa.text(
+                "SELECT * FROM experiments WHERE experiment_key = :key AND status = 'finished' "
+                "AND stop_reason = ANY(:succeeded) AND NOT (dag_id = :dag_id AND run_id = :run_id) "
+                "ORDER BY finished_at DESC NULLS LAST LIMIT 1"),
+                {"key": experiment_key, "succeeded": list(SUCCEEDED), "dag_id": dag_id, "run_id": run_id},
+            ).mappings().first()
+            if row is None:
+                return None
+            curve = connection.execute(sa.text(
+                "SELECT step, epoch, loss, f1, elapsed_seconds FROM evaluation_points "
+                "WHERE experiment_id = :id ORDER BY step"), {"id": row["experiment_id"]}).mappings().all()
+    finally:
+        engine.dispose()
+    return {**dict(row), "eval_points": [dict(point) for point in curve]}

@@ -39,11 +39,12 @@ class ExperimentSpec:
     run_id: str
     run_type: str
     plan_version: str = ""
+    reuse_results: bool = False  # copy an earlier run's result for the same experiment key
 
     def settings_for_key(self) -> dict[str, Any]:
         """What changes the trained model, and so belongs in the experiment key (not run ids)."""
         data = dataclasses.asdict(self)
-        for name in ("dag_id", "run_id", "run_type", "budget", "plan_version"):
+        for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results"):
             data.pop(name)
         return data
 
@@ -65,7 +66,8 @@ class ExperimentSpec:
 
 def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, budget_name: str = "full",
                dataset_source: str | None = None, dag_id: str = "", run_id: str = "",
-               run_type: str = "manual") -> ExperimentSpec:
+               run_type: str = "manual", max_steps: int | None = None, seed: int | None = None,
+               reuse_results: bool = False) -> ExperimentSpec:
     """Resolve the plan for one grid point; raise ValueError naming a bad budget or model."""
     if budget_name not in plan.budgets:
         raise ValueError(f"budget {budget_name!r} is not in the plan; choose one of {sorted(plan.budgets)}")
@@ -92,12 +94,13 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         mixed_precision=settings.mixed_precision,
         pin_memory=settings.pin_memory,
         max_length=budget.max_length or settings.max_length,
-        seed=settings.seed,
+        seed=settings.seed if seed is None else seed,
         max_train_samples=budget.max_train_samples,
         max_eval_samples=budget.max_eval_samples,
-        max_steps=budget.max_steps,
+        max_steps=min(filter(None, (budget.max_steps, max_steps)), default=None),
         dag_id=dag_id,
         run_id=run_id,
         run_type=run_type,
         plan_version=plan.version,
+        reuse_results=reuse_results,
     )

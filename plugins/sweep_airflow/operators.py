@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from training.paths import experiments_root, safe_name
 
@@ -27,12 +27,14 @@ class TrainExperimentOperator(BaseOperator):
     Runs on the GPU the worker exposes (CUDA_VISIBLE_DEVICES), or on the CPU where there is none.
     """
 
-    template_fields = ("budget", "dataset_source")
+    template_fields = ("budget", "dataset_source", "selected_models", "max_steps", "seed", "reuse_results")
     ui_color = "#e8f1fb"
 
     def __init__(self, *, model_id: str, learning_rate: float, batch_size: int, num_epochs: int,
                  weight_decay: float, gradient_accumulation_steps: int, budget: str = "full",
-                 dataset_source: str | None = None, plan_path: str | None = None, **kwargs) -> None:
+                 dataset_source: str | None = None, plan_path: str | None = None,
+                 selected_models: list[str] | None = None, max_steps: int | None = None, seed: int | None = None,
+                 reuse_results: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model_id = model_id
         self.learning_rate = learning_rate
@@ -43,6 +45,10 @@ class TrainExperimentOperator(BaseOperator):
         self.budget = budget
         self.dataset_source = dataset_source
         self.plan_path = plan_path
+        self.selected_models = selected_models
+        self.max_steps = max_steps
+        self.seed = seed
+        self.reuse_results = reuse_results
         self._process = None
 
     def execute(self, context) -> dict[str, Any]:
@@ -50,13 +56,16 @@ class TrainExperimentOperator(BaseOperator):
         from training.plan import Hyperparameters, load_plan
         from training.spec import build_spec
 
+        if self.selected_models and self.model_id not in self.selected_models:
+            raise AirflowSkipException(f"{self.model_id} was not selected for this run")
         if not os.environ.get("SWEEP_DATABASE_URL"):
             raise RuntimeError("SWEEP_DATABASE_URL is not set: the experiment would have nowhere to record its result")
         hyperparameters = Hyperparameters(self.learning_rate, self.batch_size, self.num_epochs,
                                           self.weight_decay, self.gradient_accumulation_steps)
         spec = build_spec(load_plan(self.plan_path), self.model_id, hyperparameters, budget_name=self.budget,
                           dataset_source=self.dataset_source or None, dag_id=self.dag_id,
-                          run_id=context["run_id"], run_type=_run_type(context))
+                          run_id=context["run_id"], run_type=_run_type(context), max_steps=self.max_steps,
+                          seed=self.seed, reuse_results=bool(self.reuse_results))
         ti = context["ti"]
         work_dir = (experiments_root() / safe_name(self.dag_id) / safe_name(context["run_id"]) / "tasks"
                     / f"{safe_name(self.task_id)}-{ti.map_index}-try{ti.try_number}")
@@ -119,23 +128,27 @@ class VerifySweepOperator(BaseOperator):
     """Fail the DAG run when any experiment of it failed or never recorded a result; runs last, so
     the report is rendered first."""
 
-    def __init__(self, *, expected_experiments: int, **kwargs) -> None:
+    template_fields = ("selected_models",)
+
+    def __init__(self, *, experiments_per_model: int, selected_models: list[str], **kwargs) -> None:
         super().__init__(**kwargs)
-        self.expected_experiments = expected_experiments
+        self.experiments_per_model = experiments_per_model
+        self.selected_models = selected_models
 
     def execute(self, context) -> dict[str, int]:
         from training.database import results_database_url
         from training.results import SUCCEEDED, run_experiments
 
+        expected = self.experiments_per_model * len(self.selected_models)
         records = run_experiments(results_database_url(), self.dag_id, context["run_id"])
         succeeded = [r for r in records if r["status"] == "finished" and r["stop_reason"] in SUCCEEDED]
         problems = [f"{r['model_id']} lr={r['learning_rate']:g} bs={r['batch_size']} ep={r['num_epochs']} "
                     f"wd={r['weight_decay']:g}: {r['stop_reason'] or r['status']}"
                     for r in records if r not in succeeded]
-        missing = self.expected_experiments - len(records)
+        missing = expected - len(records)
         if problems or missing > 0:
             raise AirflowFailException(
-                f"{len(succeeded)} of {self.expected_experiments} experiments succeeded"
+                f"{len(succeeded)} of {expected} experiments succeeded"
                 + (f"; {missing} recorded no result" if missing > 0 else "")
                 + "".join(f"\n  {line}" for line in problems))
         return {"succeeded": len(succeeded)}

@@ -67,7 +67,7 @@ def test_report_runs_after_every_training_whatever_happened(dagbag, monkeypatch,
     assert {t.task_id for t in report.upstream_list} == {t.task_id for t in dag.tasks if t.task_id.endswith(".train")}
     verify = dag.get_task("verify")
     assert verify.upstream_task_ids == {"report"} and verify.trigger_rule == "all_done"
-    assert verify.expected_experiments == 16
+    assert verify.experiments_per_model == 8 and verify.selected_models == "{{ params.models }}"
 
 
 def test_parsing_the_dags_loads_no_heavy_library_and_opens_no_connection():
@@ -81,3 +81,19 @@ def test_parsing_the_dags_loads_no_heavy_library_and_opens_no_connection():
     completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_trigger_form_validates_its_params(dagbag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = dagbag.dags["sweep_medium"].params
+    assert params["models"] == ["Salesforce/codet5-base", "Salesforce/codet5p-220m"]  # default: the whole tier
+    assert (params["budget"], params["dataset"], params["max_steps"], params["seed"], params["reuse_results"]) == (
+        "full", None, None, 42, False)  # scheduled runs: the plan as written
+    form = params.get_param("models").serialize()  # what the UI builds its field from: a JSON-Schema
+    assert form["schema"]["items"]["enum"] == ["Salesforce/codet5-base", "Salesforce/codet5p-220m"]
+    for name, bad in [("models", ["Salesforce/codet5-large"]), ("models", []), ("budget", "huge"),
+                      ("max_steps", 0), ("seed", -1), ("reuse_results", "yes")]:
+        with pytest.raises(ParamValidationError):
+            params.get_param(name).resolve(bad)
+    assert params.get_param("models").resolve(["Salesforce/codet5-base"]) == ["Salesforce/codet5-base"]

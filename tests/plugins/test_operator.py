@@ -80,13 +80,14 @@ def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir):
         os.killpg(operator._process.pid, 0)  # nothing of its process group is left
 
 
-def verify_operator(expected):
+def verify_operator(experiments_per_model, models):
     from airflow.sdk import DAG
 
     from sweep_airflow.operators import VerifySweepOperator
 
     with DAG("sweep_small", schedule=None):
-        return VerifySweepOperator(task_id="verify", expected_experiments=expected)
+        return VerifySweepOperator(task_id="verify", experiments_per_model=experiments_per_model,
+                                   selected_models=models)
 
 
 def test_the_final_check_fails_the_run_for_a_failed_or_missing_experiment(monkeypatch, fresh_database):
@@ -98,9 +99,18 @@ def test_the_final_check_fails_the_run_for_a_failed_or_missing_experiment(monkey
     monkeypatch.setenv("SWEEP_DATABASE_URL", fresh_database)
     for record in warehouse_records():
         record_experiment(fresh_database, record)
-    assert verify_operator(3).execute(context(PREVIOUS_RUN)) == {"succeeded": 3}
+    # the previous night: codebert 2 experiments, codet5 1 (the fixture's run of 3)
+    assert verify_operator(1, ["microsoft/codebert-base", "Salesforce/codet5-small"]).execute(
+        context(PREVIOUS_RUN)) == {"succeeded": 3}
     with pytest.raises(AirflowFailException, match="1 recorded no result"):
-        verify_operator(4).execute(context(PREVIOUS_RUN))
+        verify_operator(2, ["microsoft/codebert-base", "Salesforce/codet5-small"]).execute(context(PREVIOUS_RUN))
     with pytest.raises(AirflowFailException, match=r"3 of 4 experiments succeeded\n  Salesforce/codet5-small lr=2e-05 "
                                                    r"bs=16 ep=3 wd=0.01: failed"):
-        verify_operator(4).execute(context(LATEST_RUN))
+        verify_operator(2, ["microsoft/codebert-base", "Salesforce/codet5-small"]).execute(context(LATEST_RUN))
+
+
+def test_an_unselected_model_is_skipped_without_training():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException, match="not selected"):
+        make_operator(selected_models=["Salesforce/codet5-small"]).execute(context())

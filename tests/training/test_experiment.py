@@ -3,6 +3,7 @@ stand-in models: periodic evaluation, early stopping, best checkpoint, test F1, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -77,3 +78,21 @@ def test_bad_dataset_fails_with_a_named_error_and_a_failed_record(tmp_path, mode
     assert "no column 'code'" in result["error"] and str(bad) in result["error"]
     with sa.create_engine(fresh_database).connect() as connection:
         assert connection.execute(sa.text("SELECT stop_reason FROM experiments")).scalar_one() == "failed"
+
+
+def test_reuse_copies_an_earlier_success_instead_of_training(tmp_path, dataset_dir, model_root, fresh_database):
+    env = {"SWEEP_MODEL_ROOT": str(model_root), "SWEEP_DATABASE_URL": fresh_database}
+    first_code, first, output = run_cli(tmp_path, spec_for("microsoft/codebert-base", dataset_dir), env)
+    assert first_code == 0, output
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, run_id="run-2"), reuse_results=True)
+    code, result, output = run_cli(tmp_path, spec, env)
+    assert code == 0, output
+    assert "nothing to train" in output and "'loss'" not in output
+    assert result["reused_from_run_id"] == "run-1" and result["experiment_key"] == first["experiment_key"]
+    assert (result["test_f1"], result["gpu_hours"]) == (pytest.approx(first["test_f1"]), 0.0)
+    with sa.create_engine(fresh_database).connect() as connection:
+        rows = connection.execute(sa.text(
+            "SELECT e.run_id, e.reused_from_run_id, count(p.step) AS points FROM experiments e "
+            "LEFT JOIN evaluation_points p USING (experiment_id) GROUP BY 1, 2 ORDER BY 1")).all()
+    assert [tuple(r) for r in rows] == [("run-1", None, len(first["eval_points"])),
+                                        ("run-2", "run-1", len(first["eval_points"]))]

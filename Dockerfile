@@ -1,0 +1,32 @@
+# The project's image: Airflow, the training package and a CUDA build of torch (PyPI's default for
+# torch 2.13.0 on x86_64). One image for every Airflow component and every GPU worker.
+FROM python:3.11-slim-bookworm
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 \
+    AIRFLOW_HOME=/opt/airflow \
+    SWEEP_HOME=/data/sweep \
+    SWEEP_REPORTS_DIR=/data/reports
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git curl postgresql-client \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 50000 airflow \
+    && mkdir -p /opt/airflow /data/sweep /data/reports \
+    && chown -R airflow /opt/airflow /data
+
+WORKDIR /opt/code-sweep
+COPY pyproject.toml requirements.lock README.md ./
+COPY training ./training
+COPY plugins ./plugins
+COPY dags ./dags
+COPY sql ./sql
+# The celery extra needs an older python-dateutil than the lock, so the image resolves from the
+# pyproject pins (the CPU test environment uses the full lock).
+RUN pip install ".[celery]"
+
+USER airflow
+ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/code-sweep/dags \
+    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/code-sweep/plugins \
+    AIRFLOW__CORE__LOAD_EXAMPLES=False \
+    SWEEP_SQL_DIR=/opt/code-sweep/sql
