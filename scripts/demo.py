@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 from sweep_airflow.local import REPO_ROOT, airflow_env, latest_report, prepare_airflow, run_tier
 from training import database

@@ -233,7 +233,7 @@ class Run:
         return self.record(stop_reason, validation, test, best_dir, mean_utilisation)
 
     def record(self, stop_reason, validation, test, best_dir, mean_utilisation) -> dict:
-        spec, state, train_seconds = self.spec, self.state, self.train_seconds
+        state, train_seconds = self.state, self.train_seconds
         best_checkpoint = state.best_model_checkpoint if state else None
         if best_checkpoint:
             best_step = int(best_checkpoint.rsplit("-", 1)[1])
