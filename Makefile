@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench db-stop clean
+.PHONY: install demo test bench airflow stop db-stop clean
 
 install: $(STAMP)
 
@@ -27,6 +27,13 @@ test: install
 	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The real stack in the background (api-server, scheduler, dag-processor, triggerer); `make stop` ends it.
+airflow: install
+	$(BIN)/python scripts/stack.py start
+
+stop: install
+	$(BIN)/python scripts/stack.py stop
 
 # BENCH_JSON=out.json writes the three figures; BENCH_DATA points at BigCloneBench subsets.
 bench: install

@@ -11,11 +11,8 @@ import json
 import sys
 import time
 
-from sweep_airflow.local import REPO_ROOT, airflow_env, latest_report, prepare_airflow, run_tier
+from sweep_airflow.local import REPO_ROOT, airflow_env, latest_report, prepare_airflow, prepare_offline_assets, run_tier
 from training import database
-from training.plan import load_plan
-from training.standins import build_stand_ins
-from training.synthetic import generate
 
 
 def main() -> int:
@@ -25,12 +22,7 @@ def main() -> int:
     results_url, airflow_url = database.provision(home / "pgdata")
     print(f"Postgres up; results DB: {results_url}")
 
-    data_dir, models_dir = home / "data" / "stdlib-bugs", home / "models"
-    if not (data_dir / "dataset.json").is_file():
-        print("generating the stdlib bug-detection dataset ...", generate(data_dir))
-    if not all((models_dir / m / "stand_in.json").is_file() for t in load_plan().tiers.values() for m in t.models):
-        print("building stand-in models ...")
-        build_stand_ins(load_plan(), data_dir, models_dir)
+    models_dir, data_dir = prepare_offline_assets(home)
 
     env = airflow_env(home, results_url, airflow_url,
                       SWEEP_MODEL_ROOT=str(models_dir), SWEEP_REPORTS_DIR=str(reports_dir))

@@ -65,6 +65,22 @@ def run_tier(tier: str, conf: str, env: dict[str, str], log_path: Path) -> float
     return time.monotonic() - started
 
 
+def prepare_offline_assets(home: Path) -> tuple[Path, Path]:
+    """The stdlib dataset and the stand-in models, made once under home; return (models, data)."""
+    from training.plan import load_plan
+    from training.standins import build_stand_ins
+    from training.synthetic import generate
+
+    data_dir, models_dir = home / "data" / "stdlib-bugs", home / "models"
+    if not (data_dir / "dataset.json").is_file():
+        print("generating the stdlib bug-detection dataset ...", generate(data_dir))
+    plan = load_plan()
+    if not all((models_dir / m / "stand_in.json").is_file() for t in plan.tiers.values() for m in t.models):
+        print("building stand-in models ...")
+        build_stand_ins(plan, data_dir, models_dir)
+    return models_dir, data_dir
+
+
 def latest_report(reports_dir: Path, dag_id: str) -> Path | None:
     reports = sorted((reports_dir / dag_id).glob("*/report.html"), key=lambda p: p.stat().st_mtime)
     return reports[-1] if reports else None
