@@ -190,18 +190,21 @@ def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendatio
     return picks, note
 
 
-def changes(models: list[ModelSection], previous: list[ModelSection]) -> list[Change]:
-    before = {m.model_id: m for m in previous}
+def changes(models: list[ModelSection], previous_records: list[dict]) -> list[Change]:
+    """Each model's best against the previous run's best; only the previous run's rows are needed,
+    not its charts."""
+    previous = [ExperimentRow.from_record(record) for record in previous_records]
     result = []
     for model in models:
-        old = before.get(model.model_id)
+        old_rows = [row for row in previous if row.model_id == model.model_id]
+        old_best = best_of(old_rows)
         now_f1 = model.best.test_f1 if model.best else None
-        old_f1 = old.best.test_f1 if old and old.best else None
+        old_f1 = old_best.test_f1 if old_best else None
         delta = None if None in (now_f1, old_f1) else now_f1 - old_f1
         outside = (delta is not None and model.best.test_f1_ci_low is not None
                    and not model.best.test_f1_ci_low <= old_f1 <= model.best.test_f1_ci_high)
         result.append(Change(model.model_id, now_f1, old_f1, delta, model.gpu_hours,
-                             old.gpu_hours if old else 0.0, outside))
+                             sum(row.gpu_hours for row in old_rows), outside))
     return result
 
 
@@ -218,11 +221,10 @@ def build_report(dag_id: str, run_id: str, records: list[dict], curves: dict[int
     gpu_hours = sum(m.gpu_hours for m in models)
     unit = "GPU-hour" if gpu_hours > 0 else "wall-clock hour"
     picks, note = recommend(models, unit)
-    previous = sections(previous_records or [], {})
     return RunReport(dag_id, run_id, models, len(rows), sum(not e.succeeded for e in rows), gpu_hours,
                      sum(m.gpu_hours_saved for m in models), any(e.is_stand_in for e in rows), unit,
                      {m.model_id: cost_of(m, unit) for m in models}, [e for m in models for e in m.failures],
-                     picks, note, previous_id, changes(models, previous) if previous_id else [])
+                     picks, note, previous_id, changes(models, previous_records or []) if previous_id else [])
 
 
 def environment(autoescape: bool) -> jinja2.Environment:
