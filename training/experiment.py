@@ -176,15 +176,19 @@ class Run:
                 return "completed"
             except torch.cuda.OutOfMemoryError as error:
                 print(f"out of memory at per-device batch {self.per_device_batch}: {error}")
-                self.state, self.trainer = self.trainer.state, None
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                if self.per_device_batch == 1 or halvings == MAX_OOM_HALVINGS:
-                    return "oom"
-                self.per_device_batch //= 2
-                self.accumulation *= 2
-                print(f"retrying with per-device batch {self.per_device_batch}, accumulation {self.accumulation}")
+                self.state = self.trainer.state
+            # Freed outside the except block: while it runs, the traceback still holds the failed
+            # step's frames and with them its activations, so emptying the cache there frees little.
+            self.trainer = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()  # the peak reported is that of the batch size that ran
+            if self.per_device_batch == 1 or halvings == MAX_OOM_HALVINGS:
+                return "oom"
+            self.per_device_batch //= 2
+            self.accumulation *= 2
+            print(f"retrying with per-device batch {self.per_device_batch}, accumulation {self.accumulation}")
         return "oom"
 
     def write_effective_arguments(self) -> None:
@@ -219,13 +223,18 @@ class Run:
 
     def finish(self, stop_reason: str, mean_utilisation: float | None) -> dict:
         trainer = self.trainer
+        # Read before evaluate_best: its evaluation of the best checkpoint is one more evaluation
+        # without a gain to the early-stopping callback, which would turn a run that merely
+        # reached its last step into an "early_stopped" one.
+        stopped_early = (trainer is not None and
+                         self.early_stopping.early_stopping_patience_counter >= self.spec.early_stopping_patience)
         validation, test, best_dir = ({}, {}, None) if trainer is None else self.evaluate_best()
         if trainer is not None:
             if self.nan_stop.triggered_at_step is not None:
                 stop_reason = "nan_loss"
             elif self.time_budget.triggered:
                 stop_reason = "timeout"
-            elif self.early_stopping.early_stopping_patience_counter >= self.spec.early_stopping_patience:
+            elif stopped_early:
                 stop_reason = "early_stopped"
         for checkpoint in self.output_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)  # afterwards only the best is kept

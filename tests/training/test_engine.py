@@ -162,3 +162,19 @@ def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
     assert not (tmp_path / "checkpoint-12").exists()
     assert last_complete_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_a_run_that_reaches_its_last_step_is_completed_not_early_stopped(tmp_path, env, dataset_dir):
+    """lr 1e-12 changes nothing, so every evaluation after the first is one without a gain. With
+    evaluations at steps 2 and 4 and 4 steps in all, patience 2 is never used up in training; the
+    evaluation of the best checkpoint afterwards must not count as a third (a GPU run showed it did)."""
+    spec = dataclasses.replace(spec_for("Salesforce/codet5-small", dataset_dir, learning_rate=1e-12), max_steps=4)
+    code, result, output = run_cli(tmp_path, spec, env)
+    assert code == 0, output
+    assert [p["step"] for p in result["eval_points"]] == [2, 4]
+    assert result["steps_run"] == 4 and result["stop_reason"] == "completed"
+
+    spec = dataclasses.replace(spec, max_steps=8, run_id="run-2")  # evaluations 2, 4, 6: stops at 6
+    code, result, output = run_cli(tmp_path, spec, env)
+    assert code == 0, output
+    assert result["steps_run"] == 6 and result["stop_reason"] == "early_stopped"
