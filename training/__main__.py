@@ -56,7 +56,9 @@ def build_standins_command(args) -> int:
     from training.plan import load_plan
     from training.standins import build_stand_ins
 
-    for folder in build_stand_ins(load_plan(args.plan), Path(args.data), Path(args.out), args.max_length):
+    models = args.models.split(",") if args.models else None
+    for folder in build_stand_ins(load_plan(args.plan), Path(args.data), Path(args.out), args.max_length,
+                                  model_ids=models, full_size=args.full_size):
         print(folder)
     return 0
 
@@ -118,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     standins.add_argument("--out", required=True, help="model mirror root; models land in <out>/<hub id>")
     standins.add_argument("--plan", default=None)
     standins.add_argument("--max-length", type=int, default=512)
+    standins.add_argument("--models", default=None, help="comma-separated hub ids (default: every model of the plan)")
+    standins.add_argument("--full-size", action="store_true",
+                          help="the published sizes with random weights: to measure real cost without the hub")
     standins.set_defaults(handler=build_standins_command)
 
     db = commands.add_parser("db", help="results database: up | migrate | sync | add-user | stop")

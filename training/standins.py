@@ -20,6 +20,17 @@ SIZES = {
     "medium": {"hidden": 96, "layers": 2, "heads": 4},
     "large": {"hidden": 128, "layers": 3, "heads": 4},
 }
+# The published models' sizes (their config.json on the hub). Replicas of this size cost the time
+# and memory the real models cost, so a GPU machine without the hub can measure a tier's cost;
+# their weights are random, so their scores mean nothing either.
+FULL_SIZES = {
+    "microsoft/codebert-base": {"hidden": 768, "layers": 12, "heads": 12, "ffn": 3072, "vocab": 50265},
+    "Salesforce/codet5-small": {"hidden": 512, "layers": 6, "heads": 8, "ffn": 2048, "vocab": 32100},
+    "Salesforce/codet5-base": {"hidden": 768, "layers": 12, "heads": 12, "ffn": 3072, "vocab": 32100},
+    "Salesforce/codet5p-220m": {"hidden": 768, "layers": 12, "heads": 12, "ffn": 3072, "vocab": 32100},
+    "Salesforce/codet5-large": {"hidden": 1024, "layers": 24, "heads": 16, "ffn": 4096, "vocab": 32100},
+    "Salesforce/codet5p-770m": {"hidden": 1024, "layers": 24, "heads": 16, "ffn": 4096, "vocab": 32100},
+}
 
 
 def train_tokenizer(texts, max_length: int):
@@ -36,21 +47,37 @@ def train_tokenizer(texts, max_length: int):
 
 
 def stand_in_config(architecture: str, size: dict, vocab_size: int, max_length: int):
+    """A config of the model's architecture class at `size` (a SIZES or FULL_SIZES entry); the
+    vocabulary is the tokenizer's, or the published one where that is larger (full-size replicas)."""
     from transformers import RobertaConfig, T5Config
 
+    vocab_size = max(vocab_size, size.get("vocab", 0))
+    feed_forward = size.get("ffn", 2 * size["hidden"])
     if architecture == "roberta":
         return RobertaConfig(vocab_size=vocab_size, hidden_size=size["hidden"], num_hidden_layers=size["layers"],
-                             num_attention_heads=size["heads"], intermediate_size=2 * size["hidden"],
+                             num_attention_heads=size["heads"], intermediate_size=feed_forward,
                              max_position_embeddings=max_length + 2, type_vocab_size=1,
                              pad_token_id=0, bos_token_id=1, eos_token_id=2)
     return T5Config(vocab_size=vocab_size, d_model=size["hidden"], d_kv=size["hidden"] // size["heads"],
-                    d_ff=2 * size["hidden"], num_layers=size["layers"], num_heads=size["heads"],
+                    d_ff=feed_forward, num_layers=size["layers"], num_heads=size["heads"],
                     pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)
 
 
+def size_of(model_id: str, tier: str, full_size: bool) -> dict:
+    if not full_size:
+        return SIZES[tier]
+    if model_id not in FULL_SIZES:
+        raise ValueError(f"no published size is known for {model_id!r}; known: {sorted(FULL_SIZES)}")
+    return FULL_SIZES[model_id]
+
+
 def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512, seed: int = 42,
-                    model_ids=None) -> list[Path]:
-    """Build a stand-in per model of the plan (or of model_ids) under out_root/<hub id>; return their folders."""
+                    model_ids=None, full_size: bool = False) -> list[Path]:
+    """Build a stand-in per model of the plan (or of model_ids) under out_root/<hub id>; return their
+    folders. full_size: the published sizes (random weights) instead of the scaled-down ones."""
+    unknown = sorted(set(model_ids or ()) - set(plan.architectures))
+    if unknown:
+        raise ValueError(f"models not in the plan: {unknown}; the plan has {sorted(plan.architectures)}")
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
@@ -68,7 +95,8 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
                 continue
             torch.manual_seed(seed)
             architecture = plan.architectures[model_id]
-            config = stand_in_config(architecture, SIZES[tier.name], len(tokenizer), max_length)
+            config = stand_in_config(architecture, size_of(model_id, tier.name, full_size), len(tokenizer),
+                                     max_length)
             # Saved as the hub checkpoints are (CodeT5 as a seq2seq LM), so loading adds a fresh
             # classification head exactly as it does for the real models.
             auto = AutoModelForSeq2SeqLM if architecture == "t5" else AutoModelForSequenceClassification
@@ -77,6 +105,7 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             info = {"stands_in_for": model_id, "architecture": type(model).__name__,
+                    "size": "published size, random weights" if full_size else "scaled down",
                     "parameters": sum(p.numel() for p in model.parameters()),
                     "tokenizer_trained_on": str(data_dir), "dataset_fingerprint": fingerprint}
             (folder / STAND_IN_MARKER).write_text(json.dumps(info, indent=2))
