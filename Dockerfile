@@ -21,9 +21,9 @@ COPY training ./training
 COPY plugins ./plugins
 COPY dags ./dags
 COPY sql ./sql
-# The celery extra needs an older python-dateutil than the lock, so the image resolves from the
-# pyproject pins (the CPU test environment uses the full lock).
-RUN pip install ".[celery]"
+# The same pinned tree the tests run on (celery included); on PyPI torch==2.13.0 for Linux is the
+# CUDA build the GPU workers need.
+RUN pip install -c requirements.lock ".[celery]"
 
 USER airflow
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/code-sweep/dags \

@@ -15,20 +15,22 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test,celery]"
 	touch $(STAMP)
 
 demo: install
 	$(BIN)/python scripts/demo.py
 
-# The tests need Debian's chromium (the report in a browser) and docker-compose (validating the
-# scale-out stack without an engine); installed once, here, as the tests' set-up.
+# The tests need Debian's chromium (the report and the Airflow UI in a browser), docker-compose
+# (validating the scale-out stack without an engine) and redis-server (the Celery broker of the
+# distributed-path test); installed once, here, as the tests' set-up.
 test: install
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose; }
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && command -v redis-server >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose redis-server; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The real stack in the background (api-server, scheduler, dag-processor, triggerer); `make stop` ends it.
+# SWEEP_EXECUTOR=CeleryExecutor adds Redis and Celery workers (queue gpu and default).
 airflow: install
 	$(BIN)/python scripts/stack.py start
 

@@ -33,7 +33,8 @@ def trigger_params(plan: Plan, tier: Tier) -> dict[str, Param]:
                         description="full = the plan as written; demo and tiny shrink data and evaluation cadence"),
         "dataset": Param(None, type=["null", "string"], title="Dataset",
                          description=f"a hub id or a local folder; empty = {plan.dataset.source}"),
-        "models": Param(list(tier.models), type="array", title="Models",
+        # `examples` on the array is what makes the UI draw a multi-select (items.enum validates).
+        "models": Param(list(tier.models), type="array", title="Models", examples=list(tier.models),
                         items={"type": "string", "enum": list(tier.models)}, minItems=1, uniqueItems=True,
                         description="which models of the tier to train; the others are skipped"),
         "max_steps": Param(None, type=["null", "integer"], minimum=1, title="Step cap",

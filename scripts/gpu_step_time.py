@@ -91,7 +91,7 @@ def main() -> int:
     started = time.perf_counter()
     plain_steps(args.steps)
     report["plain_steps_per_second"] = args.steps / (time.perf_counter() - started)
-    del model, optimizer
+    model = optimizer = None  # free them before the Trainer builds its own
 
     # 2. The Trainer with the engine's arguments for a medium-tier grid point; no evaluation or save
     # inside the timed steps.

@@ -86,7 +86,9 @@ class Run:
     """The state of one experiment while it trains; `execute` returns its result record."""
 
     def __init__(self, spec: ExperimentSpec, time_limit_seconds: float | None = None):
-        self.spec, self.time_limit_seconds = spec, time_limit_seconds
+        # The tighter of the task's limit (from its execution_timeout) and the budget's time cap.
+        self.spec = spec
+        self.time_limit_seconds = min(filter(None, (time_limit_seconds, spec.max_train_seconds)), default=None)
         self.started_at, self.started = datetime.now(timezone.utc), time.monotonic()
         self.trainer, self.state, self.train_seconds, self.serving = None, None, None, {}
 

@@ -20,7 +20,9 @@ DEFAULT_PLAN_PATH = Path(__file__).with_name("plan.toml")
 TIER_NAMES = ("small", "medium", "large")
 PRIORITY_WEIGHTS = {"low": 1, "medium": 2, "high": 3}
 GRID_FIELDS = ("learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps")
-BUDGET_FIELDS = ("max_train_samples", "max_eval_samples", "max_length", "eval_steps", "logging_steps", "max_steps")
+BUDGET_FIELDS = ("max_train_samples", "max_eval_samples", "max_length", "eval_steps", "logging_steps", "max_steps",
+                 "max_train_seconds")
+NO_SCHEDULE = "none"  # a tier that only runs when triggered
 ARCHITECTURES = ("roberta", "t5")
 
 
@@ -63,6 +65,7 @@ class Budget:
     eval_steps: int | None = None
     logging_steps: int | None = None
     max_steps: int | None = None
+    max_train_seconds: int | None = None  # stop training after this long (stop reason "timeout")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class Tier:
     priority: str
     models: tuple[str, ...]
     gradient_checkpointing: bool
-    schedule: str  # cron expression of the nightly rerun, UTC
+    schedule: str | None  # cron expression of the nightly rerun, UTC; None: only when triggered
     grid: dict[str, tuple] = field(hash=False)
 
     @property
@@ -223,8 +226,11 @@ class _Validator:
                 self.fail(f"{prefix}.grid.{key}", grid_raw[key], f"unknown field; expected one of {list(GRID_FIELDS)}")
         grid = {key: self.grid_values(f"{prefix}.grid.{key}", grid_raw.get(key), key) for key in GRID_FIELDS}
         schedule = raw.get("schedule")
-        if not isinstance(schedule, str) or not croniter.is_valid(schedule):
-            self.fail(f"{prefix}.schedule", schedule, "must be a cron expression, e.g. \"0 2 * * *\"")
+        if schedule == NO_SCHEDULE:
+            schedule = None
+        elif not isinstance(schedule, str) or not croniter.is_valid(schedule):
+            self.fail(f"{prefix}.schedule", schedule,
+                      f"must be a cron expression, e.g. \"0 2 * * *\", or \"{NO_SCHEDULE}\" (triggered only)")
         return Tier(name, raw["priority"], tuple(models), raw["gradient_checkpointing"], schedule, grid)
 
     def grid_values(self, name: str, values: Any, key: str) -> tuple:

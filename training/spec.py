@@ -40,12 +40,15 @@ class ExperimentSpec:
     run_type: str
     plan_version: str = ""
     reuse_results: bool = False  # copy an earlier run's result for the same experiment key
+    max_train_seconds: int | None = None  # the budget's time cap (stop reason "timeout")
 
     def settings_for_key(self) -> dict[str, Any]:
         """What changes the trained model, and so belongs in the experiment key (not run ids)."""
         data = dataclasses.asdict(self)
         for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results"):
             data.pop(name)
+        if data["max_train_seconds"] is None:
+            data.pop("max_train_seconds")  # keys of experiments without a time cap stay as they were
         return data
 
     def to_json(self) -> str:
@@ -103,4 +106,5 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         run_type=run_type,
         plan_version=plan.version,
         reuse_results=reuse_results,
+        max_train_seconds=budget.max_train_seconds,
     )

@@ -92,6 +92,7 @@ def test_the_trigger_form_validates_its_params(dagbag):
         "full", None, None, 42, False)  # scheduled runs: the plan as written
     form = params.get_param("models").serialize()  # what the UI builds its field from: a JSON-Schema
     assert form["schema"]["items"]["enum"] == ["Salesforce/codet5-base", "Salesforce/codet5p-220m"]
+    assert form["schema"]["examples"] == form["schema"]["items"]["enum"]  # the UI's multi-select needs these
     for name, bad in [("models", ["Salesforce/codet5-large"]), ("models", []), ("budget", "huge"),
                       ("max_steps", 0), ("seed", -1), ("reuse_results", "yes")]:
         with pytest.raises(ParamValidationError):

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from training.plan import DEFAULT_PLAN_PATH, PlanError, load_plan
+from training.spec import build_spec
 
 
 def test_plan_holds_the_72_runs_of_the_training_plan():
@@ -86,3 +87,18 @@ def test_missing_tier_is_named(tmp_path):
 def test_missing_plan_file_is_named(tmp_path):
     with pytest.raises(PlanError, match="plan file not found"):
         load_plan(tmp_path / "nope.toml")
+
+
+def test_a_tier_can_run_only_when_triggered_and_a_budget_can_cap_time(tmp_path):
+    text = DEFAULT_PLAN_PATH.read_text().replace('schedule = "0 2 * * *"', 'schedule = "none"')
+    text = text.replace("[budgets.tiny]\n", "[budgets.tiny]\nmax_train_seconds = 30\n")
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    plan = load_plan(path)
+    assert plan.tiers["medium"].schedule is None and plan.tiers["small"].schedule == "0 1 * * *"
+    assert plan.budgets["tiny"].max_train_seconds == 30
+    spec = build_spec(plan, "Salesforce/codet5-base", plan.tiers["medium"].combinations()[0], budget_name="tiny")
+    assert spec.max_train_seconds == 30
+    assert "max_train_seconds" in spec.settings_for_key()  # a time cap changes the model, so the key
+    uncapped = build_spec(plan, "Salesforce/codet5-base", plan.tiers["medium"].combinations()[0], budget_name="demo")
+    assert "max_train_seconds" not in uncapped.settings_for_key()  # keys recorded before the field stay valid

@@ -1,0 +1,102 @@
+"""Helpers of the multi-process tests: a plan copy the stacks run, triggering through the REST
+API, waiting for a run, reading its results, and checking that nothing is left running."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sweep_airflow.stack import Stack
+from training.plan import DEFAULT_PLAN_PATH
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+MODEL = "Salesforce/codet5-small"
+GROUP = "Salesforce_codet5-small"  # its task group in each tier DAG
+TOKEN_SECONDS = 60  # the execution-API token's lifetime in the Celery stack (600 s by default)
+# A budget that trains for a fixed time whatever the machine's speed: no evaluation (so no early
+# stopping) until the time cap, then the final model is evaluated.
+SOAK_BUDGET = f"""
+[budgets.soak]
+max_train_samples = 384
+max_eval_samples = 96
+max_length = 96
+eval_steps = 1000000
+logging_steps = 10
+max_steps = 1000000
+max_train_seconds = {TOKEN_SECONDS + 30}
+"""
+
+
+def plan_copy(folder: Path, single_point: bool = False) -> Path:
+    """The real plan, triggered only (a nightly schedule would start a full-budget run as soon as a
+    DAG is unpaused), with a soak budget; with single_point, the small tier's grid is one combination."""
+    text = DEFAULT_PLAN_PATH.read_text()
+    for hour in (1, 2, 3):
+        text = text.replace(f'schedule = "0 {hour} * * *"', 'schedule = "none"')
+    text = text.replace("[budgets.full]\n", "[budgets.full]\n" + SOAK_BUDGET, 1)
+    if single_point:
+        small_grid = text.index("[tiers.small.grid]")
+        end = text.index("[tiers.medium]")
+        text = text[:small_grid] + ("[tiers.small.grid]\nlearning_rate = [5e-5]\nbatch_size = [16]\nnum_epochs = [3]\n"
+                                    "weight_decay = [0.01]\ngradient_accumulation_steps = [1]\n\n") + text[end:]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "plan.toml"
+    path.write_text(text)
+    return path
+
+
+def trigger(stack: Stack, dag_id: str, conf: dict) -> str:
+    token = stack.token()
+    stack.api("PATCH", f"dags/{dag_id}", {"is_paused": False}, token)
+    run = stack.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}, token)
+    return run["dag_run_id"]
+
+
+def wait_for_run(stack: Stack, dag_id: str, run_id: str, timeout_seconds: float) -> dict:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        run = stack.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")
+        if run["state"] in ("success", "failed"):
+            return run
+        time.sleep(5)
+    pytest.fail(f"{dag_id} run {run_id} did not finish within {timeout_seconds:.0f} s; logs in {stack.run_dir}")
+
+
+def task_instances(stack: Stack, dag_id: str, run_id: str) -> list[dict]:
+    return stack.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+
+
+def results(stack: Stack, env: dict, dag_id: str, run_id: str) -> list[dict]:
+    engine = sa.create_engine(env["SWEEP_DATABASE_URL"])
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT * FROM experiments WHERE dag_id = :d AND run_id = :r"),
+                                      {"d": dag_id, "r": run_id}).mappings().all()
+        return [dict(row) for row in rows]
+    finally:
+        engine.dispose()
+
+
+def assert_nothing_left(stack: Stack) -> list[str]:
+    stopped = stack.stop()
+    assert stack.leftovers() == [], "processes of the stack survived stop()"
+    assert not list(stack.run_dir.glob("*.pid")) and not any(stack.running(name) for name in stack.components())
+    return stopped
+
+
+def training_processes(stack: Stack) -> list[int]:
+    """Training subprocesses (python -m training run-experiment) of this stack now running."""
+    found = []
+    for pid in stack.leftovers():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"run-experiment" in command:
+            found.append(pid)
+    return found
+
+
