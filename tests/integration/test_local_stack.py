@@ -5,6 +5,7 @@ of training that leaves nothing running."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -80,7 +81,8 @@ def test_the_ui_in_chromium_lists_the_tiers_shows_the_form_and_names_mapped_inst
     run_id, _ = local_run
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                             args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{stack.url}/auth/login")  # SimpleAuthManager's login form
@@ -128,12 +130,19 @@ def test_stopping_the_stack_in_the_middle_of_training_leaves_nothing_running(loc
     """Last in this module: it stops the stack. A training subprocess runs in a session of its own
     (so a task's on_kill can end it); stop() must end it too, not only the Airflow components."""
     stack, _ = local_stack
-    trigger(stack, "sweep_small", {"budget": "soak", "models": [MODEL], "dataset": str(dataset_dir)})
+    conf = {"budget": "soak", "models": [MODEL], "dataset": str(dataset_dir)}
+    first = trigger(stack, "sweep_small", conf)
     deadline = time.monotonic() + 300
     while not training_processes(stack) and time.monotonic() < deadline:
         time.sleep(1)
     training = training_processes(stack)
     assert training, "no training subprocess started within 5 minutes"
+
+    # One active run per tier: a second trigger waits instead of competing for the GPUs.
+    second = trigger(stack, "sweep_small", conf)
+    time.sleep(10)  # several scheduler loops
+    assert stack.api("GET", f"dags/sweep_small/dagRuns/{first}")["state"] == "running"
+    assert stack.api("GET", f"dags/sweep_small/dagRuns/{second}")["state"] == "queued"
     stopped = assert_nothing_left(stack)
     assert {"api-server", "scheduler", "dag-processor", "triggerer", "postgres"} <= set(stopped)
     assert all(not Path(f"/proc/{pid}").exists() for pid in training)
