@@ -46,6 +46,7 @@ class Stack:
     reports_dir: Path | None = None
     models_dir: Path | None = None  # default: stand-ins built under home
     data_dir: Path | None = None  # default: the stdlib dataset generated under home
+    _token: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
@@ -151,13 +152,12 @@ class Stack:
         """Until the dag-processor has parsed the tier DAGs (a trigger before that gets a 404);
         an import error ends the wait at once, with its traceback."""
         deadline = time.monotonic() + timeout_seconds
-        token = self.token()
         while time.monotonic() < deadline:
-            errors = self.api("GET", "importErrors", token=token)["import_errors"]
+            errors = self.api("GET", "importErrors")["import_errors"]
             if errors:
                 raise StackError("the DAG folder does not import:\n" +
                                  "\n".join(f"{e['filename']}: {e['stack_trace']}" for e in errors))
-            found = {dag["dag_id"] for dag in self.api("GET", "dags?limit=100", token=token)["dags"]}
+            found = {dag["dag_id"] for dag in self.api("GET", "dags?limit=100")["dags"]}
             if set(dag_ids) <= found:
                 return
             time.sleep(2)
@@ -226,18 +226,22 @@ class Stack:
         return json.loads(path.read_text())["admin"]
 
     def token(self) -> str:
+        """The admin's REST API token, fetched once (it is valid for a day)."""
+        if self._token:
+            return self._token
         body = json.dumps({"username": "admin", "password": self.admin_password()}).encode()
         request = urllib.request.Request(f"{self.url}/auth/token", data=body,
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())["access_token"]
+            self._token = json.loads(response.read())["access_token"]
+        return self._token
 
-    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
         """A call to the public REST API (/api/v2); errors carry the server's answer."""
         request = urllib.request.Request(
             f"{self.url}/api/v2/{path.lstrip('/')}", method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token or self.token()}"})
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token()}"})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return json.loads(response.read() or b"{}")

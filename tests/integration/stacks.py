@@ -49,9 +49,8 @@ def plan_copy(folder: Path, single_point: bool = False) -> Path:
 
 
 def trigger(stack: Stack, dag_id: str, conf: dict) -> str:
-    token = stack.token()
-    stack.api("PATCH", f"dags/{dag_id}", {"is_paused": False}, token)
-    run = stack.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}, token)
+    stack.api("PATCH", f"dags/{dag_id}", {"is_paused": False})
+    run = stack.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
     return run["dag_run_id"]
 
 
