@@ -19,6 +19,7 @@ WORKDIR /opt/code-sweep
 COPY pyproject.toml requirements.lock README.md ./
 COPY training ./training
 COPY plugins ./plugins
+COPY devstack ./devstack
 COPY dags ./dags
 COPY sql ./sql
 # The same pinned tree the tests run on (celery included); on PyPI torch==2.13.0 for Linux is the

@@ -12,12 +12,12 @@ Trigger with `budget` = `demo` or `tiny` for a smoke run, and `dataset` = a hub 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta, timezone
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup
 
 from sweep_airflow.operators import RenderReportOperator, TrainExperimentOperator, VerifySweepOperator
-from training.paths import safe_name
+from training.settings import safe_name
 from training.plan import Plan, Tier, load_plan
 
 MAP_INDEX_TEMPLATE = (
@@ -54,7 +54,7 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         description=f"{tier.name} tier: {', '.join(tier.models)}",
         doc_md=__doc__,
         schedule=tier.schedule,  # nightly rerun; a manual trigger waits for a running one (max_active_runs)
-        start_date=datetime(2026, 1, 1),
+        start_date=datetime.combine(plan.scheduling.start_date, time(), timezone.utc),
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=True,  # bringing the stack up never starts GPU work by itself
@@ -80,8 +80,8 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
                         queue="gpu",  # CeleryExecutor: only the GPU workers take these
                         priority_weight=tier.priority_weight,
                         # A retry resumes from the experiment's last checkpoint, not from step 0.
-                        retries=2,
-                        retry_delay=timedelta(minutes=1),
+                        retries=plan.scheduling.retries,
+                        retry_delay=timedelta(seconds=plan.scheduling.retry_delay_seconds),
                         map_index_template=MAP_INDEX_TEMPLATE,
                     ).expand_kwargs([combo.as_dict() for combo in tier.combinations()])
                 )

@@ -27,20 +27,19 @@ MODELS = ("microsoft/codebert-base", "Salesforce/codet5-small")  # one RoBERTa, 
 BATCH_SIZE, MAX_LENGTH = 16, 512
 
 
-def prepare(spec, plan_settings_seed: int):
+def prepare(spec, plan_settings_seed: int, cache_root: Path):
     """Our data preparation: load, fingerprint, tokenize or reuse the cache. Returns (splits, seconds)."""
     from transformers import AutoTokenizer
 
-    from training.experiment import prepare_data
-    from training.models import resolve_model_source
-    from training.tokenization import tokenized_splits
+    from training.engine.experiment import prepare as prepare_experiment
+    from training.engine.tokenization import tokenized_splits
 
     started = time.perf_counter()
-    dataset_spec, splits, fingerprint, labels = prepare_data(spec)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(spec.model_id))
+    prepared = prepare_experiment(spec)
+    tokenizer = AutoTokenizer.from_pretrained(prepared.identity.model_source)
     caps = {"train": spec.max_train_samples, "eval": spec.max_eval_samples, "seed": plan_settings_seed}
-    tokenized = tokenized_splits(splits, tokenizer, dataset_spec, labels, MAX_LENGTH, fingerprint, caps,
-                                 log=lambda message: None)
+    tokenized = tokenized_splits(prepared.splits, tokenizer, prepared.dataset_spec, prepared.label_values,
+                                 MAX_LENGTH, prepared.fingerprint, caps, cache_root, log=lambda message: None)
     return tokenized, tokenizer, time.perf_counter() - started
 
 
@@ -48,13 +47,13 @@ def prepare_naive(spec):
     """The CodeXGLUE way: tokenize again for this experiment, padded to the max length."""
     from transformers import AutoTokenizer
 
-    from training.experiment import prepare_data
-    from training.models import resolve_model_source
+    from training.engine.experiment import prepare as prepare_experiment
 
     started = time.perf_counter()
-    dataset_spec, splits, _, labels = prepare_data(spec)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(spec.model_id))
-    index = {value: i for i, value in enumerate(labels)}
+    prepared = prepare_experiment(spec)
+    dataset_spec, splits = prepared.dataset_spec, prepared.splits
+    tokenizer = AutoTokenizer.from_pretrained(prepared.identity.model_source)
+    index = {value: i for i, value in enumerate(prepared.label_values)}
 
     def encode(batch):
         encoded = tokenizer(*[batch[c] for c in dataset_spec.text_columns], truncation=True,
@@ -71,10 +70,10 @@ def one_epoch(spec, tokenized, tokenizer, naive: bool, output_dir: Path) -> tupl
     """Train one epoch without evaluation; return (seconds, padded tokens / real tokens)."""
     from transformers import DataCollatorWithPadding, Trainer, default_data_collator
 
-    from training.arguments import training_arguments
-    from training.models import load_tokenizer_and_model, resolve_model_source
+    from training.engine.arguments import training_arguments
+    from training.engine.models import load_tokenizer_and_model, resolve_model_source
 
-    _, model = load_tokenizer_and_model(resolve_model_source(spec.model_id), 2)
+    _, model = load_tokenizer_and_model(resolve_model_source(spec.model_id, spec.runtime().model_root), 2)
     args = training_arguments(spec, output_dir, "fp32", False, BATCH_SIZE, 1)
     args = dataclasses.replace(args, num_train_epochs=1, max_steps=-1, eval_strategy="no", save_strategy="no",
                                load_best_model_at_end=False, logging_strategy="no",
@@ -104,7 +103,7 @@ def main() -> int:
 
     from training.plan import Hyperparameters, load_plan
     from training.spec import build_spec
-    from training.standins import build_stand_ins
+    from training.offline.standins import build_stand_ins
 
     work = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     os.environ.update(SWEEP_HOME=str(work), SWEEP_MODEL_ROOT=str(work / "models"))
@@ -119,10 +118,10 @@ def main() -> int:
                           dataset_source=str(args.data), budget_name="full")
         spec = dataclasses.replace(spec, max_train_samples=args.train_samples, max_eval_samples=64)
         # The stand-ins share one tokenizer: a cache per model, so each model's first prep is a miss.
-        os.environ["SWEEP_CACHE_DIR"] = str(work / "cache" / str(index))
-        tokenized, tokenizer, first_prep = prepare(spec, plan.settings.seed)
+        cache_root = work / "cache" / str(index)
+        tokenized, tokenizer, first_prep = prepare(spec, plan.settings.seed, cache_root)
         _, _, second_prep = prepare(dataclasses.replace(
-            spec, hyperparameters=Hyperparameters(2e-5, BATCH_SIZE, 1, 0.01, 1)), plan.settings.seed)
+            spec, hyperparameters=Hyperparameters(2e-5, BATCH_SIZE, 1, 0.01, 1)), plan.settings.seed, cache_root)
         ours_seconds, ours_padding = one_epoch(spec, tokenized, tokenizer, False, work / f"ours-{index}")
         naive_tokenized, naive_tokenizer, naive_prep = prepare_naive(spec)
         naive_seconds, naive_padding = one_epoch(spec, naive_tokenized, naive_tokenizer, True, work / f"naive-{index}")

@@ -11,8 +11,8 @@ import json
 import sys
 import time
 
-from sweep_airflow.local import REPO_ROOT, airflow_env, latest_report, prepare_airflow, prepare_offline_assets, run_tier
-from training import database
+from devstack.local import REPO_ROOT, airflow_env, latest_report, prepare_airflow, prepare_offline_assets, run_tier
+from training.results import database
 
 
 def main() -> int:

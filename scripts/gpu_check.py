@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.plan import Hyperparameters, load_plan  # noqa: E402
+from training.settings import Storage  # noqa: E402
 from training.spec import build_spec  # noqa: E402
 
 GRID_POINTS = {  # one grid point per tier, each from the plan's grid
@@ -46,7 +47,7 @@ ARGS_KEPT = ["bf16", "fp16", "dataloader_pin_memory", "activation_checkpointing"
 
 def run_experiment(spec, work: Path, label: str, env: dict) -> dict:
     spec_path, result_path = work / f"{label}.spec.json", work / f"{label}.result.json"
-    spec_path.write_text(spec.to_json())
+    spec.write(spec_path)
     started = time.monotonic()
     completed = subprocess.run([sys.executable, "-m", "training", "run-experiment", "--spec", str(spec_path),
                                 "--result", str(result_path)], cwd=REPO, env=env, capture_output=True, text=True)
@@ -121,7 +122,8 @@ def main() -> int:
     def spec(tier: str, run_id: str):
         model_id, values = GRID_POINTS[tier]
         return build_spec(plan, model_id, Hyperparameters(**values), budget_name="full", dataset_source=args.data,
-                          dag_id="gpu_check", run_id=run_id, max_steps=args.max_steps)
+                          dag_id="gpu_check", run_id=run_id, max_steps=args.max_steps,
+                          storage=Storage.from_environment(env))
 
     medium = run_experiment(spec("medium", "plain"), work, "medium", env)
     report["runs"].append(medium)

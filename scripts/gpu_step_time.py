@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from transformers import T5Config, T5ForSequenceClassification, Trainer  # noqa: E402
 
-from training.arguments import choose_precision, training_arguments  # noqa: E402
+from training.engine.arguments import choose_precision, training_arguments  # noqa: E402
 from training.plan import Hyperparameters, load_plan  # noqa: E402
 from training.spec import build_spec  # noqa: E402
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-from sweep_airflow.local import REPO_ROOT
-from sweep_airflow.stack import Stack, StackError
+from devstack.local import REPO_ROOT
+from devstack.stack import Stack, StackError
 
 
 def stack() -> Stack:

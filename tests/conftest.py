@@ -34,7 +34,7 @@ def session_dir() -> Path:
 @pytest.fixture(scope="session")
 def postgres(session_dir):
     """Base URL of a real Postgres server started for this session."""
-    from training import database
+    from training.results import database
 
     data_dir = session_dir / "pgdata"
     url = database.start_embedded_server(data_dir)
@@ -47,7 +47,7 @@ def fresh_database(postgres, request):
     """A new, migrated results database per test: tests never see each other's rows."""
     import sqlalchemy as sa
 
-    from training import database
+    from training.results import database
 
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
     admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
@@ -62,7 +62,7 @@ def fresh_database(postgres, request):
 @pytest.fixture(scope="session")
 def dataset_dir(session_dir) -> Path:
     """The stdlib bug-detection dataset, small."""
-    from training.synthetic import generate
+    from training.offline.synthetic import generate
 
     folder = session_dir / "data" / "stdlib-bugs"
     generate(folder, max_examples=400)
@@ -73,7 +73,7 @@ def dataset_dir(session_dir) -> Path:
 def model_root(session_dir, dataset_dir) -> Path:
     """Stand-ins of all six models, as a local model mirror."""
     from training.plan import load_plan
-    from training.standins import build_stand_ins
+    from training.offline.standins import build_stand_ins
 
     root = session_dir / "models"
     build_stand_ins(load_plan(), dataset_dir, root, max_length=128)

@@ -11,41 +11,55 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+def grid_point_spec(args):
+    """A spec from the plan's own names: the same function the Airflow operator builds it with."""
+    from training.tasks import experiment_spec
+
+    hyperparameters = {"learning_rate": args.learning_rate, "batch_size": args.batch_size,
+                       "num_epochs": args.epochs, "weight_decay": args.weight_decay}
+    if args.gradient_accumulation_steps is not None:
+        hyperparameters["gradient_accumulation_steps"] = args.gradient_accumulation_steps
+    return experiment_spec(model_id=args.model, tier=args.tier, hyperparameters=hyperparameters, plan_path=args.plan,
+                           budget=args.budget, dataset=args.dataset, max_steps=args.max_steps, seed=args.seed,
+                           dag_id=args.dag_id, run_id=args.run_id, require_database=False)
+
+
+def spec_command(args) -> int:
+    spec = grid_point_spec(args)
+    spec.write(Path(args.out))
+    print(f"wrote the spec of {spec.model_id} {spec.hyperparameters.as_dict()} to {args.out}")
+    return 0
+
+
 def run_experiment_command(args) -> int:
-    from training.experiment import failed_result, run_experiment
+    from training.engine.experiment import run_experiment
+    from training.results.record import StopReason
     from training.spec import ExperimentSpec
 
-    spec = ExperimentSpec.read(args.spec)
-    started_at = datetime.now(timezone.utc)
-    try:
-        result, exit_code = run_experiment(spec, args.time_limit_seconds), 0
-    except Exception as error:  # recorded as a failed experiment, then the task fails
-        import traceback
-
-        traceback.print_exc()
-        result, exit_code = failed_result(spec, error, started_at), 1
-    Path(args.result).write_text(json.dumps(result, indent=2))
-    url = os.environ.get("SWEEP_DATABASE_URL")
-    if not url:
-        print("SWEEP_DATABASE_URL is not set: the result is only in", args.result)
+    spec = ExperimentSpec.read(args.spec) if args.spec else grid_point_spec(args)
+    result = run_experiment(spec, args.time_limit_seconds)
+    exit_code = 1 if result.stop_reason is StopReason.FAILED else 0
+    Path(args.result).write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    if not spec.database_url:
+        print(f"no results database in the spec: the result is only in {args.result}")
         return exit_code
     import sqlalchemy
 
-    from training.results import record_experiment
+    from training.results.store import record_experiment
 
     try:
-        record_experiment(url, result)
+        record_experiment(spec.database_url, result)
     except sqlalchemy.exc.OperationalError as error:
         # Nothing is lost: the result file stays beside the checkpoint; a retry or `db sync` loads it.
         print(f"could not write to the results DB ({error.orig}); the result is kept in {args.result} and "
               "beside the checkpoint: a retry records it, or run `python -m training db sync`")
         return 3
-    print(f"recorded experiment {result['experiment_key']} ({result['stop_reason']}) in the results DB")
+    print(f"recorded experiment {result.experiment_key} ({result.stop_reason}) in the results DB")
     return exit_code
 
 
 def make_dataset_command(args) -> int:
-    from training.synthetic import generate
+    from training.offline.synthetic import generate
 
     counts = generate(Path(args.out), max_examples=args.max_examples, seed=args.seed)
     print(f"wrote {counts} to {args.out}")
@@ -54,7 +68,7 @@ def make_dataset_command(args) -> int:
 
 def build_standins_command(args) -> int:
     from training.plan import load_plan
-    from training.standins import build_stand_ins
+    from training.offline.standins import build_stand_ins
 
     models = args.models.split(",") if args.models else None
     for folder in build_stand_ins(load_plan(args.plan), Path(args.data), Path(args.out), args.max_length,
@@ -64,7 +78,8 @@ def build_standins_command(args) -> int:
 
 
 def db_command(args) -> int:
-    from training import database
+    from training.results import database
+    from training.settings import Storage, database_url
 
     if args.action == "stop":
         print("stopped" if database.stop_embedded_server() else "not running")
@@ -73,28 +88,28 @@ def db_command(args) -> int:
         print(f"SWEEP_DATABASE_URL={results_url}")
         print(f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={airflow_url}")
     elif args.action == "migrate":
-        applied = database.migrate(database.results_database_url())
+        applied = database.migrate(database_url("db migrate"))
         print(f"results DB migrated: {', '.join(applied) or 'already up to date'}")
     elif args.action == "sync":
-        from training.paths import experiments_root
-        from training.results import sync_result_files
+        from training.results.store import sync_result_files
 
-        root = Path(args.root) if args.root else experiments_root()
-        counts = sync_result_files(database.results_database_url(), root)
+        root = Path(args.root) if args.root else Path(Storage.from_environment().experiments_dir)
+        counts = sync_result_files(database_url("db sync"), root)
         print(f"loaded {counts['loaded']} result files the database lacked; {counts['present']} were already there")
     elif args.action == "add-user":
         if not args.name or args.role not in ("writer", "analyst"):
             raise SystemExit("db add-user needs --name and --role writer|analyst")
-        database.add_login(database.results_database_url(), args.name, args.role, os.environ.get("SWEEP_USER_PASSWORD"))
+        database.add_login(database_url("db add-user"), args.name, args.role, os.environ.get("SWEEP_USER_PASSWORD"))
         print(f"login {args.name} can now connect as a sweep {args.role}")
     return 0
 
 
 def render_report_command(args) -> int:
-    from training.database import results_database_url
-    from training.report import render_run_report
+    from training.report.build import render_run_report
+    from training.settings import Storage, database_url
 
-    print(render_run_report(results_database_url(), args.dag_id, args.run_id))
+    out_dir = Storage.from_environment().report_dir(args.dag_id, args.run_id)
+    print(render_run_report(database_url("render-report"), args.dag_id, args.run_id, out_dir))
     return 0
 
 
@@ -102,12 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run-experiment", help="train and evaluate one experiment from a spec file")
-    run.add_argument("--spec", required=True, help="experiment spec JSON (written by the operator)")
+    run = commands.add_parser("run-experiment", help="train and evaluate one experiment: from a spec file, or "
+                                                     "from the plan's names for one grid point")
+    run.add_argument("--spec", default=None, help="experiment spec JSON (written by the operator or `spec`)")
     run.add_argument("--result", required=True, help="where to write the result record JSON")
     run.add_argument("--time-limit-seconds", type=float, default=None,
                      help="stop training after this long (stop reason timeout), keeping the best checkpoint")
+    add_grid_point_arguments(run, required=False)
     run.set_defaults(handler=run_experiment_command)
+
+    spec = commands.add_parser("spec", help="write the spec of one grid point, as the operator builds it")
+    spec.add_argument("--out", required=True, help="where to write the spec JSON")
+    add_grid_point_arguments(spec, required=True)
+    spec.set_defaults(handler=spec_command)
 
     dataset = commands.add_parser("make-dataset", help="generate the offline stdlib bug-detection dataset")
     dataset.add_argument("--out", required=True)
@@ -142,7 +164,29 @@ def main(argv: list[str] | None = None) -> int:
     report.set_defaults(handler=render_report_command)
 
     args = parser.parse_args(argv)
+    if args.command == "run-experiment" and not args.spec and None in (args.model, args.learning_rate):
+        parser.error("run-experiment needs --spec FILE, or a grid point (--model, --learning-rate, ...)")
     return args.handler(args)
+
+
+def add_grid_point_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    point = parser.add_argument_group("grid point", "one combination of the plan's grid, named as in the plan; "
+                                                    "the results DB is $SWEEP_DATABASE_URL if set")
+    point.add_argument("--tier", default=None, help="the model's tier, checked against the plan (optional)")
+    point.add_argument("--model", required=required, help="hub id as in the plan, e.g. Salesforce/codet5-base")
+    point.add_argument("--learning-rate", type=float, required=required)
+    point.add_argument("--batch-size", type=int, required=required)
+    point.add_argument("--epochs", type=int, required=required)
+    point.add_argument("--weight-decay", type=float, required=required)
+    point.add_argument("--gradient-accumulation-steps", type=int, default=None,
+                       help="default: the tier's (1 for small and medium, 2 for large)")
+    point.add_argument("--budget", default="full", help="a budget of the plan (default: full)")
+    point.add_argument("--dataset", default=None, help="hub id or local folder (default: the plan's)")
+    point.add_argument("--max-steps", type=int, default=None, help="a step cap for smoke runs")
+    point.add_argument("--seed", type=int, default=None, help="default: the plan's")
+    point.add_argument("--plan", default=None, help="plan file (default: $SWEEP_PLAN_FILE, else the packaged plan)")
+    point.add_argument("--dag-id", default="", help="group the result with a DAG's runs (default: cli)")
+    point.add_argument("--run-id", default="", help="default: adhoc")
 
 
 if __name__ == "__main__":

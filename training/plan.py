@@ -11,6 +11,7 @@ import itertools
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,13 @@ class Settings:
     pin_memory: bool
     max_length: int
     seed: int
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    retries: int
+    retry_delay_seconds: int
+    start_date: date
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,7 @@ class Plan:
     path: str
     version: str  # hash of the file's text: which plan a run was built from
     settings: Settings
+    scheduling: Scheduling
     dataset: DatasetSpec
     budgets: dict[str, Budget] = field(hash=False)
     tiers: dict[str, Tier] = field(hash=False)
@@ -166,7 +175,8 @@ class _Validator:
         if "full" not in budgets:
             self.fail("budgets.full", None, "missing budget (the plan as written)")
         return Plan(str(self.path), self.version, self.settings(self.section(raw, "settings")),
-                    self.dataset(self.section(raw, "dataset")), budgets, tiers, architectures)
+                    self.scheduling(self.section(raw, "scheduling")), self.dataset(self.section(raw, "dataset")),
+                    budgets, tiers, architectures)
 
     def architectures(self, raw: dict) -> dict[str, str]:
         for model_id, entry in raw.items():
@@ -188,6 +198,16 @@ class _Validator:
                 self.fail(f"settings.{name}", raw.get(name), "must be true or false")
         return Settings(metric_for_best_model="f1", mixed_precision=raw["mixed_precision"],
                         pin_memory=raw["pin_memory"], **values)
+
+    def scheduling(self, raw: dict) -> Scheduling:
+        retries = raw.get("retries")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            self.fail("scheduling.retries", retries, "must be an integer >= 0")
+        start_date = raw.get("start_date")
+        if not isinstance(start_date, date) or isinstance(start_date, datetime):
+            self.fail("scheduling.start_date", start_date, "must be a date, e.g. 2026-01-01 (no quotes)")
+        return Scheduling(retries, self.positive("scheduling.retry_delay_seconds", raw.get("retry_delay_seconds"), int),
+                          start_date)
 
     def dataset(self, raw: dict) -> DatasetSpec:
         columns = raw.get("text_columns")

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from training.plan import Budget, DatasetSpec, Hyperparameters, Plan
+from training.settings import Storage
+
+# Where and into what a run writes: resolved where the run starts, never part of what it trains.
+RUNTIME_FIELDS = ("storage", "database_url")
 
 
 @dataclass(frozen=True)
@@ -24,28 +28,32 @@ class ExperimentSpec:
     gradient_checkpointing: bool
     dataset: DatasetSpec
     budget: str
+    # The plan's settings after the budget's overrides.
     eval_steps: int
     logging_steps: int
     early_stopping_patience: int
     early_stopping_min_delta: float
     mixed_precision: bool
     pin_memory: bool
+    # How much data and how many steps.
     max_length: int
-    seed: int
     max_train_samples: int | None
     max_eval_samples: int | None
     max_steps: int | None
+    seed: int
     dag_id: str
     run_id: str
     run_type: str
     plan_version: str = ""
     reuse_results: bool = False  # copy an earlier run's result for the same experiment key
     max_train_seconds: int | None = None  # the budget's time cap (stop reason "timeout")
+    storage: Storage | None = None  # every location on disk (see training/settings.py)
+    database_url: str | None = None  # the results DB; None: the result file only
 
     def settings_for_key(self) -> dict[str, Any]:
         """What changes the trained model, and so belongs in the experiment key (not run ids)."""
         data = dataclasses.asdict(self)
-        for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results"):
+        for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results", *RUNTIME_FIELDS):
             data.pop(name)
         if data["max_train_seconds"] is None:
             data.pop("max_train_seconds")  # keys of experiments without a time cap stay as they were
@@ -60,18 +68,36 @@ class ExperimentSpec:
         data["hyperparameters"] = Hyperparameters(**data["hyperparameters"])
         dataset = data["dataset"]
         data["dataset"] = DatasetSpec(dataset["source"], tuple(dataset["text_columns"]), dataset["label_column"])
+        data["storage"] = Storage(**data["storage"]) if data.get("storage") else None
         return cls(**data)
 
     @classmethod
     def read(cls, path: Path) -> ExperimentSpec:
         return cls.from_json(Path(path).read_text())
 
+    def write(self, path: Path) -> None:
+        """Readable by its owner only: the database URL may carry a password."""
+        path = Path(path)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(self.to_json())
+
+    def runtime(self) -> Storage:
+        """The storage locations; a spec without them was built outside a run and cannot train."""
+        if self.storage is None:
+            raise ValueError("this spec has no storage locations; build it with build_spec")
+        return self.storage
+
 
 def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, budget_name: str = "full",
                dataset_source: str | None = None, dag_id: str = "", run_id: str = "",
                run_type: str = "manual", max_steps: int | None = None, seed: int | None = None,
-               reuse_results: bool = False) -> ExperimentSpec:
-    """Resolve the plan for one grid point; raise ValueError naming a bad budget or model."""
+               reuse_results: bool = False, storage: Storage | None = None,
+               database_url: str | None = None) -> ExperimentSpec:
+    """Resolve the plan for one grid point; raise ValueError naming a bad budget or model.
+
+    Storage defaults to the environment's locations (this is where a run starts); the database URL
+    is passed explicitly, so a spec built without one records its result in the file only."""
     if budget_name not in plan.budgets:
         raise ValueError(f"budget {budget_name!r} is not in the plan; choose one of {sorted(plan.budgets)}")
     if model_id not in plan.architectures:
@@ -107,4 +133,6 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         plan_version=plan.version,
         reuse_results=reuse_results,
         max_train_seconds=budget.max_train_seconds,
+        storage=storage or Storage.from_environment(),
+        database_url=database_url,
     )

@@ -1,18 +1,14 @@
-"""Operators of the sweep DAGs. Each builds one typed object, hands it to the training package,
-and returns a small dict; no training logic lives here."""
+"""Operators of the sweep DAGs. Each calls one entry point of `training.tasks` and returns a
+small dict; no training logic and no pass/fail rules live here."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from training.paths import experiments_root, safe_name
-
-
-NO_RETRY_OUTCOMES = ("oom", "nan_loss")
+from training.plan import GRID_FIELDS
 
 
 def _run_type(context) -> str:
@@ -52,39 +48,31 @@ class TrainExperimentOperator(BaseOperator):
         self._process = None
 
     def execute(self, context) -> dict[str, Any]:
-        from training.launcher import run_in_subprocess
-        from training.plan import Hyperparameters, load_plan
-        from training.spec import build_spec
+        from training import tasks
 
         if self.selected_models and self.model_id not in self.selected_models:
             raise AirflowSkipException(f"{self.model_id} was not selected for this run")
-        if not os.environ.get("SWEEP_DATABASE_URL"):
-            raise RuntimeError("SWEEP_DATABASE_URL is not set: the experiment would have nowhere to record its result")
-        hyperparameters = Hyperparameters(self.learning_rate, self.batch_size, self.num_epochs,
-                                          self.weight_decay, self.gradient_accumulation_steps)
-        spec = build_spec(load_plan(self.plan_path), self.model_id, hyperparameters, budget_name=self.budget,
-                          dataset_source=self.dataset_source or None, dag_id=self.dag_id,
-                          run_id=context["run_id"], run_type=_run_type(context), max_steps=self.max_steps,
-                          seed=self.seed, reuse_results=bool(self.reuse_results))
+        spec = tasks.experiment_spec(
+            model_id=self.model_id, hyperparameters={name: getattr(self, name) for name in GRID_FIELDS},
+            plan_path=self.plan_path, budget=self.budget, dataset=self.dataset_source, max_steps=self.max_steps,
+            seed=self.seed, reuse_results=self.reuse_results, dag_id=self.dag_id, run_id=context["run_id"],
+            run_type=_run_type(context))
         ti = context["ti"]
-        work_dir = (experiments_root() / safe_name(self.dag_id) / safe_name(context["run_id"]) / "tasks"
-                    / f"{safe_name(self.task_id)}-{ti.map_index}-try{ti.try_number}")
         # Stop training a little before Airflow's own timeout, so the run still evaluates its best.
         time_limit = self.execution_timeout.total_seconds() * 0.9 if self.execution_timeout else None
-        result = run_in_subprocess(spec, work_dir, self.log.info, on_start=self._remember,
-                                   time_limit_seconds=time_limit)
-        if result["stop_reason"] in NO_RETRY_OUTCOMES:
-            # Recorded already; retrying would fail the same way and spend GPU time doing it.
-            raise AirflowFailException(f"experiment {result['experiment_key']} stopped: {result['stop_reason']}")
-        return {"experiment_key": result["experiment_key"], "validation_f1": result["validation_f1"],
-                "test_f1": result["test_f1"], "gpu_hours": result["gpu_hours"],
-                "stop_reason": result["stop_reason"]}
+        result = tasks.train(spec, task_id=self.task_id, map_index=ti.map_index, try_number=ti.try_number,
+                             log=self.log.info, on_start=self._remember, time_limit_seconds=time_limit)
+        if not (result.stop_reason.succeeded or result.stop_reason.retryable):
+            # Recorded already; retrying would end the same way and spend GPU time doing it.
+            raise AirflowFailException(f"experiment {result.experiment_key} stopped: {result.stop_reason}")
+        return {"experiment_key": result.experiment_key, "validation_f1": result.validation_f1,
+                "test_f1": result.test_f1, "gpu_hours": result.gpu_hours, "stop_reason": result.stop_reason.value}
 
     def _remember(self, process) -> None:
         self._process = process
 
     def on_kill(self) -> None:
-        from training.launcher import stop
+        from training.engine.launcher import stop
 
         if self._process is not None:
             self.log.info("stopping training process %s", self._process.pid)
@@ -97,9 +85,9 @@ class ReportLink(BaseOperatorLink):
     name = "Report"
 
     def get_link(self, operator, *, ti_key) -> str:
-        from training.report import report_dir
+        from training.tasks import report_path
 
-        return (report_dir(ti_key.dag_id, ti_key.run_id) / "report.html").as_uri()
+        return report_path(ti_key.dag_id, ti_key.run_id).as_uri()
 
 
 class RenderReportOperator(BaseOperator):
@@ -113,13 +101,9 @@ class RenderReportOperator(BaseOperator):
         self.tier = tier
 
     def execute(self, context) -> str:
-        from training.database import results_database_url
-        from training.report import render_run_report
-        from training.results import finish_sweep_run
+        from training import tasks
 
-        url = results_database_url()
-        status = finish_sweep_run(url, self.dag_id, context["run_id"], self.tier, _run_type(context))
-        path = render_run_report(url, self.dag_id, context["run_id"])
+        status, path = tasks.report(self.dag_id, context["run_id"], self.tier, _run_type(context))
         self.log.info("sweep run %s: %s; report written to %s", context["run_id"], status, path)
         return str(path)
 
@@ -136,19 +120,12 @@ class VerifySweepOperator(BaseOperator):
         self.selected_models = selected_models
 
     def execute(self, context) -> dict[str, int]:
-        from training.database import results_database_url
-        from training.results import SUCCEEDED, run_experiments
+        from training import tasks
+        from training.results.verdict import SweepRunFailed
 
-        expected = self.experiments_per_model * len(self.selected_models)
-        records = run_experiments(results_database_url(), self.dag_id, context["run_id"])
-        succeeded = [r for r in records if r["status"] == "finished" and r["stop_reason"] in SUCCEEDED]
-        problems = [f"{r['model_id']} lr={r['learning_rate']:g} bs={r['batch_size']} ep={r['num_epochs']} "
-                    f"wd={r['weight_decay']:g}: {r['stop_reason'] or r['status']}"
-                    for r in records if r not in succeeded]
-        missing = expected - len(records)
-        if problems or missing > 0:
-            raise AirflowFailException(
-                f"{len(succeeded)} of {expected} experiments succeeded"
-                + (f"; {missing} recorded no result" if missing > 0 else "")
-                + "".join(f"\n  {line}" for line in problems))
-        return {"succeeded": len(succeeded)}
+        try:
+            succeeded = tasks.verify(self.dag_id, context["run_id"], self.experiments_per_model,
+                                     self.selected_models)
+        except SweepRunFailed as failure:
+            raise AirflowFailException(str(failure)) from None
+        return {"succeeded": succeeded}

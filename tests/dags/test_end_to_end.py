@@ -7,8 +7,8 @@ import json
 
 import sqlalchemy as sa
 
-from sweep_airflow.local import airflow_env, latest_report, prepare_airflow, run_tier
-from training import database
+from devstack.local import airflow_env, latest_report, prepare_airflow, run_tier
+from training.results import database
 
 
 def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, dataset_dir, model_root):

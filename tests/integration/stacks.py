@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sweep_airflow.stack import Stack
+from devstack.stack import Stack
 from training.plan import DEFAULT_PLAN_PATH
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

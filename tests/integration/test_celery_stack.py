@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from sweep_airflow.stack import Stack, free_port
+from devstack.stack import Stack, free_port
 from tests.integration.stacks import (GROUP, MODEL, TOKEN_SECONDS, assert_nothing_left, plan_copy, results,
                                       task_instances, trigger, wait_for_run)
 

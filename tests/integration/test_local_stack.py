@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep_airflow.stack import Stack, StackError, free_port
+from devstack.stack import Stack, StackError, free_port
 from tests.integration.stacks import (ARTIFACTS, GROUP, MODEL, assert_nothing_left, plan_copy, results,
                                       task_instances, trigger, training_processes, wait_for_run)
 

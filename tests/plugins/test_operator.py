@@ -17,7 +17,7 @@ def make_operator(**overrides):
 
     from sweep_airflow.operators import TrainExperimentOperator
 
-    arguments = {"model_id": "microsoft/codebert-base", "learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3,
+    arguments = {"model_id": "microsoft/codebert-base", "learning_rate": 5e-5, "batch_size": 16, "num_epochs": 3,
                  "weight_decay": 0.01, "gradient_accumulation_steps": 1, "budget": "tiny", **overrides}
     with DAG("operator_test", schedule=None):
         return TrainExperimentOperator(task_id="train", **arguments)
@@ -52,10 +52,10 @@ def test_without_a_results_database_the_task_fails_before_training(monkeypatch, 
 
 
 def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir):
-    from training.launcher import ExperimentFailed
+    from training.engine.launcher import ExperimentFailed
 
-    # The full budget on batch 1: hundreds of steps, far longer than this test waits.
-    operator = make_operator(dataset_source=str(dataset_dir), budget="full", batch_size=1)
+    # The full budget: 512-token batches over the whole dataset, far longer than this test waits.
+    operator = make_operator(dataset_source=str(dataset_dir), budget="full", num_epochs=5)
     outcome = {}
 
     def run():
@@ -94,11 +94,12 @@ def test_the_final_check_fails_the_run_for_a_failed_or_missing_experiment(monkey
     from airflow.sdk.exceptions import AirflowFailException
 
     from tests.training.fixtures import LATEST_RUN, PREVIOUS_RUN, warehouse_records
-    from training.results import record_experiment
+    from training.results.record import ExperimentResult
+    from training.results.store import record_experiment
 
     monkeypatch.setenv("SWEEP_DATABASE_URL", fresh_database)
     for record in warehouse_records():
-        record_experiment(fresh_database, record)
+        record_experiment(fresh_database, ExperimentResult.from_dict(record))
     # the previous night: codebert 2 experiments, codet5 1 (the fixture's run of 3)
     assert verify_operator(1, ["microsoft/codebert-base", "Salesforce/codet5-small"]).execute(
         context(PREVIOUS_RUN)) == {"succeeded": 3}

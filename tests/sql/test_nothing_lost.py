@@ -11,7 +11,7 @@ import time
 import sqlalchemy as sa
 
 from tests.training.helpers import cli_command, spec_for
-from training import database
+from training.results import database
 
 
 def test_stopping_postgres_during_a_run_loses_nothing(tmp_path, dataset_dir, model_root):
@@ -21,7 +21,7 @@ def test_stopping_postgres_during_a_run_loses_nothing(tmp_path, dataset_dir, mod
     env = {**os.environ, "SWEEP_MODEL_ROOT": str(model_root), "SWEEP_HOME": str(tmp_path / "home"),
            "SWEEP_DATABASE_URL": url}
     spec = spec_for("Salesforce/codet5-small", dataset_dir, budget="demo", batch_size=4)
-    process = subprocess.Popen(cli_command(tmp_path, spec), env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen(cli_command(tmp_path, spec, env_extra=env), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     engine = sa.create_engine(url)
     deadline = time.monotonic() + 120

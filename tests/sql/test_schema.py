@@ -6,8 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.training.fixtures import result_record
-from training import database
-from training.results import record_experiment, run_experiments
+from training.results import database
+from training.results.record import ExperimentResult
+from training.results.store import record_experiment, run_experiments
 
 
 def test_migrations_apply_from_empty_once(postgres):
@@ -25,26 +26,30 @@ def test_migrations_apply_from_empty_once(postgres):
 
 
 def test_a_rerecorded_experiment_updates_its_row(fresh_database):
-    record_experiment(fresh_database, result_record(test_f1=0.5, stop_reason="failed"))
-    record_experiment(fresh_database, result_record(test_f1=0.9))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(test_f1=0.5, stop_reason="failed")))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(test_f1=0.9)))
     rows = run_experiments(fresh_database, "sweep_small", "run-1")
     assert len(rows) == 1
-    assert (rows[0]["test_f1"], rows[0]["stop_reason"]) == (0.9, "early_stopped")
+    assert (rows[0].test_f1, rows[0].stop_reason) == (0.9, "early_stopped")
     with sa.create_engine(fresh_database).connect() as connection:
         curve = connection.execute(sa.text("SELECT step, f1 FROM evaluation_points ORDER BY step")).all()
     assert [tuple(point) for point in curve] == [(100, 0.7), (200, 0.8)]
 
 
-def test_unknown_stop_reason_is_refused(fresh_database):
-    with pytest.raises(sa.exc.IntegrityError, match="stop_reason"):
-        record_experiment(fresh_database, result_record(stop_reason="exploded"))
+def test_unknown_stop_reason_is_refused_by_the_type_and_by_the_table(fresh_database):
+    with pytest.raises(ValueError, match="exploded"):
+        ExperimentResult.from_dict(result_record(stop_reason="exploded"))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record()))
+    with sa.create_engine(fresh_database).begin() as connection, \
+            pytest.raises(sa.exc.IntegrityError, match="stop_reason"):
+        connection.execute(sa.text("UPDATE experiments SET stop_reason = 'exploded'"))
 
 
-def test_incomplete_record_is_refused_before_the_database(fresh_database):
+def test_incomplete_record_is_refused_before_the_database():
     record = result_record()
     del record["model_id"]
-    with pytest.raises(ValueError, match="model_id"):
-        record_experiment(fresh_database, record)
+    with pytest.raises(TypeError, match="model_id"):
+        ExperimentResult.from_dict(record)
 
 
 def test_the_warehouse_migration_carries_existing_rows_over(postgres, tmp_path):

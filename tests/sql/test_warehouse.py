@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.training.fixtures import CODEBERT, CODET5, LATEST_RUN, PREVIOUS_RUN, warehouse_records
-from training.results import finish_sweep_run, record_experiment
+from training.results.record import ExperimentResult
+from training.results.store import finish_sweep_run, record_experiment
 
 QUERIES = Path(__file__).resolve().parents[2] / "sql" / "queries"
 
@@ -17,7 +18,7 @@ QUERIES = Path(__file__).resolve().parents[2] / "sql" / "queries"
 @pytest.fixture
 def warehouse(fresh_database):
     for record in warehouse_records():
-        record_experiment(fresh_database, record)
+        record_experiment(fresh_database, ExperimentResult.from_dict(record))
     for run_id in (PREVIOUS_RUN, LATEST_RUN):
         finish_sweep_run(fresh_database, "sweep_small", run_id, "small", "scheduled")
     engine = sa.create_engine(fresh_database)
@@ -50,7 +51,7 @@ def test_tables_hold_runs_attempts_and_learning_curves(warehouse):
 
 def test_a_retried_experiment_leaves_one_row_and_its_attempts(warehouse, fresh_database):
     retried = warehouse_records()[3]
-    record_experiment(fresh_database, retried)  # the task ran again and recorded again
+    record_experiment(fresh_database, ExperimentResult.from_dict(retried))  # the task ran again and recorded again
     assert rows(warehouse, "SELECT count(*) AS n FROM experiments WHERE run_id = :r AND model_id = :m "
                            "AND learning_rate = 2e-5", r=LATEST_RUN, m=CODEBERT) == [{"n": 1}]
     assert rows(warehouse, "SELECT count(*) AS n FROM attempts a JOIN experiments e USING (experiment_id) "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,12 +10,20 @@ import sys
 from pathlib import Path
 
 from training.plan import Hyperparameters, load_plan
+from training.settings import Storage, database_url
 from training.spec import build_spec
 
 
-def cli_command(tmp_path: Path, spec, *extra_args: str) -> list[str]:
+def with_runtime(spec, env_extra: dict):
+    """The spec as it is built where a run starts with this environment: storage and database."""
+    environ = {**os.environ, **env_extra}
+    return dataclasses.replace(spec, storage=Storage.from_environment(environ),
+                               database_url=database_url(environ=environ))
+
+
+def cli_command(tmp_path: Path, spec, *extra_args: str, env_extra: dict | None = None) -> list[str]:
     spec_path, result_path = tmp_path / "spec.json", tmp_path / "result.json"
-    spec_path.write_text(spec.to_json())
+    with_runtime(spec, env_extra or {}).write(spec_path)
     return [sys.executable, "-m", "training", "run-experiment", "--spec", str(spec_path),
             "--result", str(result_path), *extra_args]
 
@@ -22,8 +31,8 @@ def cli_command(tmp_path: Path, spec, *extra_args: str) -> list[str]:
 def run_cli(tmp_path: Path, spec, env_extra: dict, *extra_args: str) -> tuple[int, dict, str]:
     result_path = tmp_path / "result.json"
     result_path.unlink(missing_ok=True)
-    completed = subprocess.run(cli_command(tmp_path, spec, *extra_args), env={**os.environ, **env_extra},
-                               capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(cli_command(tmp_path, spec, *extra_args, env_extra=env_extra),
+                               env={**os.environ, **env_extra}, capture_output=True, text=True, timeout=600)
     result = json.loads(result_path.read_text()) if result_path.exists() else {}
     return completed.returncode, result, completed.stdout + completed.stderr
 

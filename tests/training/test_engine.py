@@ -97,7 +97,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, env, dataset_di
     spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=1),
                                max_steps=40, early_stopping_patience=1000)
     home = Path(env["SWEEP_HOME"])
-    process = subprocess.Popen(cli_command(tmp_path, spec), env={**os.environ, **env},
+    process = subprocess.Popen(cli_command(tmp_path, spec, env_extra=env), env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     def latest_checkpoint_step():
         return max((int(p.name.split("-")[1]) for p in home.glob("experiments/*/*/*/checkpoint-*")), default=0)
@@ -151,7 +151,7 @@ def test_tokenized_splits_are_reused_by_the_next_experiment(tmp_path, env, datas
 
 
 def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
-    from training.experiment import last_complete_checkpoint
+    from training.engine.trainer import last_complete_checkpoint
 
     for step, complete in ((4, True), (8, True), (12, False)):
         folder = tmp_path / f"checkpoint-{step}"

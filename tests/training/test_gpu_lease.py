@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-from training.gpu_lease import GpuLease
+from training.engine.gpu_lease import GpuLease
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from training.gpu_lease import GpuLease
+from training.engine.gpu_lease import GpuLease
 with GpuLease(int(sys.argv[1]), poll_seconds=0.05, directory=Path(sys.argv[2])) as lease:
     print(lease.index, flush=True)
     time.sleep(600)

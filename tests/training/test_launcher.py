@@ -4,8 +4,8 @@ training process runs, pins it with CUDA_VISIBLE_DEVICES, and streams the proces
 from __future__ import annotations
 
 from tests.training.helpers import spec_for
-from training.gpu_lease import GpuLease
-from training.launcher import run_in_subprocess
+from training.engine.gpu_lease import GpuLease
+from training.engine.launcher import run_in_subprocess
 
 
 def test_training_runs_on_a_leased_gpu_that_is_released_afterwards(tmp_path, monkeypatch, dataset_dir, model_root):
@@ -24,5 +24,5 @@ def test_training_runs_on_a_leased_gpu_that_is_released_afterwards(tmp_path, mon
     assert lines[0] == "leased GPU 0 of 1"
     assert any("eval_f1" in line for line in lines)  # the child's log came through
     assert held_while_running == [True]
-    assert result["stop_reason"] in ("completed", "early_stopped")
+    assert result.stop_reason in ("completed", "early_stopped")
     assert GpuLease(1, directory=locks).try_acquire()  # released when the process ended

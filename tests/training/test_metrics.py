@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.metrics import classification_metrics
+from training.engine.metrics import classification_metrics
 
 
 def test_binary_f1_is_of_the_positive_class():
@@ -31,7 +31,7 @@ def test_more_than_two_classes_use_macro_f1():
 
 
 def test_bootstrap_interval_brackets_the_f1_and_is_reproducible():
-    from training.serving import bootstrap_f1_interval
+    from training.engine.serving import bootstrap_f1_interval
 
     labels = [1, 0] * 50
     perfect = bootstrap_f1_interval(labels, labels, 2, seed=1, resamples=200)
@@ -46,7 +46,7 @@ def test_bootstrap_interval_brackets_the_f1_and_is_reproducible():
 def test_vectorised_bootstrap_f1_matches_scikit_learn_on_every_resample():
     import numpy as np
 
-    from training.serving import f1_of_rows
+    from training.engine.serving import f1_of_rows
 
     rng = np.random.default_rng(0)
     for num_labels in (2, 3):

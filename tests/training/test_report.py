@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 
 from tests.training.fixtures import CODEBERT, CODET5, LATEST_RUN, PREVIOUS_RUN, result_record, warehouse_records
-from training.report import render_run_report
-from training.results import record_experiment
+from training.report.build import render_run_report
+from training.results.record import ExperimentResult
+from training.results.store import record_experiment
 
 
 def render(url, tmp_path, run_id="run-1"):
-    html_path = render_run_report(url, "sweep_small", run_id, root=tmp_path)
+    html_path = render_run_report(url, "sweep_small", run_id, out_dir=tmp_path / "sweep_small" / run_id)
     return html_path, html_path.read_text(), html_path.with_suffix(".md").read_text()
 
 
@@ -24,7 +25,7 @@ def test_report_lists_every_experiment_and_the_best_per_model(tmp_path, fresh_da
                       stop_reason="failed", error="RuntimeError: boom"),
     ]
     for record in records:
-        record_experiment(fresh_database, record)
+        record_experiment(fresh_database, ExperimentResult.from_dict(record))
     html_path, html, markdown = render(fresh_database, tmp_path)
     assert html_path == tmp_path / "sweep_small" / "run-1" / "report.html"
     assert "4 experiments, 1 failed" in markdown
@@ -42,8 +43,8 @@ def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_pat
     for record in warehouse_records():
         latency = {CODEBERT: 12.0, CODET5: 4.0}[record["model_id"]]
         ci = (record["test_f1"] - 0.03, record["test_f1"] + 0.03) if record["test_f1"] else (None, None)
-        record_experiment(fresh_database, {**record, "latency_batch1_ms": latency,
-                                           "test_f1_ci_low": ci[0], "test_f1_ci_high": ci[1]})
+        record_experiment(fresh_database, ExperimentResult.from_dict({**record, "latency_batch1_ms": latency,
+                                           "test_f1_ci_low": ci[0], "test_f1_ci_high": ci[1]}))
     _, html, markdown = render(fresh_database, tmp_path, LATEST_RUN)
     assert "**Most accurate:** microsoft/codebert-base (test F1 0.860)" in markdown
     # codebert 0.86 / 0.23 GPU-h = 3.74; codet5 0.74 / 0.05 = 14.8
@@ -59,15 +60,15 @@ def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_pat
 
 
 def test_overlapping_intervals_are_called_indistinguishable(tmp_path, fresh_database):
-    record_experiment(fresh_database, result_record(test_f1=0.80, test_f1_ci_low=0.76, test_f1_ci_high=0.84))
-    record_experiment(fresh_database, result_record(CODET5, test_f1=0.78, test_f1_ci_low=0.74, test_f1_ci_high=0.82))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(test_f1=0.80, test_f1_ci_low=0.76, test_f1_ci_high=0.84)))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(CODET5, test_f1=0.78, test_f1_ci_low=0.74, test_f1_ci_high=0.82)))
     _, _, markdown = render(fresh_database, tmp_path)
     assert ("microsoft/codebert-base and Salesforce/codet5-small are not distinguishable: their 95% confidence "
             "intervals of test F1 overlap.") in markdown
 
 
 def test_stand_in_results_carry_a_notice(tmp_path, fresh_database):
-    record_experiment(fresh_database, result_record(is_stand_in=True, gpu_hours=0.0))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(is_stand_in=True, gpu_hours=0.0)))
     _, html, markdown = render(fresh_database, tmp_path)
     for text in (html, markdown):
         assert "Stand-in models" in text and "says nothing about the real models" in text
@@ -75,7 +76,7 @@ def test_stand_in_results_carry_a_notice(tmp_path, fresh_database):
 
 
 def test_markup_in_names_is_escaped_in_html(tmp_path, fresh_database):
-    record_experiment(fresh_database, result_record("<script>alert(1)</script>"))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record("<script>alert(1)</script>")))
     _, html, _ = render(fresh_database, tmp_path)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.training.fixtures import LATEST_RUN, warehouse_records
-from training.report import render_run_report
-from training.results import record_experiment
+from training.report.build import render_run_report
+from training.results.record import ExperimentResult
+from training.results.store import record_experiment
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,8 +30,8 @@ def chromium(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess:
 
 def test_the_html_report_renders_with_its_charts_in_chromium(tmp_path, fresh_database):
     for record in warehouse_records():
-        record_experiment(fresh_database, {**record, "is_stand_in": True})
-    report = render_run_report(fresh_database, "sweep_small", LATEST_RUN, root=tmp_path)
+        record_experiment(fresh_database, ExperimentResult.from_dict({**record, "is_stand_in": True}))
+    report = render_run_report(fresh_database, "sweep_small", LATEST_RUN, tmp_path / "report")
 
     dom = chromium(tmp_path, "--dump-dom", report.as_uri())
     assert dom.returncode == 0, dom.stderr

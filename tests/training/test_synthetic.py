@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import json
 
-from training.synthetic import generate
+from training.offline.synthetic import generate
 
 
 def read(folder, split):

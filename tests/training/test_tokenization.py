@@ -5,7 +5,7 @@ from __future__ import annotations
 import datasets
 from transformers import AutoTokenizer
 
-from training.tokenization import LENGTH_COLUMN, encode_splits
+from training.engine.tokenization import LENGTH_COLUMN, encode_splits
 
 
 def test_long_pairs_split_the_budget_and_short_ones_keep_everything(model_root):

@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.paths import model_root
-
 STAND_IN_MARKER = "stand_in.json"
 
 
-def resolve_model_source(model_id: str) -> str:
+def resolve_model_source(model_id: str, model_root: str | None) -> str:
     """A local folder if the mirror has this model, else the hub id itself."""
-    root = model_root()
-    if root is not None and (root / model_id / "config.json").is_file():
-        return str(root / model_id)
+    if model_root is not None and (Path(model_root) / model_id / "config.json").is_file():
+        return str(Path(model_root) / model_id)
     return model_id
 
 

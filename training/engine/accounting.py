@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WHOLE_FILE_HASH_LIMIT_BYTES = 64 << 20  # above this, hash a weight file's header and size, not its GBs
 
 

@@ -15,11 +15,6 @@ import time
 from pathlib import Path
 
 
-def lock_dir() -> Path:
-    # Machine-wide by default: every worker on the host must see the same locks.
-    return Path(os.environ.get("SWEEP_GPU_LOCK_DIR") or "/tmp/sweep-gpu-locks")
-
-
 def host_gpu_count() -> int:
     """GPUs on this host: $SWEEP_GPU_COUNT if set (also how tests simulate GPUs), else nvidia-smi."""
     if os.environ.get("SWEEP_GPU_COUNT"):
@@ -34,9 +29,9 @@ def host_gpu_count() -> int:
 class GpuLease:
     """`with GpuLease(n) as lease:` waits for a free GPU index; lease.index and lease.fd inside."""
 
-    def __init__(self, gpu_count: int, poll_seconds: float = 2.0, directory: Path | None = None):
+    def __init__(self, gpu_count: int, directory: Path, poll_seconds: float = 2.0):
         self.gpu_count, self.poll_seconds = gpu_count, poll_seconds
-        self.directory = directory or lock_dir()
+        self.directory = Path(directory)
         self.index = self.fd = None
 
     def try_acquire(self) -> bool:

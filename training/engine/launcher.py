@@ -12,25 +12,26 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from training.gpu_lease import GpuLease, host_gpu_count
+from training.engine.gpu_lease import GpuLease, host_gpu_count
+from training.results.record import ExperimentResult
 from training.spec import ExperimentSpec
 
 
 class ExperimentFailed(RuntimeError):
-    def __init__(self, returncode: int, result: dict | None):
+    def __init__(self, returncode: int, result: ExperimentResult | None):
         self.returncode, self.result = returncode, result
-        reason = (result or {}).get("error") or f"training process exited with code {returncode}"
+        reason = (result.error if result else None) or f"training process exited with code {returncode}"
         super().__init__(reason)
 
 
 def run_in_subprocess(spec: ExperimentSpec, work_dir: Path, log: Callable[[str], None],
                       on_start: Callable[[subprocess.Popen], None] | None = None,
-                      time_limit_seconds: float | None = None) -> dict:
+                      time_limit_seconds: float | None = None) -> ExperimentResult:
     """Write the spec, lease a GPU if this host has several, run `python -m training
     run-experiment`, stream its log, and return its result record."""
     work_dir.mkdir(parents=True, exist_ok=True)
     spec_path, result_path = work_dir / "spec.json", work_dir / "result.json"
-    spec_path.write_text(spec.to_json())
+    spec.write(spec_path)
     result_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "training", "run-experiment", "--spec", str(spec_path),
                "--result", str(result_path)]
@@ -38,7 +39,7 @@ def run_in_subprocess(spec: ExperimentSpec, work_dir: Path, log: Callable[[str],
         command += ["--time-limit-seconds", str(time_limit_seconds)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     gpu_count = 0 if "CUDA_VISIBLE_DEVICES" in os.environ else host_gpu_count()
-    with GpuLease(gpu_count) if gpu_count else contextlib.nullcontext() as lease:
+    with GpuLease(gpu_count, Path(spec.runtime().gpu_lock_dir)) if gpu_count else contextlib.nullcontext() as lease:
         pass_fds = ()
         if lease is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(lease.index)
@@ -52,7 +53,7 @@ def run_in_subprocess(spec: ExperimentSpec, work_dir: Path, log: Callable[[str],
         for line in process.stdout:
             log(line.rstrip())
         returncode = process.wait()
-    result = json.loads(result_path.read_text()) if result_path.is_file() else None
+    result = ExperimentResult.from_dict(json.loads(result_path.read_text())) if result_path.is_file() else None
     if returncode != 0 or result is None:
         raise ExperimentFailed(returncode, result)
     return result

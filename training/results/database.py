@@ -1,5 +1,5 @@
-"""Postgres for the results (and, on one machine, for Airflow): an embedded server by default,
-an external one through SWEEP_DATABASE_URL, and the numbered migrations that build the schema.
+"""Postgres for the results (and, on one machine, for Airflow): the embedded server that the
+development tooling and `db up` start, the logins, and the numbered migrations that build the schema.
 
 Migrations are plain numbered SQL files applied once each and recorded in schema_migrations;
 a released file is never edited (see docs/decisions/0002-migrations.md).
@@ -7,20 +7,24 @@ a released file is never edited (see docs/decisions/0002-migrations.md).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
+import secrets
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from training.paths import sweep_home
+from training.settings import Storage
 
-MIGRATIONS_DIR = Path(os.environ.get("SWEEP_SQL_DIR", Path(__file__).resolve().parents[1] / "sql")) / "migrations"
+MIGRATIONS_DIR = Path(os.environ.get("SWEEP_SQL_DIR", Path(__file__).resolve().parents[2] / "sql")) / "migrations"
 RESULTS_DATABASE = "sweep"
 AIRFLOW_DATABASE = "airflow"
 
 
 def embedded_server_dir() -> Path:
-    return sweep_home() / "pgdata"
+    return Path(Storage.from_environment().home) / "pgdata"
 
 
 def start_embedded_server(data_dir: Path | None = None) -> str:
@@ -138,6 +142,18 @@ def provision(data_dir: Path | None = None) -> tuple[str, str]:
     return pipeline_url(results_url), airflow_url(ensure_database(base_url, AIRFLOW_DATABASE))
 
 
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier Postgres stores for a password (RFC 5802/7677; what psql's
+    \\password sends): a salted hash that logs and statements may show without revealing it."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    encode = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return (f"SCRAM-SHA-256${iterations}:{encode(salt)}${encode(hashlib.sha256(client_key).digest())}"
+            f":{encode(server_key)}")
+
+
 def add_login(url: str, name: str, role: str, password: str | None) -> None:
     """A login role in sweep_writer or sweep_analyst; its password comes from the caller, never a file."""
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
@@ -147,15 +163,9 @@ def add_login(url: str, name: str, role: str, password: str | None) -> None:
             exists = connection.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}).scalar()
             connection.execute(sa.text(f"{'ALTER' if exists else 'CREATE'} ROLE {quoted} LOGIN"))
             if password:
-                connection.execute(sa.text(f"ALTER ROLE {quoted} PASSWORD :password").bindparams(password=password))
+                # ALTER ROLE takes no bind parameters (psycopg 3 binds on the server), so the password
+                # goes in as a SCRAM verifier: only base64 text in the statement, never the password.
+                connection.exec_driver_sql(f"ALTER ROLE {quoted} PASSWORD '{scram_verifier(password)}'")
             connection.execute(sa.text(f"GRANT sweep_{role} TO {quoted}"))
     finally:
         engine.dispose()
-
-
-def results_database_url() -> str:
-    """The results DB: SWEEP_DATABASE_URL if set, else the embedded server's `sweep` database."""
-    url = os.environ.get("SWEEP_DATABASE_URL")
-    if url:
-        return url
-    return ensure_database(start_embedded_server(), RESULTS_DATABASE)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def airflow_env(sweep_home: Path, results_url: str, airflow_db_url: str, **extra: str) -> dict[str, str]:
@@ -51,7 +51,7 @@ def run(command: list[str], env: dict[str, str], log_path: Path | None = None) -
 def prepare_airflow(env: dict[str, str], gpu_slots: int | None = None) -> None:
     """Migrate Airflow's metadata DB and create the `gpu` pool, one slot per GPU of this host (one
     on a CPU-only machine): a missing pool silently blocks every task."""
-    from training.gpu_lease import host_gpu_count
+    from training.engine.gpu_lease import host_gpu_count
 
     gpu_slots = gpu_slots or max(host_gpu_count(), 1)
     run(["airflow", "db", "migrate"], env)
@@ -68,8 +68,8 @@ def run_tier(tier: str, conf: str, env: dict[str, str], log_path: Path) -> float
 def prepare_offline_assets(home: Path) -> tuple[Path, Path]:
     """The stdlib dataset and the stand-in models, made once under home; return (models, data)."""
     from training.plan import load_plan
-    from training.standins import build_stand_ins
-    from training.synthetic import generate
+    from training.offline.standins import build_stand_ins
+    from training.offline.synthetic import generate
 
     data_dir, models_dir = home / "data" / "stdlib-bugs", home / "models"
     if not (data_dir / "dataset.json").is_file():

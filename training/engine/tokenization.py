@@ -9,18 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from training.paths import sweep_home
-
 LENGTH_COLUMN = "length"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SWEEP_CACHE_DIR") or sweep_home() / "cache" / "tokenized")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -54,13 +47,13 @@ def encode_splits(splits, tokenizer, text_columns, label_column: str, label_valu
 
 
 def tokenized_splits(splits, tokenizer, dataset_spec, label_values: list, max_length: int,
-                     dataset_fingerprint: str, sample_caps: dict, log=print):
+                     dataset_fingerprint: str, sample_caps: dict, cache_root: Path, log=print):
     """Load the tokenized splits from the cache, or tokenize and store them (atomically)."""
     from datasets import load_from_disk
 
     key = cache_key(dataset_fingerprint, tokenizer, max_length, dataset_spec.text_columns, label_values,
                     sample_caps)
-    folder = cache_root() / key
+    folder = Path(cache_root) / key
     if (folder / "dataset_dict.json").is_file():
         log(f"tokenized splits reused from {folder}")
         return load_from_disk(str(folder))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.models import STAND_IN_MARKER
+from training.engine.models import STAND_IN_MARKER
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]  # CodeT5's order: pad=0, bos=1, eos=2
 VOCAB_SIZE = 2000
@@ -81,7 +81,7 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
-    from training.data import load_splits, resolve_spec
+    from training.data.loading import load_splits, resolve_spec
     from training.plan import DatasetSpec
 
     spec = resolve_spec(DatasetSpec(str(data_dir), plan.dataset.text_columns, plan.dataset.label_column))

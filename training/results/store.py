@@ -11,38 +11,17 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from training.results.record import COLUMNS, SUCCEEDED, ExperimentResult, StopReason, StoredExperiment
+
 IDENTITY = ("dag_id", "run_id", "experiment_key")
-SUCCEEDED = ("completed", "early_stopped", "timeout")  # stop reasons of an experiment with a usable model
-COLUMNS = (
-    "dag_id", "run_id", "run_type", "experiment_key", "tier", "model_id", "model_source", "is_stand_in",
-    "learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps", "budget",
-    "dataset_source", "dataset_fingerprint", "validation_f1", "validation_precision", "validation_recall",
-    "validation_accuracy", "test_f1", "test_precision", "test_recall", "test_accuracy", "best_step",
-    "steps_planned", "steps_run", "stop_reason", "device", "gpu_count", "precision", "wall_seconds",
-    "gpu_hours", "time_to_best_seconds", "checkpoint_path", "versions", "error", "started_at", "finished_at",
-    # 002
-    "per_device_batch_size", "effective_accumulation_steps", "attempt_count", "resumed_from_step",
-    "peak_memory_bytes", "mean_gpu_utilization_percent", "samples_per_second", "tokens_per_second",
-    "max_length", "attention_implementation", "model_revision", "code_version",
-    # 003
-    "status",
-    # 006
-    "test_f1_ci_low", "test_f1_ci_high", "latency_batch1_ms", "throughput_batch32_per_second",
-    "parameter_count", "model_size_bytes",
-    # 007
-    "reused_from_run_id",
-)
-REQUIRED = ("dag_id", "run_id", "run_type", "experiment_key", "tier", "model_id", "model_source", "is_stand_in",
-            "learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps", "budget",
-            "dataset_source", "attempt_count")
-DEFAULTS = {"gpu_count": 0, "gpu_hours": 0.0, "versions": {}, "status": "finished"}
+FAILED_OUTCOMES = tuple(reason.value for reason in StopReason if not reason.succeeded)
 
 UPSERT_EXPERIMENT = sa.text(
-    f"INSERT INTO experiments (sweep_run_id, {', '.join(COLUMNS)}) "
-    f"VALUES (:sweep_run_id, {', '.join(':' + c for c in COLUMNS)}) "
+    f"INSERT INTO experiments (sweep_run_id, status, {', '.join(COLUMNS)}) "
+    f"VALUES (:sweep_run_id, :status, {', '.join(':' + c for c in COLUMNS)}) "
     "ON CONFLICT (dag_id, run_id, experiment_key) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c not in IDENTITY)
-    + ", recorded_at = now() RETURNING experiment_id"
+    + ", status = EXCLUDED.status, recorded_at = now() RETURNING experiment_id"
 ).bindparams(sa.bindparam("versions", type_=sa.JSON))
 
 # A sweep run starts when its first experiment starts.
@@ -73,35 +52,30 @@ def engine_for(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def upsert_experiment(connection, record: dict) -> int:
+def upsert_experiment(connection, result: ExperimentResult, status: str = "finished") -> int:
     """Write the sweep run (if new) and the experiment row; return the experiment's id."""
-    missing = [c for c in REQUIRED if record.get(c) is None]
-    if missing:
-        raise ValueError(f"result record lacks {missing}")
     sweep_run_id = connection.execute(UPSERT_SWEEP_RUN, {
-        "dag_id": record["dag_id"], "run_id": record["run_id"], "tier": record["tier"],
-        "run_type": record["run_type"], "plan_version": record.get("plan_version"),
-        "code_version": record.get("code_version"), "dataset_fingerprint": record.get("dataset_fingerprint"),
-        "started_at": record.get("started_at"),
+        "dag_id": result.dag_id, "run_id": result.run_id, "tier": result.tier, "run_type": result.run_type,
+        "plan_version": result.plan_version, "code_version": result.code_version,
+        "dataset_fingerprint": result.dataset_fingerprint, "started_at": result.started_at,
     }).scalar_one()
-    values = {c: record.get(c, DEFAULTS.get(c)) for c in COLUMNS}
-    return connection.execute(UPSERT_EXPERIMENT, {**values, "sweep_run_id": sweep_run_id}).scalar_one()
+    return connection.execute(UPSERT_EXPERIMENT, {**result.column_values(), "status": status,
+                                                  "sweep_run_id": sweep_run_id}).scalar_one()
 
 
-def record_experiment(url: str, record: dict) -> None:
+def record_experiment(url: str, result: ExperimentResult) -> None:
     """The finished experiment: its row, its attempts and its whole learning curve, in one transaction."""
     engine = engine_for(url)
     try:
         with engine.begin() as connection:
-            experiment_id = upsert_experiment(connection, {**record, "status": "finished"})
-            for point in record.get("eval_points", []):
+            experiment_id = upsert_experiment(connection, result)
+            for point in result.eval_points:
                 connection.execute(INSERT_POINT, {"experiment_id": experiment_id, "epoch": None, "loss": None,
                                                   "elapsed_seconds": None, **point})
             connection.execute(sa.text("DELETE FROM attempts WHERE experiment_id = :id"), {"id": experiment_id})
-            for attempt in record.get("attempts") or [{"attempt": 1, "started_at": record.get("started_at"),
-                                                       "seconds": record.get("wall_seconds") or 0,
-                                                       "gpu_count": record.get("gpu_count", 0),
-                                                       "outcome": record.get("stop_reason")}]:
+            for attempt in result.attempts or [{"attempt": 1, "started_at": result.started_at,
+                                                "seconds": result.wall_seconds or 0, "gpu_count": result.gpu_count,
+                                                "outcome": result.to_dict()["stop_reason"]}]:
                 connection.execute(INSERT_ATTEMPT, {
                     "experiment_id": experiment_id, "attempt": attempt["attempt"],
                     "started_at": attempt.get("started_at"), "seconds": attempt["seconds"],
@@ -124,16 +98,16 @@ def finish_sweep_run(url: str, dag_id: str, run_id: str, tier: str, run_type: st
             return connection.execute(sa.text(
                 "UPDATE sweep_runs r SET finished_at = now(), status = CASE WHEN EXISTS ("
                 "  SELECT FROM experiments e WHERE e.sweep_run_id = r.sweep_run_id"
-                "  AND (e.stop_reason IN ('failed', 'oom', 'nan_loss') OR e.status = 'running'))"
+                "  AND (e.stop_reason = ANY(:failed) OR e.status = 'running'))"
                 " THEN 'failed' ELSE 'success' END "
                 "WHERE dag_id = :dag_id AND run_id = :run_id RETURNING status"),
-                {"dag_id": dag_id, "run_id": run_id}).scalar_one()
+                {"dag_id": dag_id, "run_id": run_id, "failed": list(FAILED_OUTCOMES)}).scalar_one()
     finally:
         engine.dispose()
 
 
-def run_experiments(url: str, dag_id: str, run_id: str) -> list[dict]:
-    """Every experiment of one run, as dicts, in model then hyperparameter order."""
+def run_experiments(url: str, dag_id: str, run_id: str) -> list[StoredExperiment]:
+    """Every experiment of one run, in model then hyperparameter order."""
     engine = engine_for(url)
     try:
         with engine.connect() as connection:
@@ -143,7 +117,7 @@ def run_experiments(url: str, dag_id: str, run_id: str) -> list[dict]:
                 {"dag_id": dag_id, "run_id": run_id}).mappings().all()
     finally:
         engine.dispose()
-    return [dict(row) for row in rows]
+    return [StoredExperiment.from_row(row) for row in rows]
 
 
 def sync_result_files(url: str, root: Path) -> dict[str, int]:
@@ -163,7 +137,7 @@ def sync_result_files(url: str, root: Path) -> dict[str, int]:
         if tuple(record[c] for c in IDENTITY) in finished:
             counts["present"] += 1
             continue
-        record_experiment(url, record)
+        record_experiment(url, ExperimentResult.from_dict(record))
         finished.add(tuple(record[c] for c in IDENTITY))
         counts["loaded"] += 1
     return counts
@@ -200,7 +174,7 @@ def previous_run_id(url: str, dag_id: str, run_id: str) -> str | None:
         engine.dispose()
 
 
-def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> dict | None:
+def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> StoredExperiment | None:
     """The latest successful record of this experiment key from another run, with its learning
     curve, or None."""
     engine = engine_for(url)
@@ -210,7 +184,7 @@ def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> d
                 "SELECT * FROM experiments WHERE experiment_key = :key AND status = 'finished' "
                 "AND stop_reason = ANY(:succeeded) AND NOT (dag_id = :dag_id AND run_id = :run_id) "
                 "ORDER BY finished_at DESC NULLS LAST LIMIT 1"),
-                {"key": experiment_key, "succeeded": list(SUCCEEDED), "dag_id": dag_id, "run_id": run_id},
+                {"key": experiment_key, "succeeded": [reason.value for reason in SUCCEEDED], "dag_id": dag_id, "run_id": run_id},
             ).mappings().first()
             if row is None:
                 return None
@@ -219,4 +193,4 @@ def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> d
                 "WHERE experiment_id = :id ORDER BY step"), {"id": row["experiment_id"]}).mappings().all()
     finally:
         engine.dispose()
-    return {**dict(row), "eval_points": [dict(point) for point in curve]}
+    return StoredExperiment.from_row({**dict(row), "eval_points": [dict(point) for point in curve]})

@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweep_airflow.local import REPO_ROOT, airflow_env, prepare_airflow, prepare_offline_assets
+from devstack.local import REPO_ROOT, airflow_env, prepare_airflow, prepare_offline_assets
 
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
 
@@ -126,7 +126,7 @@ class Stack:
 
     def start(self, timeout_seconds: float = 240) -> dict[str, str]:
         """Start every component not yet running; return the environment they run with."""
-        from training import database
+        from training.results import database
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         results_url, airflow_url = database.provision(self.home / "pgdata")
@@ -182,7 +182,7 @@ class Stack:
         """Stop every component (its whole process group), then anything left with this stack's
         SWEEP_HOME, then its Postgres; return what was stopped. All are asked at once (SIGTERM),
         and whatever has not ended after grace_seconds is killed."""
-        from training import database
+        from training.results import database
 
         # Whatever has a pid file, also components of another executor's start (make airflow with
         # SWEEP_EXECUTOR set, make stop without it).

@@ -7,77 +7,35 @@ resources used, and a recommendation matrix for production; plus the change sinc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
-from training import charts
-from training.paths import reports_root, safe_name
-from training.results import SUCCEEDED, evaluation_curves, previous_run_id, run_experiments
+from training.report import charts
+from training.results.record import StopReason, StoredExperiment
+from training.results.store import evaluation_curves, previous_run_id, run_experiments
 
 TEMPLATES = Path(__file__).with_name("templates")
 WITHIN_F1 = 0.01  # "fastest model within one F1 point of the best"
 
 
-@dataclass(frozen=True)
-class ExperimentRow:
-    experiment_id: int
-    model_id: str
-    tier: str
-    learning_rate: float
-    batch_size: int
-    num_epochs: int
-    weight_decay: float
-    gradient_accumulation_steps: int
-    validation_f1: float | None
-    test_f1: float | None
-    test_precision: float | None
-    test_recall: float | None
-    test_f1_ci_low: float | None
-    test_f1_ci_high: float | None
-    best_step: int | None
-    steps_planned: int | None
-    steps_run: int | None
-    stop_reason: str | None
-    gpu_hours: float
-    wall_seconds: float | None
-    time_to_best_seconds: float | None
-    peak_memory_bytes: int | None
-    latency_batch1_ms: float | None
-    throughput_batch32_per_second: float | None
-    parameter_count: int | None
-    model_size_bytes: int | None
-    attempt_count: int
-    device: str | None
-    is_stand_in: bool
-    error: str | None
-
-    @classmethod
-    def from_record(cls, record: dict) -> ExperimentRow:
-        return cls(**{f.name: record.get(f.name) for f in fields(cls)})
-
-    @property
-    def succeeded(self) -> bool:
-        return self.stop_reason in SUCCEEDED and self.validation_f1 is not None
-
-    @property
-    def gpu_hours_saved(self) -> float:
-        """Steps an early stop did not run, priced at this experiment's GPU-hours per step."""
-        if self.stop_reason != "early_stopped" or not self.steps_run or not self.steps_planned:
-            return 0.0
-        return self.gpu_hours * max(self.steps_planned - self.steps_run, 0) / self.steps_run
+def gpu_hours_saved(experiment: StoredExperiment) -> float:
+    """Steps an early stop did not run, priced at this experiment's GPU-hours per step."""
+    if experiment.stop_reason != StopReason.EARLY_STOPPED or not experiment.steps_run or not experiment.steps_planned:
+        return 0.0
+    return experiment.gpu_hours * max(experiment.steps_planned - experiment.steps_run, 0) / experiment.steps_run
 
 
 @dataclass(frozen=True)
 class ModelSection:
     model_id: str
-    experiments: list[ExperimentRow]
-    best: ExperimentRow | None
+    experiments: list[StoredExperiment]
+    best: StoredExperiment | None
     gpu_hours: float
     gpu_hours_saved: float
     wall_seconds: float
-    failures: list[ExperimentRow]
+    failures: list[StoredExperiment]
     mean_time_to_best_seconds: float | None
     peak_memory_bytes: int | None
     heatmaps: list = field(default_factory=list)
@@ -114,20 +72,20 @@ class RunReport:
     any_stand_in: bool
     cost_unit: str  # "GPU-hour", or "wall-clock hour" when nothing ran on a GPU
     costs: dict[str, float]  # per model, in cost_unit
-    failures: list[ExperimentRow]
+    failures: list[StoredExperiment]
     recommendations: list[Recommendation]
     indistinguishable: str | None
     previous_run_id: str | None
     changes: list[Change]
 
 
-def best_of(experiments: list[ExperimentRow]) -> ExperimentRow | None:
+def best_of(experiments: list[StoredExperiment]) -> StoredExperiment | None:
     """Validation F1 selects (test F1 is only reported); ties go to the cheaper run."""
     candidates = [e for e in experiments if e.succeeded]
     return max(candidates, key=lambda e: (e.validation_f1, -(e.gpu_hours or 0), -(e.wall_seconds or 0)), default=None)
 
 
-def heatmaps(model_id: str, experiments: list[ExperimentRow]) -> list:
+def heatmaps(model_id: str, experiments: list[StoredExperiment]) -> list:
     """Test F1 over learning rate x batch size, one grid per (epochs, weight decay) that occurs."""
     grids = []
     for epochs, decay in sorted({(e.num_epochs, e.weight_decay) for e in experiments}):
@@ -145,14 +103,14 @@ def mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def section(model_id: str, experiments: list[ExperimentRow], curves: dict[int, list]) -> ModelSection:
+def section(model_id: str, experiments: list[StoredExperiment], curves: dict[int, list]) -> ModelSection:
     best = best_of(experiments)
     memory = [e.peak_memory_bytes for e in experiments if e.peak_memory_bytes]
     curve = {f"{model_id} (best: lr {best.learning_rate:g}, batch {best.batch_size})": curves.get(best.experiment_id, [])}\
         if best else {}
     return ModelSection(
         model_id, experiments, best, sum(e.gpu_hours for e in experiments),
-        sum(e.gpu_hours_saved for e in experiments), sum(e.wall_seconds or 0 for e in experiments),
+        sum(gpu_hours_saved(e) for e in experiments), sum(e.wall_seconds or 0 for e in experiments),
         [e for e in experiments if not e.succeeded],
         mean([e.time_to_best_seconds for e in experiments if e.time_to_best_seconds is not None]),
         max(memory) if memory else None, heatmaps(model_id, experiments),
@@ -190,10 +148,10 @@ def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendatio
     return picks, note
 
 
-def changes(models: list[ModelSection], previous_records: list[dict]) -> list[Change]:
+def changes(models: list[ModelSection], previous_records: list[StoredExperiment]) -> list[Change]:
     """Each model's best against the previous run's best; only the previous run's rows are needed,
     not its charts."""
-    previous = [ExperimentRow.from_record(record) for record in previous_records]
+    previous = previous_records
     result = []
     for model in models:
         old_rows = [row for row in previous if row.model_id == model.model_id]
@@ -208,14 +166,14 @@ def changes(models: list[ModelSection], previous_records: list[dict]) -> list[Ch
     return result
 
 
-def sections(records: list[dict], curves: dict[int, list]) -> list[ModelSection]:
-    rows = [ExperimentRow.from_record(record) for record in records]
+def sections(records: list[StoredExperiment], curves: dict[int, list]) -> list[ModelSection]:
+    rows = records
     return [section(model_id, [r for r in rows if r.model_id == model_id], curves)
             for model_id in sorted({r.model_id for r in rows})]
 
 
-def build_report(dag_id: str, run_id: str, records: list[dict], curves: dict[int, list] | None = None,
-                 previous_id: str | None = None, previous_records: list[dict] | None = None) -> RunReport:
+def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curves: dict[int, list] | None = None,
+                 previous_id: str | None = None, previous_records: list[StoredExperiment] | None = None) -> RunReport:
     models = sections(records, curves or {})
     rows = [e for m in models for e in m.experiments]
     gpu_hours = sum(m.gpu_hours for m in models)
@@ -247,13 +205,10 @@ def render(report: RunReport, out_dir: Path) -> Path:
     return html_path
 
 
-def report_dir(dag_id: str, run_id: str, root: Path | None = None) -> Path:
-    return (root or reports_root()) / safe_name(dag_id) / safe_name(run_id)
-
-
-def render_run_report(url: str, dag_id: str, run_id: str, root: Path | None = None) -> Path:
+def render_run_report(url: str, dag_id: str, run_id: str, out_dir: Path) -> Path:
+    """Render the report of one run from the results DB into out_dir; return the HTML file."""
     records = run_experiments(url, dag_id, run_id)
     previous_id = previous_run_id(url, dag_id, run_id)
-    report = build_report(dag_id, run_id, records, evaluation_curves(url, [r["experiment_id"] for r in records]),
+    report = build_report(dag_id, run_id, records, evaluation_curves(url, [r.experiment_id for r in records]),
                           previous_id, run_experiments(url, dag_id, previous_id) if previous_id else [])
-    return render(report, report_dir(dag_id, run_id, root))
+    return render(report, out_dir)

@@ -1,8 +1,9 @@
 """Trainer callbacks that watch a run: the learning curve, a non-finite loss, the time budget,
-the checkpoints on disk, the attempt's heartbeat, and a simulated GPU memory limit for tests."""
+the checkpoints on disk, the attempt's heartbeat, the live rows, and a simulated GPU memory limit for tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -12,7 +13,8 @@ import sqlalchemy
 import torch
 from transformers import TrainerCallback
 
-from training import results
+from training.results import store as results
+from training.results.record import ExperimentResult
 
 
 class EvaluationRecorder(TrainerCallback):
@@ -87,16 +89,21 @@ class Heartbeat(TrainerCallback):
         self.ledger.beat(state.global_step)
 
 
-class SimulatedMemoryLimit(TrainerCallback):
-    """Raises CUDA's out-of-memory error when the per-device batch exceeds a limit: lets the OOM
-    back-off run on machines without a GPU. Only active when SWEEP_SIMULATED_MAX_BATCH is set."""
+def simulated_memory_limit() -> list[TrainerCallback]:
+    """The test hook for the OOM back-off on machines without a GPU; installed only when
+    SWEEP_SIMULATED_MAX_BATCH is set, never in a real run."""
+    value = os.environ.get("SWEEP_SIMULATED_MAX_BATCH")
+    return [SimulatedMemoryLimit(int(value))] if value else []
 
-    def __init__(self):
-        value = os.environ.get("SWEEP_SIMULATED_MAX_BATCH")
-        self.max_batch = int(value) if value else None
+
+class SimulatedMemoryLimit(TrainerCallback):
+    """Raises CUDA's out-of-memory error when the per-device batch exceeds a limit."""
+
+    def __init__(self, max_batch: int):
+        self.max_batch = max_batch
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.max_batch is not None and args.per_device_train_batch_size > self.max_batch:
+        if args.per_device_train_batch_size > self.max_batch:
             raise torch.cuda.OutOfMemoryError(
                 f"CUDA out of memory (simulated: per-device batch {args.per_device_train_batch_size} > "
                 f"{self.max_batch})")
@@ -107,10 +114,10 @@ class LiveResults(TrainerCallback):
     happens, so F1 is visible while training runs. Best effort: a database that is down costs the
     live view only; the final record (and `db sync`) bring everything in later."""
 
-    def __init__(self, identity: dict):
-        self.identity, self.experiment_id = identity, None
-        url = os.environ.get("SWEEP_DATABASE_URL")
-        self.engine = results.engine_for(url) if url else None
+    def __init__(self, database_url: str | None, identity: ExperimentResult, attempt_count: int):
+        self.identity = dataclasses.replace(identity, attempt_count=attempt_count)
+        self.experiment_id = None
+        self.engine = results.engine_for(database_url) if database_url else None
 
     def _write(self, action) -> None:
         if self.engine is None:
@@ -123,7 +130,7 @@ class LiveResults(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         def start(connection):
-            self.experiment_id = results.upsert_experiment(connection, {**self.identity, "status": "running"})
+            self.experiment_id = results.upsert_experiment(connection, self.identity, status="running")
         self._write(start)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):

@@ -1,0 +1,1 @@
+"""Datasets: loading a hub id or a local folder, the dataset contract, and its fingerprint."""

@@ -1,0 +1,168 @@
+"""The training phase: tokenize (cached), build the Trainer with the plan's settings and the
+watching callbacks, and train, halving the per-device batch on CUDA out-of-memory and resuming
+from the last checkpoint saved whole."""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
+
+from training.engine.accounting import AttemptLedger, UtilisationSampler, model_fingerprint
+from training.engine.arguments import choose_precision, training_arguments
+from training.engine.callbacks import (CheckpointCounter, EvaluationRecorder, Heartbeat, LiveResults,
+                                       NonFiniteLossStop, TimeBudget, simulated_memory_limit)
+from training.engine.experiment import Prepared
+from training.engine.metrics import metrics_for_trainer
+from training.engine.models import load_tokenizer_and_model
+from training.engine.tokenization import tokenized_splits
+from training.results.record import StopReason
+
+MAX_OOM_HALVINGS = 4  # batch 32 -> 2 at most; past that the model does not fit this device
+
+
+@dataclass
+class Watchers:
+    """The callbacks whose findings the finish phase reads; new for every Trainer built."""
+
+    early_stopping: EarlyStoppingCallback
+    recorder: EvaluationRecorder
+    nan_stop: NonFiniteLossStop
+    time_budget: TimeBudget
+    checkpoints: CheckpointCounter
+
+
+@dataclass
+class Training:
+    """The training phase's outcome: everything the finish phase needs."""
+
+    prepared: Prepared
+    started_at: datetime
+    started: float  # time.monotonic() when this attempt began: the time budget and the curve count from it
+    device: str
+    precision: str
+    gpu_count: int
+    max_length: int
+    tokenized: object
+    ledger: AttemptLedger
+    per_device_batch: int
+    accumulation: int
+    stop_reason: StopReason = StopReason.COMPLETED
+    trainer: Trainer | None = None
+    watchers: Watchers | None = None
+    state: object = None  # the TrainerState at the end (also after an OOM)
+    train_seconds: float | None = None
+    model_revision: str | None = None
+    attention: str | None = None
+    mean_utilisation: float | None = None
+    serving: dict = field(default_factory=dict)
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint that was saved whole. The Trainer writes trainer_state.json last, so a
+    folder without it is what a kill during a save left behind; it is removed, not resumed from."""
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    for checkpoint in checkpoints:
+        if (checkpoint / "trainer_state.json").is_file():
+            return str(checkpoint)
+        print(f"removing {checkpoint}: incomplete (the previous attempt was stopped while saving it)")
+        shutil.rmtree(checkpoint)
+    return None
+
+
+def train(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime) -> Training:
+    spec = prepared.spec
+    set_seed(spec.seed)
+    device, precision, gpu_count = choose_precision(spec.mixed_precision)
+    tokenizer, _ = load_tokenizer_and_model(prepared.identity.model_source, len(prepared.label_values),
+                                            load_model=False)
+    # The plan's length, but never past what the model can embed (CodeBERT: 512 positions).
+    max_length = min(spec.max_length, tokenizer.model_max_length)
+    caps = {"train": spec.max_train_samples, "eval": spec.max_eval_samples, "seed": spec.seed}
+    tokenized = tokenized_splits(prepared.splits, tokenizer, prepared.dataset_spec, prepared.label_values,
+                                 max_length, prepared.fingerprint, caps, spec.runtime().tokenized_dir())
+    hp = spec.hyperparameters
+    training = Training(prepared, started_at, time.monotonic(), device, precision, gpu_count, max_length, tokenized,
+                        AttemptLedger(prepared.output_dir, gpu_count), hp.batch_size, hp.gradient_accumulation_steps)
+    # The tighter of the task's limit (from its execution_timeout) and the budget's time cap.
+    limit = min(filter(None, (time_limit_seconds, spec.max_train_seconds)), default=None)
+    with UtilisationSampler() as sampler:
+        training.stop_reason = train_with_oom_backoff(training, tokenizer, limit)
+    training.mean_utilisation = sampler.mean_percent
+    return training
+
+
+def build_trainer(training: Training, tokenizer, time_limit_seconds: float | None) -> Trainer:
+    prepared, spec = training.prepared, training.prepared.spec
+    _, model = load_tokenizer_and_model(prepared.identity.model_source, len(prepared.label_values))
+    training.model_revision = model_fingerprint(prepared.identity.model_source, model.config)
+    training.attention = model.config._attn_implementation
+    training.watchers = Watchers(
+        EarlyStoppingCallback(spec.early_stopping_patience, spec.early_stopping_min_delta),
+        EvaluationRecorder(training.started), NonFiniteLossStop(), TimeBudget(training.started, time_limit_seconds),
+        CheckpointCounter(prepared.output_dir))
+    args = training_arguments(spec, prepared.output_dir, training.precision, training.gpu_count > 0,
+                              training.per_device_batch, training.accumulation)
+    live = LiveResults(spec.database_url, prepared.identity, len(training.ledger.attempts))
+    return Trainer(
+        model=model, args=args, train_dataset=training.tokenized["train"],
+        eval_dataset=training.tokenized["validation"], processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=metrics_for_trainer(len(prepared.label_values)),
+        callbacks=[*vars(training.watchers).values(), Heartbeat(training.ledger), live,
+                   *simulated_memory_limit()])
+
+
+def train_with_oom_backoff(training: Training, tokenizer, time_limit_seconds: float | None) -> StopReason:
+    """Train; on CUDA OOM halve the per-device batch and double accumulation (same effective
+    batch) and resume, up to MAX_OOM_HALVINGS times."""
+    for halvings in range(MAX_OOM_HALVINGS + 1):
+        training.trainer = build_trainer(training, tokenizer, time_limit_seconds)
+        write_effective_arguments(training)
+        last = last_complete_checkpoint(training.prepared.output_dir)
+        if last and training.ledger.current["resumed_from_step"] is None:
+            training.ledger.current["resumed_from_step"] = int(last.rsplit("-", 1)[1])
+            print(f"resuming from {last}")
+        try:
+            output = training.trainer.train(resume_from_checkpoint=last)
+            training.train_seconds, training.state = output.metrics["train_runtime"], training.trainer.state
+            return StopReason.COMPLETED
+        except torch.cuda.OutOfMemoryError as error:
+            print(f"out of memory at per-device batch {training.per_device_batch}: {error}")
+            training.state = training.trainer.state
+        # Freed outside the except block: while it runs, the traceback still holds the failed
+        # step's frames and with them its activations, so emptying the cache there frees little.
+        training.trainer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()  # the peak reported is that of the batch size that ran
+        if training.per_device_batch == 1 or halvings == MAX_OOM_HALVINGS:
+            break
+        training.per_device_batch //= 2
+        training.accumulation *= 2
+        print(f"retrying with per-device batch {training.per_device_batch}, accumulation {training.accumulation}")
+    return StopReason.OOM
+
+
+def write_effective_arguments(training: Training) -> None:
+    """The arguments the Trainer really ran with, for audits and for the fidelity tests."""
+    args, spec = training.trainer.args, training.prepared.spec
+    early_stopping = training.watchers.early_stopping
+    effective = {**json.loads(args.to_json_string()),
+                 "early_stopping_patience": early_stopping.early_stopping_patience,
+                 "early_stopping_threshold": early_stopping.early_stopping_threshold,
+                 # The Trainer turns pinning off on CPU (there is no device to copy to).
+                 "pin_memory_requested": spec.pin_memory,
+                 "attention_implementation": training.attention, "max_length": training.max_length,
+                 "train_sampling_strategy": args.train_sampling_strategy}
+    path = training.prepared.output_dir / "training_args.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(effective, indent=2, default=str))

@@ -1,0 +1,156 @@
+"""What one experiment produced, defined once: the stop reasons, and the typed result record that
+the training subprocess writes as result.json, the store upserts as a row of `experiments`, and
+the report reads back. The table's columns and its stop-reason check follow from these types, and
+a test fails if the migrations drift from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class StopReason(StrEnum):
+    COMPLETED = "completed"  # reached its last planned step
+    EARLY_STOPPED = "early_stopped"  # validation F1 stopped improving
+    TIMEOUT = "timeout"  # the time budget ran out; the best checkpoint so far is kept
+    OOM = "oom"  # out of GPU memory even at the smallest per-device batch
+    NAN_LOSS = "nan_loss"  # the training loss became NaN or infinite
+    FAILED = "failed"  # raised: the error is in the record
+
+    @property
+    def succeeded(self) -> bool:
+        """The run left a usable, evaluated model."""
+        return self in SUCCEEDED
+
+    @property
+    def retryable(self) -> bool:
+        """A retry could end differently (a lost machine, a full disk), unlike a deterministic outcome."""
+        return self is StopReason.FAILED
+
+
+SUCCEEDED = frozenset({StopReason.COMPLETED, StopReason.EARLY_STOPPED, StopReason.TIMEOUT})
+
+FILE_ONLY = {"column": False}  # in result.json, not a column of `experiments`
+
+
+def _file_only(default_factory=None, default=None):
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=FILE_ONLY)
+    return field(default=default, metadata=FILE_ONLY)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentResult:
+    # Identity: which run, which grid point, which data; known before training starts.
+    dag_id: str
+    run_id: str
+    run_type: str
+    experiment_key: str
+    tier: str
+    model_id: str
+    model_source: str
+    is_stand_in: bool
+    learning_rate: float
+    batch_size: int
+    num_epochs: int
+    weight_decay: float
+    gradient_accumulation_steps: int
+    budget: str
+    dataset_source: str
+    dataset_fingerprint: str | None = None
+    code_version: str | None = None
+    versions: dict = field(default_factory=dict)
+    plan_version: str | None = _file_only()
+    # Outcome.
+    stop_reason: StopReason | None = None  # None only while a row says the run is still going
+    error: str | None = None
+    validation_f1: float | None = None
+    validation_precision: float | None = None
+    validation_recall: float | None = None
+    validation_accuracy: float | None = None
+    test_f1: float | None = None
+    test_precision: float | None = None
+    test_recall: float | None = None
+    test_accuracy: float | None = None
+    test_f1_ci_low: float | None = None
+    test_f1_ci_high: float | None = None
+    best_step: int | None = None
+    steps_planned: int | None = None
+    steps_run: int | None = None
+    checkpoint_path: str | None = None
+    reused_from_run_id: str | None = None
+    # How it ran and what it cost.
+    model_revision: str | None = None
+    device: str | None = None
+    gpu_count: int = 0
+    precision: str | None = None
+    attention_implementation: str | None = None
+    max_length: int | None = None
+    per_device_batch_size: int | None = None
+    effective_accumulation_steps: int | None = None
+    attempt_count: int = 1
+    resumed_from_step: int | None = None
+    wall_seconds: float | None = None
+    gpu_hours: float = 0.0
+    time_to_best_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    mean_gpu_utilization_percent: float | None = None
+    samples_per_second: float | None = None
+    tokens_per_second: float | None = None
+    latency_batch1_ms: float | None = None
+    throughput_batch32_per_second: float | None = None
+    parameter_count: int | None = None
+    model_size_bytes: int | None = None
+    started_at: Any = None  # ISO text in the file, timestamptz in the table
+    finished_at: Any = None
+    # Kept in the file; the store writes them to their own tables.
+    attempts: list = _file_only(default_factory=list)
+    eval_points: list = _file_only(default_factory=list)
+    most_checkpoints_on_disk: int | None = _file_only()
+
+    def __post_init__(self):
+        if self.stop_reason is not None and not isinstance(self.stop_reason, StopReason):
+            object.__setattr__(self, "stop_reason", StopReason(self.stop_reason))
+
+    @property
+    def succeeded(self) -> bool:
+        return self.stop_reason in SUCCEEDED and self.validation_f1 is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (stop reasons are strings)."""
+        data = dataclasses.asdict(self)
+        data["stop_reason"] = None if self.stop_reason is None else self.stop_reason.value
+        return data
+
+    def column_values(self) -> dict[str, Any]:
+        data = self.to_dict()
+        return {name: data[name] for name in COLUMNS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentResult:
+        """From a result file or a table row; keys that are not fields (a row's ids) are left out."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items()
+                      if key in names and (value is not None or key in REQUIRED)})
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(ExperimentResult) if f.metadata.get("column", True))
+REQUIRED = frozenset(f.name for f in dataclasses.fields(ExperimentResult)
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+# Columns of `experiments` that the store, not the result, fills in.
+STORE_COLUMNS = ("experiment_id", "sweep_run_id", "status", "recorded_at")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredExperiment(ExperimentResult):
+    """A result as a row of the store: what the report and the run checks read."""
+
+    experiment_id: int
+    status: str = "finished"  # 'running' while training, 'finished' once its result is recorded
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StoredExperiment:
+        return cls.from_dict(dict(row))
