@@ -67,12 +67,19 @@ def run_tier(tier: str, conf: str, env: dict[str, str], log_path: Path) -> float
 
 def prepare_offline_assets(home: Path) -> tuple[Path, Path]:
     """The stdlib dataset and the stand-in models, made once under home; return (models, data)."""
-    from training.plan import load_plan
     from training.offline.standins import build_stand_ins
+    from training.plan import DatasetSpec, load_plan
     from training.offline.synthetic import generate
 
+    from training.data.contract import DataError
+    from training.data.loading import resolve_spec
+
     data_dir, models_dir = home / "data" / "stdlib-bugs", home / "models"
-    if not (data_dir / "dataset.json").is_file():
+    try:
+        current = (data_dir / "dataset.json").is_file() and resolve_spec(DatasetSpec(str(data_dir), ("code",), "label"))
+    except DataError:  # made by an older version, whose dataset.json the contract no longer accepts
+        current = False
+    if not current:
         print("generating the stdlib bug-detection dataset ...", generate(data_dir))
     plan = load_plan()
     if not all((models_dir / m / "stand_in.json").is_file() for t in plan.tiers.values() for m in t.models):

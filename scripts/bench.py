@@ -73,7 +73,7 @@ def one_epoch(spec, tokenized, tokenizer, naive: bool, output_dir: Path) -> tupl
     from training.engine.arguments import training_arguments
     from training.engine.models import load_tokenizer_and_model, resolve_model_source
 
-    _, model = load_tokenizer_and_model(resolve_model_source(spec.model_id, spec.runtime().model_root), 2)
+    _, model = load_tokenizer_and_model(resolve_model_source(spec.model_id, spec.runtime().model_root), [False, True])
     args = training_arguments(spec, output_dir, "fp32", False, BATCH_SIZE, 1)
     args = dataclasses.replace(args, num_train_epochs=1, max_steps=-1, eval_strategy="no", save_strategy="no",
                                load_best_model_at_end=False, logging_strategy="no",

@@ -11,6 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL: try again later
+
+
 def grid_point_spec(args):
     """A spec from the plan's own names: the same function the Airflow operator builds it with."""
     from training.tasks import experiment_spec
@@ -32,13 +35,18 @@ def spec_command(args) -> int:
 
 
 def run_experiment_command(args) -> int:
-    from training.engine.experiment import run_experiment
+    from training.engine.experiment import ExperimentRunning, run_experiment
     from training.results.record import StopReason
     from training.spec import ExperimentSpec
 
     spec = ExperimentSpec.read(args.spec) if args.spec else grid_point_spec(args)
-    result = run_experiment(spec, args.time_limit_seconds)
-    exit_code = 1 if result.stop_reason is StopReason.FAILED else 0
+    try:
+        result = run_experiment(spec, args.time_limit_seconds)
+    except ExperimentRunning as error:  # no result of ours to write or record: it is the other run's
+        print(error, file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    # 1: failed, a retry may succeed; 2: the data is invalid, no retry can help; 0: a result to keep.
+    exit_code = {StopReason.FAILED: 1, StopReason.INVALID_DATA: 2}.get(result.stop_reason, 0)
     Path(args.result).write_text(json.dumps(result.to_dict(), indent=2, default=str))
     if not spec.database_url:
         print(f"no results database in the spec: the result is only in {args.result}")
@@ -56,6 +64,49 @@ def run_experiment_command(args) -> int:
         return 3
     print(f"recorded experiment {result.experiment_key} ({result.stop_reason}) in the results DB")
     return exit_code
+
+
+def check_data_command(args) -> int:
+    """The run's own checks on a dataset, before anyone triggers: what was found, or every problem."""
+    import dataclasses
+
+    from training.data.contract import SPLITS, duplicates_of_train
+    from training.data.loading import load_dataset
+    from training.plan import load_plan
+
+    plan_dataset = load_plan(args.plan).dataset
+    dataset = load_dataset(dataclasses.replace(plan_dataset, source=args.source))
+    spec, labels = dataset.spec, dataset.labels
+    print(f"dataset {spec.source}: valid (fingerprint {dataset.fingerprint})")
+    print(f"  text columns: {', '.join(spec.text_columns)} ({'pairs' if len(spec.text_columns) == 2 else 'single snippets'}); "
+          f"label column: {spec.label_column}")
+    for split in SPLITS:
+        counts = dataset.splits[split].to_pandas()[spec.label_column].value_counts()
+        print(f"  {split}: {len(dataset.splits[split])} rows; "
+              + ", ".join(f"{value!r}: {counts.get(value, 0)}" for value in labels.values))
+    if labels.positive is None:
+        print(f"  {len(labels.values)} classes {labels.values}: F1 is macro-averaged")
+    else:
+        print(f"  labels {labels.values}; F1 is measured for the positive label {labels.positive!r}")
+    for split, count in duplicates_of_train(dataset.splits, spec.text_columns).items():
+        share = count / len(dataset.splits[split])
+        print(f"  {split}: {count} rows ({share:.1%}) repeat a train row (whitespace ignored)"
+              + ("  <- held-out scores will be optimistic" if count else ""))
+    return 0
+
+
+def check_plan_command(args) -> int:
+    from training.plan import load_plan
+
+    plan = load_plan(args.file)
+    runs = {name: len(tier.models) * len(tier.combinations()) for name, tier in sorted(plan.tiers.items())}
+    print(f"plan {plan.path}: valid (version {plan.version})")
+    for name, tier in sorted(plan.tiers.items()):
+        print(f"  {name}: {', '.join(tier.models)}; {runs[name]} runs; priority {tier.priority}; "
+              f"schedule {tier.schedule or 'triggered only'}")
+    print(f"  {sum(runs.values())} runs in all; budgets: {', '.join(sorted(plan.budgets))}; "
+          f"dataset {plan.dataset.source}")
+    return 0
 
 
 def make_dataset_command(args) -> int:
@@ -79,7 +130,7 @@ def build_standins_command(args) -> int:
 
 def db_command(args) -> int:
     from training.results import database
-    from training.settings import Storage, database_url
+    from training.settings import SettingsError, Storage, database_url
 
     if args.action == "stop":
         print("stopped" if database.stop_embedded_server() else "not running")
@@ -99,7 +150,11 @@ def db_command(args) -> int:
     elif args.action == "add-user":
         if not args.name or args.role not in ("writer", "analyst"):
             raise SystemExit("db add-user needs --name and --role writer|analyst")
-        database.add_login(database_url("db add-user"), args.name, args.role, os.environ.get("SWEEP_USER_PASSWORD"))
+        password = os.environ.get("SWEEP_USER_PASSWORD")
+        if not password and not args.no_password:
+            raise SettingsError("db add-user: SWEEP_USER_PASSWORD is empty; set it, or pass --no-password for a "
+                                "login that only a trusted local socket accepts")
+        database.add_login(database_url("db add-user"), args.name, args.role, password or None)
         print(f"login {args.name} can now connect as a sweep {args.role}")
     return 0
 
@@ -156,7 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     db.add_argument("--root", default=None, help="sync: folder to search for result.json (default: experiments)")
     db.add_argument("--name", default=None, help="add-user: the login's name")
     db.add_argument("--role", default=None, help="add-user: writer or analyst")
+    db.add_argument("--no-password", action="store_true",
+                    help="add-user: a login without a password (trusted local sockets only)")
     db.set_defaults(handler=db_command)
+
+    check_data = commands.add_parser("check-data", help="check a dataset as a run would, before triggering")
+    check_data.add_argument("source", help="a local dataset folder or a hub id")
+    check_data.add_argument("--plan", default=None, help="plan file whose [dataset] columns apply (default: packaged)")
+    check_data.set_defaults(handler=check_data_command)
+
+    check_plan = commands.add_parser("check-plan", help="check a plan file as the DAGs and runs would")
+    check_plan.add_argument("file", nargs="?", default=None,
+                            help="plan file (default: $SWEEP_PLAN_FILE, else the packaged plan)")
+    check_plan.set_defaults(handler=check_plan_command)
 
     report = commands.add_parser("render-report", help="render the report of one DAG run")
     report.add_argument("--dag-id", required=True)
@@ -166,7 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run-experiment" and not args.spec and None in (args.model, args.learning_rate):
         parser.error("run-experiment needs --spec FILE, or a grid point (--model, --learning-rate, ...)")
-    return args.handler(args)
+    from training.data.contract import DataError
+    from training.plan import ParamError, PlanError
+    from training.settings import SettingsError
+
+    try:
+        return args.handler(args)
+    except (DataError, ParamError, PlanError, SettingsError) as error:  # a user's input: the message, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def add_grid_point_arguments(parser: argparse.ArgumentParser, required: bool) -> None:

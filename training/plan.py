@@ -6,8 +6,10 @@ mistake in the file is reported here with the file, the field and the bad value.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -24,6 +26,14 @@ GRID_FIELDS = ("learning_rate", "batch_size", "num_epochs", "weight_decay", "gra
 BUDGET_FIELDS = ("max_train_samples", "max_eval_samples", "max_length", "eval_steps", "logging_steps", "max_steps",
                  "max_train_seconds")
 NO_SCHEDULE = "none"  # a tier that only runs when triggered
+PLAN_FORMAT_VERSION = 1  # the plan file's `version`: the layout this code reads
+TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models")
+SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_stopping_patience",
+                 "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed")
+SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date")
+DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
+TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "grid")
+MODEL_KEYS = ("architecture",)
 ARCHITECTURES = ("roberta", "t5")
 
 
@@ -33,6 +43,21 @@ class PlanError(ValueError):
     def __init__(self, path: Path | str, field_name: str, value: Any, problem: str):
         self.path, self.field_name, self.value = str(path), field_name, value
         super().__init__(f"{path}: {field_name} = {value!r}: {problem}")
+
+
+class ParamError(ValueError):
+    """A run parameter (trigger param or CLI option) that the plan's rules refuse; names the
+    parameter and the value."""
+
+    def __init__(self, name: str, value: Any, problem: str):
+        self.name, self.value = name, value
+        super().__init__(f"{name} = {value!r}: {problem}")
+
+
+def closest(key: str, known) -> str:
+    """' (did you mean X?)' for a misspelt key, else the list of known keys."""
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f"did you mean {match[0]!r}?" if match else f"expected one of {sorted(known)}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +85,7 @@ class DatasetSpec:
     source: str  # a hub id, or a local folder of {train,validation,test}.{jsonl,parquet,csv}
     text_columns: tuple[str, ...]  # one column: single snippet; two: a pair
     label_column: str
+    positive_label: str | int | bool | None = None  # the class binary F1 is of (see training/data/contract.py)
 
 
 @dataclass(frozen=True)
@@ -142,28 +168,40 @@ class _Validator:
     def fail(self, field_name: str, value: Any, problem: str) -> None:
         raise PlanError(self.path, field_name, value, problem)
 
-    def section(self, raw: dict, name: str) -> dict:
+    def section(self, raw: dict, name: str, keys: tuple[str, ...] | None = None) -> dict:
         value = raw.get(name)
         if not isinstance(value, dict):
             self.fail(name, value, "missing section" if value is None else "must be a table")
+        if keys is not None:
+            self.known_keys(value, keys, name)
         return value
+
+    def known_keys(self, raw: dict, keys: tuple[str, ...], prefix: str = "") -> None:
+        for key in raw:
+            if key not in keys:
+                self.fail(f"{prefix}.{key}" if prefix else key, raw[key], f"unknown key; {closest(key, keys)}")
 
     def positive(self, name: str, value: Any, kind: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
             self.fail(name, value, f"must be a {kind.__name__}")
+        if not math.isfinite(value):
+            self.fail(name, value, "must be a finite number")
         if value <= 0:
             self.fail(name, value, "must be positive")
         return kind(value)
 
     def plan(self, raw: dict) -> Plan:
+        self.known_keys(raw, TOP_LEVEL_KEYS)
+        if raw.get("version") != PLAN_FORMAT_VERSION:
+            self.fail("version", raw.get("version"), f"this code reads plan files of version {PLAN_FORMAT_VERSION}")
         architectures = self.architectures(self.section(raw, "models"))
         tiers_raw = self.section(raw, "tiers")
+        for name in tiers_raw:
+            if name not in TIER_NAMES:
+                self.fail(f"tiers.{name}", name, f"unknown tier; {closest(name, TIER_NAMES)}")
         for name in TIER_NAMES:
             if name not in tiers_raw:
                 self.fail(f"tiers.{name}", None, "missing tier")
-        for name in tiers_raw:
-            if name not in TIER_NAMES:
-                self.fail(f"tiers.{name}", name, f"unknown tier; expected one of {list(TIER_NAMES)}")
         tiers = {name: self.tier(name, tiers_raw[name], architectures) for name in TIER_NAMES}
         seen: dict[str, str] = {}
         for tier in tiers.values():
@@ -174,12 +212,14 @@ class _Validator:
         budgets = {name: self.budget(name, value) for name, value in self.section(raw, "budgets").items()}
         if "full" not in budgets:
             self.fail("budgets.full", None, "missing budget (the plan as written)")
-        return Plan(str(self.path), self.version, self.settings(self.section(raw, "settings")),
-                    self.scheduling(self.section(raw, "scheduling")), self.dataset(self.section(raw, "dataset")),
-                    budgets, tiers, architectures)
+        return Plan(str(self.path), self.version, self.settings(self.section(raw, "settings", SETTINGS_KEYS)),
+                    self.scheduling(self.section(raw, "scheduling", SCHEDULING_KEYS)),
+                    self.dataset(self.section(raw, "dataset", DATASET_KEYS)), budgets, tiers, architectures)
 
     def architectures(self, raw: dict) -> dict[str, str]:
         for model_id, entry in raw.items():
+            if isinstance(entry, dict):
+                self.known_keys(entry, MODEL_KEYS, f"models.{model_id}")
             if not isinstance(entry, dict) or entry.get("architecture") not in ARCHITECTURES:
                 self.fail(f"models.{model_id}.architecture", (entry or {}).get("architecture"),
                           f"must be one of {list(ARCHITECTURES)}")
@@ -216,16 +256,22 @@ class _Validator:
         for name in ("source", "label_column"):
             if not isinstance(raw.get(name), str) or not raw[name]:
                 self.fail(f"dataset.{name}", raw.get(name), "must be a non-empty string")
-        return DatasetSpec(raw["source"], tuple(columns), raw["label_column"])
+        positive = raw.get("positive_label")
+        if positive is not None and type(positive) not in (str, int, bool):
+            self.fail("dataset.positive_label", positive, "must be a string, an integer or a boolean")
+        return DatasetSpec(raw["source"], tuple(columns), raw["label_column"], positive)
 
     def budget(self, name: str, raw: dict) -> Budget:
-        for key in raw:
-            if key not in BUDGET_FIELDS:
-                self.fail(f"budgets.{name}.{key}", raw[key], f"unknown field; expected one of {list(BUDGET_FIELDS)}")
+        if not isinstance(raw, dict):
+            self.fail(f"budgets.{name}", raw, "must be a table")
+        self.known_keys(raw, BUDGET_FIELDS, f"budgets.{name}")
         return Budget(name, **{key: self.positive(f"budgets.{name}.{key}", value, int) for key, value in raw.items()})
 
     def tier(self, name: str, raw: dict, architectures: dict[str, str]) -> Tier:
         prefix = f"tiers.{name}"
+        if not isinstance(raw, dict):
+            self.fail(prefix, raw, "must be a table")
+        self.known_keys(raw, TIER_KEYS, prefix)
         if raw.get("priority") not in PRIORITY_WEIGHTS:
             self.fail(f"{prefix}.priority", raw.get("priority"), f"must be one of {list(PRIORITY_WEIGHTS)}")
         models = raw.get("models")
@@ -241,9 +287,7 @@ class _Validator:
         grid_raw = raw.get("grid")
         if not isinstance(grid_raw, dict):
             self.fail(f"{prefix}.grid", grid_raw, "missing grid")
-        for key in grid_raw:
-            if key not in GRID_FIELDS:
-                self.fail(f"{prefix}.grid.{key}", grid_raw[key], f"unknown field; expected one of {list(GRID_FIELDS)}")
+        self.known_keys(grid_raw, GRID_FIELDS, f"{prefix}.grid")
         grid = {key: self.grid_values(f"{prefix}.grid.{key}", grid_raw.get(key), key) for key in GRID_FIELDS}
         schedule = raw.get("schedule")
         if schedule == NO_SCHEDULE:
@@ -266,6 +310,6 @@ class _Validator:
         return tuple(checked)
 
     def non_negative(self, name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            self.fail(name, value, "must be a number >= 0")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            self.fail(name, value, "must be a finite number >= 0")
         return float(value)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.plan import Budget, DatasetSpec, Hyperparameters, Plan
+from training.plan import Budget, DatasetSpec, Hyperparameters, ParamError, Plan, closest
 from training.settings import Storage
 
 # Where and into what a run writes: resolved where the run starts, never part of what it trains.
@@ -67,7 +67,7 @@ class ExperimentSpec:
         data = json.loads(text)
         data["hyperparameters"] = Hyperparameters(**data["hyperparameters"])
         dataset = data["dataset"]
-        data["dataset"] = DatasetSpec(dataset["source"], tuple(dataset["text_columns"]), dataset["label_column"])
+        data["dataset"] = DatasetSpec(**{**dataset, "text_columns": tuple(dataset["text_columns"])})
         data["storage"] = Storage(**data["storage"]) if data.get("storage") else None
         return cls(**data)
 
@@ -94,14 +94,18 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
                run_type: str = "manual", max_steps: int | None = None, seed: int | None = None,
                reuse_results: bool = False, storage: Storage | None = None,
                database_url: str | None = None) -> ExperimentSpec:
-    """Resolve the plan for one grid point; raise ValueError naming a bad budget or model.
+    """Resolve the plan for one grid point; raise ParamError naming a bad budget, model, step cap or seed.
 
     Storage defaults to the environment's locations (this is where a run starts); the database URL
     is passed explicitly, so a spec built without one records its result in the file only."""
     if budget_name not in plan.budgets:
-        raise ValueError(f"budget {budget_name!r} is not in the plan; choose one of {sorted(plan.budgets)}")
+        raise ParamError("budget", budget_name, f"not a budget of the plan; {closest(budget_name, plan.budgets)}")
     if model_id not in plan.architectures:
-        raise ValueError(f"model {model_id!r} is not in the plan")
+        raise ParamError("model", model_id, f"not a model of the plan; {closest(model_id, plan.architectures)}")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ParamError("max_steps", max_steps, "must be a whole number >= 1, or empty for no cap")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ParamError("seed", seed, "must be a whole number >= 0")
     budget: Budget = plan.budgets[budget_name]
     settings = plan.settings
     tier = plan.tier_of(model_id)

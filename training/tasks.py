@@ -8,10 +8,14 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from training.plan import GRID_FIELDS, Hyperparameters, Plan, load_plan
+from training.plan import GRID_FIELDS, Hyperparameters, ParamError, Plan, closest, load_plan
 from training.results.record import ExperimentResult
-from training.settings import Storage, database_url
+from training.plan import PlanError
+from training.settings import SettingsError, Storage, database_url
 from training.spec import ExperimentSpec, build_spec
+
+# A plan, a run parameter or a setting that is wrong: retrying cannot help.
+CONFIGURATION_ERRORS = (PlanError, ParamError, SettingsError)
 
 
 def experiment_spec(*, model_id: str, hyperparameters: dict, tier: str | None = None,
@@ -32,20 +36,19 @@ def grid_point(plan: Plan, model_id: str, tier_name: str | None, values: dict) -
     """One combination of the model's tier grid; a value the tier's grid lacks is an error naming
     the field and the grid's values. A field left out takes the grid's value where it has just one."""
     if model_id not in plan.architectures:
-        raise ValueError(f"model {model_id!r} is not in the plan; choose one of {sorted(plan.architectures)}")
+        raise ParamError("model", model_id, f"not a model of the plan; {closest(model_id, plan.architectures)}")
     tier = plan.tier_of(model_id)
     if tier_name is not None and tier_name != tier.name:
-        raise ValueError(f"model {model_id!r} is in the {tier.name!r} tier, not {tier_name!r}")
-    unknown = sorted(set(values) - set(GRID_FIELDS))
-    if unknown:
-        raise ValueError(f"unknown hyperparameters {unknown}; expected {list(GRID_FIELDS)}")
+        raise ParamError("tier", tier_name, f"{model_id} is in the {tier.name!r} tier")
+    for name in sorted(set(values) - set(GRID_FIELDS)):
+        raise ParamError(name, values[name], f"not a hyperparameter; {closest(name, GRID_FIELDS)}")
     point = {}
     for name in GRID_FIELDS:
         allowed = tier.grid[name]
         if name not in values and len(allowed) == 1:
             point[name] = allowed[0]
         elif values.get(name) not in allowed:
-            raise ValueError(f"{name} = {values.get(name)!r} is not in the {tier.name} tier's grid {list(allowed)}")
+            raise ParamError(name, values.get(name), f"not in the {tier.name} tier's grid {list(allowed)}")
         else:
             point[name] = values[name]
     return Hyperparameters(**point)

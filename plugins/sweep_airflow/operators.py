@@ -52,11 +52,14 @@ class TrainExperimentOperator(BaseOperator):
 
         if self.selected_models and self.model_id not in self.selected_models:
             raise AirflowSkipException(f"{self.model_id} was not selected for this run")
-        spec = tasks.experiment_spec(
-            model_id=self.model_id, hyperparameters={name: getattr(self, name) for name in GRID_FIELDS},
-            plan_path=self.plan_path, budget=self.budget, dataset=self.dataset_source, max_steps=self.max_steps,
-            seed=self.seed, reuse_results=self.reuse_results, dag_id=self.dag_id, run_id=context["run_id"],
-            run_type=_run_type(context))
+        try:
+            spec = tasks.experiment_spec(
+                model_id=self.model_id, hyperparameters={name: getattr(self, name) for name in GRID_FIELDS},
+                plan_path=self.plan_path, budget=self.budget, dataset=self.dataset_source, max_steps=self.max_steps,
+                seed=self.seed, reuse_results=self.reuse_results, dag_id=self.dag_id, run_id=context["run_id"],
+                run_type=_run_type(context))
+        except tasks.CONFIGURATION_ERRORS as error:  # the same on every retry: fail once, now
+            raise AirflowFailException(str(error)) from None
         ti = context["ti"]
         # Stop training a little before Airflow's own timeout, so the run still evaluates its best.
         time_limit = self.execution_timeout.total_seconds() * 0.9 if self.execution_timeout else None
@@ -64,7 +67,8 @@ class TrainExperimentOperator(BaseOperator):
                              log=self.log.info, on_start=self._remember, time_limit_seconds=time_limit)
         if not (result.stop_reason.succeeded or result.stop_reason.retryable):
             # Recorded already; retrying would end the same way and spend GPU time doing it.
-            raise AirflowFailException(f"experiment {result.experiment_key} stopped: {result.stop_reason}")
+            raise AirflowFailException(f"experiment {result.experiment_key} stopped: {result.stop_reason}"
+                                       + (f"\n{result.error}" if result.error else ""))
         return {"experiment_key": result.experiment_key, "validation_f1": result.validation_f1,
                 "test_f1": result.test_f1, "gpu_hours": result.gpu_hours, "stop_reason": result.stop_reason.value}
 

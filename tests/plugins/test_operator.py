@@ -3,7 +3,11 @@ it returns a small dict, records the result, and on_kill stops the training subp
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -35,7 +39,7 @@ def sweep_env(monkeypatch, dataset_dir, model_root, fresh_database):
     return fresh_database
 
 
-def test_execute_trains_records_and_returns_a_small_dict(sweep_env, dataset_dir):
+def test_execute_trains_records_and_returns_a_small_dict(sweep_env, dataset_dir, tmp_path):
     operator = make_operator(dataset_source=str(dataset_dir))
     summary = operator.execute(context())
     assert set(summary) == {"experiment_key", "validation_f1", "test_f1", "gpu_hours", "stop_reason"}
@@ -44,11 +48,62 @@ def test_execute_trains_records_and_returns_a_small_dict(sweep_env, dataset_dir)
         row = connection.execute(sa.text("SELECT dag_id, run_id, experiment_key FROM experiments")).one()
     assert tuple(row) == ("operator_test", "manual__op", summary["experiment_key"])
 
+    # The CLI's spec of the same grid point, named as in the plan, is the operator's to the byte.
+    from training.settings import Storage
+
+    task_spec = Storage.from_environment().task_dir("operator_test", "manual__op", "train", 0, 1) / "spec.json"
+    assert oct(task_spec.stat().st_mode & 0o777) == "0o600"  # it may hold the database password
+    cli_spec = tmp_path / "cli-spec.json"
+    subprocess.run([sys.executable, "-m", "training", "spec", "--out", str(cli_spec), "--tier", "small",
+                    "--model", "microsoft/codebert-base", "--learning-rate", "5e-5", "--batch-size", "16",
+                    "--epochs", "3", "--weight-decay", "0.01", "--budget", "tiny", "--dataset", str(dataset_dir),
+                    "--dag-id", "operator_test", "--run-id", "manual__op"], check=True, timeout=120)
+    assert json.loads(cli_spec.read_text()) == json.loads(task_spec.read_text())
+
+
+def test_the_cli_refuses_a_grid_point_the_plan_lacks(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "training", "spec", "--out", str(tmp_path / "s.json"),
+                                "--model", "microsoft/codebert-base", "--learning-rate", "3e-5", "--batch-size",
+                                "16", "--epochs", "3", "--weight-decay", "0.01"], capture_output=True, text=True)
+    assert completed.returncode != 0
+    assert "learning_rate = 3e-05: not in the small tier's grid [2e-05, 5e-05]" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
 
 def test_without_a_results_database_the_task_fails_before_training(monkeypatch, dataset_dir):
+    from airflow.sdk.exceptions import AirflowFailException
+
     monkeypatch.delenv("SWEEP_DATABASE_URL", raising=False)
-    with pytest.raises(RuntimeError, match="SWEEP_DATABASE_URL"):
+    with pytest.raises(AirflowFailException, match="SWEEP_DATABASE_URL"):  # no retry: the same every time
         make_operator(dataset_source=str(dataset_dir)).execute(context())
+
+
+def test_a_data_error_fails_the_task_once_without_a_retry(sweep_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for split in ("train", "validation", "test"):
+        (bad / f"{split}.jsonl").write_text('{"code": "x = 1", "label": "buggy"}\n{"code": "y = 2", "label": "ok"}\n')
+    with pytest.raises(AirflowFailException) as failure:  # AirflowFailException: Airflow does not retry it
+        make_operator(dataset_source=str(bad)).execute(context())
+    assert "invalid_data" in str(failure.value) and "positive_label" in str(failure.value)
+    with sa.create_engine(sweep_env).connect() as connection:
+        row = connection.execute(sa.text("SELECT stop_reason, error FROM experiments")).one()
+    assert row.stop_reason == "invalid_data" and "the labels are ['buggy', 'ok']" in row.error
+
+
+@pytest.mark.parametrize("overrides, named", [
+    ({"budget": "huge"}, "budget = 'huge'"),
+    ({"learning_rate": 3e-5}, "learning_rate = 3e-05: not in the small tier's grid"),
+    ({"max_steps": 0}, "max_steps = 0"),
+    ({"seed": -1}, "seed = -1"),
+])
+def test_a_bad_param_fails_the_task_once_before_training(sweep_env, dataset_dir, overrides, named):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=re.escape(named)):
+        make_operator(dataset_source=str(dataset_dir), **overrides).execute(context())
 
 
 def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir):

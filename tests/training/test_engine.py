@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -117,6 +118,36 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, env, dataset_di
     assert [a["outcome"] for a in ledger] == ["interrupted", result["stop_reason"]]
     assert ledger[0]["seconds"] > 0
     assert result["wall_seconds"] == pytest.approx(sum(a["seconds"] for a in ledger), abs=0.01)
+    # The learning curve kept its history across the kill: every evaluation, timed over both attempts.
+    assert [p["step"] for p in result["eval_points"]] == list(range(4, 41, 4))
+    elapsed = [p["elapsed_seconds"] for p in result["eval_points"]]
+    assert None not in elapsed and elapsed == sorted(elapsed)
+    assert elapsed[-1] > ledger[0]["seconds"] * 0.5  # counted from the first attempt's start, not the resume
+    assert result["time_to_best_seconds"] in elapsed
+
+
+def test_a_second_run_of_the_same_experiment_exits_and_leaves_the_first_intact(tmp_path, env, dataset_dir):
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=1),
+                               max_steps=30, early_stopping_patience=1000)
+    home = Path(env["SWEEP_HOME"])
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir(), second_dir.mkdir()
+    first = subprocess.Popen(cli_command(first_dir, spec, env_extra=env), env={**os.environ, **env},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not list(home.glob("experiments/*/*/*/checkpoint-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, "the first run ended before the second started"
+    code, second, output = run_cli(second_dir, spec, env)  # the same spec while the first trains
+    assert code == 75 and second == {}  # nothing written: the folder and its files are the first run's
+    assert re.search(r"already running \(pid \d+ on ", output), output
+    assert first.wait(300) == 0
+    result = json.loads((first_dir / "result.json").read_text())
+    folder = Path(result["checkpoint_path"]).parent
+    ledger = json.loads((folder / "attempts.json").read_text())
+    assert json.loads((folder / "result.json").read_text()) == result  # file and report agree
+    assert [a["outcome"] for a in ledger] == [result["stop_reason"]] == ["completed"]
+    assert result["steps_run"] == 30 and Path(result["checkpoint_path"], "config.json").is_file()
 
 
 def test_time_budget_stops_training_and_keeps_a_model(tmp_path, env, dataset_dir):

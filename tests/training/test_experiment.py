@@ -73,11 +73,46 @@ def test_bad_dataset_fails_with_a_named_error_and_a_failed_record(tmp_path, mode
     spec = spec_for("microsoft/codebert-base", bad)
     code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root),
                                                      "SWEEP_DATABASE_URL": fresh_database})
-    assert code == 1
-    assert result["stop_reason"] == "failed"
-    assert "no column 'code'" in result["error"] and str(bad) in result["error"]
+    assert code == 2  # not 1: nothing a retry could change
+    assert result["stop_reason"] == "invalid_data" and "'loss'" not in output  # no training step ran
+    assert "column 'code': no such column" in result["error"] and str(bad) in result["error"]
+    assert not (Path(result["checkpoint_path"] or tmp_path / "none")).exists()
     with sa.create_engine(fresh_database).connect() as connection:
-        assert connection.execute(sa.text("SELECT stop_reason FROM experiments")).scalar_one() == "failed"
+        row = connection.execute(sa.text("SELECT stop_reason, error FROM experiments")).one()
+    assert row.stop_reason == "invalid_data" and "no such column" in row.error
+
+
+def test_string_labels_score_the_named_positive_class(tmp_path, dataset_dir, model_root):
+    """Labels "buggy"/"ok" with positive_label "buggy": the F1 recorded is that of "buggy", as
+    scikit-learn computes it by hand from the saved checkpoint's own predictions."""
+    import torch
+    from sklearn.metrics import f1_score
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path / "strings"
+    folder.mkdir()
+    for split in ("train", "validation", "test"):
+        rows = [json.loads(line) for line in (dataset_dir / f"{split}.jsonl").read_text().splitlines()]
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"code": r["code"], "label": "buggy" if r["label"] == 1 else "ok"}) + "\n" for r in rows))
+    (folder / "dataset.json").write_text(json.dumps({"text_columns": ["code"], "positive_label": "buggy"}))
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", folder, budget="demo", learning_rate=5e-4),
+                               max_steps=12)
+    code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root)})
+    assert code == 0, output
+    assert (result["positive_label"], result["class_count"]) == ("buggy", 2)
+    checkpoint = result["checkpoint_path"]
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    assert model.config.id2label == {0: "ok", 1: "buggy"}  # the checkpoint says what each output means
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    test = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()]
+    predicted = []
+    for row in test:  # one at a time: no padding, so nothing but the text decides
+        inputs = tokenizer(row["code"], truncation=True, max_length=result["max_length"], return_tensors="pt")
+        with torch.no_grad():
+            predicted.append(model.config.id2label[int(model(**inputs).logits.argmax(-1))])
+    expected = f1_score([row["label"] for row in test], predicted, pos_label="buggy")
+    assert result["test_f1"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_reuse_copies_an_earlier_success_instead_of_training(tmp_path, dataset_dir, model_root, fresh_database):

@@ -64,6 +64,28 @@ def broken(tmp_path, old: str, new: str):
     ("batch_size = [16, 32]", "batch_size = [0, 32]", "tiers.small.grid.batch_size", "0"),
     ("eval_steps = 100", 'eval_steps = "often"', "settings.eval_steps", "'often'"),
     ('schedule = "0 2 * * *"', 'schedule = "nightly"', "tiers.medium.schedule", "'nightly'"),
+    # unknown keys at every level, named with the closest known key
+    ("eval_steps = 100", "eval_step = 100", "settings.eval_step", "did you mean 'eval_steps'"),
+    ('priority = "low"', 'priority = "low"\nschedul = "0 1 * * *"', "tiers.small.schedul", "did you mean 'schedule'"),
+    ('label_column = "label"', 'label_colum = "label"', "dataset.label_colum", "did you mean 'label_column'"),
+    ("[budgets.tiny]", "[budget.tiny]", "budget", "did you mean 'budgets'"),
+    ("retries = 2", "retry = 2", "scheduling.retry", "did you mean 'retries'"),
+    ('architecture = "roberta"', 'architecture = "roberta"\narchitecure = "t5"',
+     'models.microsoft/codebert-base.architecure', "did you mean 'architecture'"),
+    ("[tiers.small.grid]", "[tiers.small.grids]", "tiers.small.grids", "did you mean 'grid'"),
+    ("[tiers.large]", "[tiers.larg]", "tiers.larg", "did you mean 'large'"),
+    ("max_steps = 8", "max_step = 8", "budgets.tiny.max_step", "did you mean 'max_steps'"),
+    # numbers that are not numbers
+    ("learning_rate = [2e-5, 5e-5]", "learning_rate = [nan, 5e-5]", "tiers.small.grid.learning_rate", "nan"),
+    ("weight_decay = [0.01, 0.1]", "weight_decay = [0.01, inf]", "tiers.large.grid.weight_decay", "inf"),
+    ("early_stopping_min_delta = 0.001", "early_stopping_min_delta = nan", "settings.early_stopping_min_delta",
+     "finite"),
+    # the format version, scheduling and dataset values
+    ("version = 1", "version = 2", "version", "2"),
+    ("version = 1", "", "version", "None"),
+    ("start_date = 2026-01-01", 'start_date = "2026-01-01"', "scheduling.start_date", "'2026-01-01'"),
+    ("retries = 2", "retries = -1", "scheduling.retries", "-1"),
+    ('label_column = "label"', 'label_column = "label"\npositive_label = [1]', "dataset.positive_label", "[1]"),
 ])
 def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value):
     path = broken(tmp_path, old, new)
@@ -73,6 +95,30 @@ def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value
     assert str(path) in message
     assert re.search(rf"\b{re.escape(field)}\b", message), message
     assert value in message, message
+
+
+@pytest.mark.parametrize("arguments, named", [
+    ({"budget_name": "huge"}, "budget = 'huge': not a budget of the plan; expected one of ['demo', 'full', 'tiny']"),
+    ({"budget_name": "tinny"}, "did you mean 'tiny'"),
+    ({"max_steps": 0}, "max_steps = 0"),
+    ({"max_steps": 2.5}, "max_steps = 2.5"),
+    ({"seed": -3}, "seed = -3"),
+])
+def test_a_bad_run_parameter_names_itself(arguments, named):
+    from training.plan import ParamError
+
+    plan = load_plan()
+    with pytest.raises(ParamError) as error:
+        build_spec(plan, "microsoft/codebert-base", plan.tiers["small"].combinations()[0], **arguments)
+    assert named in str(error.value)
+
+
+def test_a_model_outside_the_plan_names_the_closest():
+    from training.plan import ParamError
+
+    plan = load_plan()
+    with pytest.raises(ParamError, match="model = 'microsoft/codebert-bsae'.*did you mean 'microsoft/codebert-base'"):
+        build_spec(plan, "microsoft/codebert-bsae", plan.tiers["small"].combinations()[0])
 
 
 def test_missing_tier_is_named(tmp_path):

@@ -17,13 +17,13 @@ def render(url, tmp_path, run_id="run-1"):
 
 
 def test_report_lists_every_experiment_and_the_best_per_model(tmp_path, fresh_database):
-    records = [
+    records = [{**record, "positive_label": "1", "class_count": 2} for record in [
         result_record(learning_rate=2e-5, validation_f1=0.80, test_f1=0.79),
         result_record(learning_rate=5e-5, validation_f1=0.86, test_f1=0.77),
         result_record(CODET5, validation_f1=0.70, test_f1=0.71),
         result_record(CODET5, learning_rate=5e-5, validation_f1=None, test_f1=None,
                       stop_reason="failed", error="RuntimeError: boom"),
-    ]
+    ]]
     for record in records:
         record_experiment(fresh_database, ExperimentResult.from_dict(record))
     html_path, html, markdown = render(fresh_database, tmp_path)
@@ -34,6 +34,7 @@ def test_report_lists_every_experiment_and_the_best_per_model(tmp_path, fresh_da
     assert "| Salesforce/codet5-small | 2e-05 | 16 | 3 | 0.01 | 0.700 | 0.710 |" in markdown
     assert "| Salesforce/codet5-small | 5e-05 | 16 | 3 | 0.01 | failed | 1 | 0.1000 | RuntimeError: boom |" in markdown
     assert "Stand-in models" not in markdown
+    assert "F1 is of the positive class '1'." in markdown and "F1 is of the positive class &#39;1&#39;." in html
     assert html.count('<tr class="best"') == 2 and 'title="RuntimeError: boom"' in html
     assert html.count('class="chart heatmap"') == 2 and html.count('class="chart curves"') == 2
     assert "This is the first run of this tier." in markdown

@@ -1,7 +1,9 @@
-"""Load a classification dataset (hub id or local folder), validate it, and fingerprint it.
+"""Load a classification dataset (hub id or local folder), check it against the contract
+(contract.py) before any model loads, and fingerprint it.
 
-A local folder holds train/validation/test files (JSON Lines, Parquet or CSV); an optional
-dataset.json beside them names the text and label columns, overriding the plan's.
+A local folder holds train/validation/test files (JSON Lines, Parquet or CSV, UTF-8); an
+optional dataset.json beside them names the text and label columns and the positive label,
+overriding the plan's.
 """
 
 from __future__ import annotations
@@ -9,72 +11,195 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from training.plan import DatasetSpec
+from training.data.contract import (SPLITS, DataError, DataProblem, Labels, RowLocator, check_columns,
+                                    check_label_sets, choose_labels, columns_of)
+from training.plan import DatasetSpec, closest
 
-SPLITS = ("train", "validation", "test")
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 MANIFEST = "dataset.json"
+MANIFEST_KEYS = ("text_columns", "label_column", "positive_label",
+                 "description", "about")  # the last two are for people: free text, and an object of provenance
 
 
-class DataError(ValueError):
-    """A dataset that cannot be trained on; the message says which split, column or file."""
+@dataclass(frozen=True)
+class LoadedDataset:
+    spec: DatasetSpec  # with dataset.json applied
+    splits: object  # a datasets.DatasetDict with train, validation and test
+    fingerprint: str  # the files (or hub fingerprints), the column mapping and the labels
+    labels: Labels
+
+    @property
+    def row_counts(self) -> dict[str, int]:
+        return {split: len(self.splits[split]) for split in SPLITS}
 
 
 def resolve_spec(spec: DatasetSpec) -> DatasetSpec:
-    """Apply a local folder's dataset.json column mapping, if it has one."""
-    manifest = Path(spec.source) / MANIFEST
-    if not manifest.is_file():
+    """Apply a local folder's dataset.json, checked: known keys, one or two text columns."""
+    path = Path(spec.source) / MANIFEST
+    if not path.is_file():
         return spec
-    data = json.loads(manifest.read_text())
-    return dataclasses.replace(spec, text_columns=tuple(data.get("text_columns", spec.text_columns)),
-                               label_column=data.get("label_column", spec.label_column))
+    where = str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise DataError(where, [DataProblem(where, f"not UTF-8 at byte {error.start}")]) from None
+    except json.JSONDecodeError as error:
+        raise DataError(where, [DataProblem(f"{where} line {error.lineno}", f"not valid JSON: {error.msg}")]) from None
+    if not isinstance(data, dict):
+        raise DataError(where, [DataProblem(where, "must be a JSON object", value=data)])
+    problems = [DataProblem(f"{where} key {key!r}", f"unknown key; {closest(key, MANIFEST_KEYS)}", value=data[key])
+                for key in data if key not in MANIFEST_KEYS]
+    if not isinstance(data.get("description", ""), str) or not isinstance(data.get("about", {}), dict):
+        problems.append(DataProblem(where, "description must be text and about an object"))
+    columns = data.get("text_columns", list(spec.text_columns))
+    if not (isinstance(columns, list) and len(columns) in (1, 2)
+            and all(isinstance(c, str) and c for c in columns)) or len(set(columns)) != len(columns):
+        problems.append(DataProblem(f"{where} key 'text_columns'", "must list one text column (a snippet) or two "
+                                    "different ones (a pair); more are not joined, so name at most two",
+                                    value=columns))
+    label_column = data.get("label_column", spec.label_column)
+    if not isinstance(label_column, str) or not label_column:
+        problems.append(DataProblem(f"{where} key 'label_column'", "must be a column name", value=label_column))
+    positive = data.get("positive_label", spec.positive_label)
+    if positive is not None and type(positive) not in (bool, int, str):
+        problems.append(DataProblem(f"{where} key 'positive_label'", "must be a string, an integer or a boolean",
+                                    value=positive))
+    if problems:
+        raise DataError(where, problems)
+    return dataclasses.replace(spec, text_columns=tuple(columns), label_column=label_column, positive_label=positive)
 
 
 def local_split_files(folder: Path) -> dict[str, Path]:
-    files = {}
+    files, problems = {}, []
     for split in SPLITS:
         found = [folder / f"{split}{suffix}" for suffix in FORMATS if (folder / f"{split}{suffix}").is_file()]
         if not found:
-            raise DataError(f"{folder}: no {split} split (expected {split}.jsonl, .parquet or .csv)")
-        files[split] = found[0]
+            problems.append(DataProblem(str(folder), f"no {split} split (expected {split}.jsonl, .parquet or .csv)"))
+        else:
+            files[split] = found[0]
+    if problems:
+        raise DataError(str(folder), problems)
+    if len({FORMATS[path.suffix] for path in files.values()}) != 1:
+        raise DataError(str(folder), [DataProblem(str(folder), "splits in mixed formats: "
+                                                  + ", ".join(path.name for path in files.values()))])
     return files
 
 
-def load_splits(spec: DatasetSpec):
-    """Return (DatasetDict with train/validation/test, fingerprint)."""
+def read_text_rows(path: Path) -> tuple[list[DataProblem], list[int], list[dict] | None]:
+    """Problems a library would turn into a bare traceback (an empty file, bytes that are not UTF-8,
+    a line that is not a JSON object), named with the line; for JSON Lines also the line of each
+    row and the rows as parsed, types untouched."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        return [DataProblem(str(path), "the file is empty")], [], None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        return [DataProblem(f"{path} line {line}", f"not UTF-8: byte {raw[error.start]:#04x} at offset "
+                            f"{error.start}; save the file as UTF-8")], [], None
+    if path.suffix == ".csv":
+        return [], [], None
+    problems, lines, records = [], [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(DataProblem(f"{path} line {number}", f"not valid JSON: {error.msg}", value=line))
+            continue
+        if not isinstance(value, dict):
+            problems.append(DataProblem(f"{path} line {number}", "each line must be a JSON object", value=value))
+            continue
+        lines.append(number)
+        records.append(value)
+    return problems, lines, records
+
+
+def load_split(path: Path, split: str):
+    """One split through the datasets library, each split on its own (so one split's schema cannot
+    break another's); a library error becomes a DataError naming the file."""
     import datasets
 
+    try:
+        return datasets.load_dataset(FORMATS[path.suffix], data_files={split: str(path)}, split=split)
+    except ValueError as error:
+        if "corresponds to no data" not in str(error):  # datasets' words for a file without rows
+            raise DataError(str(path), [DataProblem(str(path), f"could not be read: {error}")]) from None
+        raise DataError(str(path), [DataProblem(str(path), "the split has no rows")]) from None
+    except Exception as error:
+        raise DataError(str(path), [DataProblem(str(path), f"could not be read: {type(error).__name__}: "
+                                                f"{error}")]) from None
+
+
+def read_local(folder: Path, needed_columns) -> tuple[dict, dict, dict, RowLocator]:
+    """(tables as parsed, files, a loader of the splits, row locator) of a local folder, or a
+    DataError naming each unreadable file."""
+    files = local_split_files(folder)
+    problems, tables = [], {}
+    locate = RowLocator({split: str(path) for split, path in files.items()})
+    for split, path in files.items():
+        if path.suffix == ".parquet":
+            continue
+        found, locate.lines[split], records = read_text_rows(path)
+        problems += found
+        if records is not None:
+            tables[split] = columns_of(records)
+    if problems:
+        raise DataError(str(folder), problems)
+    loaded = {}
+    for split, path in files.items():
+        if split not in tables:  # CSV and Parquet: their own reader's types are the types trained on
+            loaded[split] = load_split(path, split)
+            tables[split] = columns_in(loaded[split], needed_columns)
+    return tables, files, loaded, locate
+
+
+def columns_in(split, needed_columns) -> dict[str, list | None]:
+    """A loaded split as a table: the values of the needed columns; the others only by name."""
+    return {name: list(split[name]) if name in needed_columns else None for name in split.column_names}
+
+
+def load_dataset(spec: DatasetSpec) -> LoadedDataset:
+    """Load and check a dataset; raise DataError listing every problem."""
+    import datasets
+
+    spec = resolve_spec(spec)
+    needed = (*spec.text_columns, spec.label_column)
     folder = Path(spec.source)
     if folder.is_dir():
-        files = local_split_files(folder)
-        builders = {FORMATS[path.suffix] for path in files.values()}
-        if len(builders) != 1:
-            raise DataError(f"{folder}: splits in mixed formats {sorted(builders)}")
-        splits = datasets.load_dataset(builders.pop(), data_files={k: str(v) for k, v in files.items()})
-        fingerprint = files_fingerprint(files.values())
+        tables, files, loaded, locate = read_local(folder, needed)
+        content = files_fingerprint(files.values())
     else:
-        splits = datasets.load_dataset(spec.source)
-        missing = [split for split in SPLITS if split not in splits]
+        loaded = datasets.load_dataset(spec.source)
+        missing = [split for split in SPLITS if split not in loaded]
         if missing:
-            raise DataError(f"{spec.source}: missing splits {missing}")
-        fingerprint = hashlib.sha256("".join(splits[s]._fingerprint for s in SPLITS).encode()).hexdigest()[:16]
-    validate(splits, spec)
-    return splits, fingerprint
+            raise DataError(spec.source, [DataProblem(spec.source, f"no {split} split; it has {list(loaded)}")
+                                          for split in missing])
+        tables = {split: columns_in(loaded[split], needed) for split in SPLITS}
+        locate = RowLocator({split: f"{spec.source} split {split}" for split in SPLITS})
+        content = "".join(loaded[split]._fingerprint for split in SPLITS)
+    problems = check_columns(tables, spec.text_columns, spec.label_column, locate)
+    problems = problems or check_label_sets(tables, spec.label_column, locate)
+    if problems:
+        raise DataError(spec.source, problems)
+    labels = choose_labels(set(tables["train"][spec.label_column]), spec.positive_label,
+                           str(folder / MANIFEST) if folder.is_dir() else spec.source)
+    splits = datasets.DatasetDict({split: loaded[split] if split in loaded else load_split(files[split], split)
+                                   for split in SPLITS})
+    return LoadedDataset(spec, splits, fingerprint(content, spec, labels), labels)
 
 
-def validate(splits, spec: DatasetSpec) -> None:
-    for split in SPLITS:
-        columns = splits[split].column_names
-        for column in (*spec.text_columns, spec.label_column):
-            if column not in columns:
-                raise DataError(f"{spec.source} [{split}]: no column {column!r}; columns are {columns}")
-        if len(splits[split]) == 0:
-            raise DataError(f"{spec.source} [{split}]: split is empty")
-    labels = set(splits["train"].unique(spec.label_column))
-    if len(labels) < 2:
-        raise DataError(f"{spec.source} [train]: needs at least two labels, found {sorted(labels)}")
+def fingerprint(content: str, spec: DatasetSpec, labels: Labels) -> str:
+    """What changes results: the data, which columns are read, and what the labels mean."""
+    material = json.dumps({"content": content, "text_columns": list(spec.text_columns),
+                           "label_column": spec.label_column, "labels": [repr(v) for v in labels.values],
+                           "positive": repr(labels.positive)}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 def files_fingerprint(paths) -> str:
@@ -84,12 +209,7 @@ def files_fingerprint(paths) -> str:
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def label_names(splits, spec: DatasetSpec) -> list:
-    """Sorted label values; label i of the model is the i-th of these (False < True, 0 < 1)."""
-    return sorted(set(splits["train"].unique(spec.label_column)))
+    return digest.hexdigest()
 
 
 def cap(split, max_samples: int | None, seed: int):

@@ -18,21 +18,28 @@ from training.results.record import ExperimentResult
 
 
 class EvaluationRecorder(TrainerCallback):
-    """Keeps each periodic evaluation (the learning curve) with its wall-clock time."""
+    """Stamps each periodic evaluation in the Trainer's own log history with the experiment's
+    elapsed seconds, over every attempt. The history is saved with each checkpoint and restored on
+    resume, so the learning curve and the time to the best checkpoint survive a killed attempt."""
 
-    def __init__(self, started: float):
-        self.started = started
-        self.points = []
+    def __init__(self, started: float, seconds_before: float):
+        self.started, self.seconds_before = started, seconds_before  # this attempt's start; earlier attempts
         self.training = True  # the evaluations after training re-measure; they are not curve points
 
     def on_train_end(self, args, state, control, **kwargs):
         self.training = False
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if self.training and metrics and "eval_f1" in metrics:
-            self.points.append({"step": state.global_step, "epoch": state.epoch,
-                                "loss": metrics.get("eval_loss"), "f1": metrics.get("eval_f1"),
-                                "elapsed_seconds": round(time.monotonic() - self.started, 3)})
+        entry = state.log_history[-1] if state.log_history else {}
+        if self.training and "eval_f1" in entry and entry.get("step") == state.global_step:
+            entry["elapsed_seconds"] = round(self.seconds_before + time.monotonic() - self.started, 3)
+
+
+def learning_curve(state) -> list[dict]:
+    """Every periodic evaluation in a Trainer state's log history, in step order."""
+    return [{"step": entry["step"], "epoch": entry.get("epoch"), "loss": entry.get("eval_loss"),
+             "f1": entry["eval_f1"], "elapsed_seconds": entry.get("elapsed_seconds")}
+            for entry in state.log_history if "eval_f1" in entry and "elapsed_seconds" in entry]
 
 
 class NonFiniteLossStop(TrainerCallback):

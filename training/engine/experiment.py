@@ -4,20 +4,26 @@ checkpoint by validation F1, test F1 with it, accounting). The result is an Expe
 also written as result.json beside the checkpoint.
 
 Runs in its own process (python -m training run-experiment) so that a GPU's memory is freed and
-a hung run can be killed; it never imports Airflow.
+a hung run can be killed; it never imports Airflow. One process at a time holds an experiment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
+import socket
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from training.data import loading
+from training.data.contract import DataError
+from training.data.loading import LoadedDataset
 from training.engine.accounting import code_version
 from training.engine.models import resolve_model_source, stand_in_info
 from training.plan import DatasetSpec
@@ -34,11 +40,21 @@ class Prepared:
     spec: ExperimentSpec
     key: str
     output_dir: Path
-    dataset_spec: DatasetSpec
+    dataset: LoadedDataset  # checked against the contract, before any cap
     splits: object  # the capped raw splits (a datasets.DatasetDict)
-    fingerprint: str
-    label_values: list
     identity: ExperimentResult
+
+    @property
+    def dataset_spec(self) -> DatasetSpec:
+        return self.dataset.spec
+
+    @property
+    def fingerprint(self) -> str:
+        return self.dataset.fingerprint
+
+    @property
+    def label_values(self) -> list:
+        return self.dataset.labels.values
 
 
 def experiment_key(spec: ExperimentSpec, dataset_fingerprint: str) -> str:
@@ -47,30 +63,36 @@ def experiment_key(spec: ExperimentSpec, dataset_fingerprint: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-def identity(spec: ExperimentSpec, key: str, dataset_source: str, fingerprint: str | None) -> ExperimentResult:
-    """What names an experiment and what it trains: the part of its result known before training."""
+def identity(spec: ExperimentSpec, key: str, dataset: LoadedDataset | None) -> ExperimentResult:
+    """What names an experiment and what it trains: the part of its result known before training
+    (without a dataset when the data is what failed)."""
     import torch
     import transformers
 
     source = resolve_model_source(spec.model_id, spec.runtime().model_root)
+    labels = dataset.labels if dataset else None
     return ExperimentResult(
         dag_id=spec.dag_id, run_id=spec.run_id, run_type=spec.run_type, experiment_key=key, tier=spec.tier,
         model_id=spec.model_id, model_source=source, is_stand_in=stand_in_info(source) is not None,
-        **spec.hyperparameters.as_dict(), budget=spec.budget, dataset_source=dataset_source,
-        dataset_fingerprint=fingerprint, plan_version=spec.plan_version, code_version=code_version(),
-        versions={"torch": torch.__version__, "transformers": transformers.__version__})
+        **spec.hyperparameters.as_dict(), budget=spec.budget, dataset_source=spec.dataset.source,
+        dataset_fingerprint=dataset.fingerprint if dataset else None,
+        positive_label=None if labels is None or labels.positive is None else str(labels.positive),
+        class_count=len(labels.values) if labels else None, plan_version=spec.plan_version,
+        code_version=code_version(), versions={"torch": torch.__version__, "transformers": transformers.__version__})
 
 
 def prepare(spec: ExperimentSpec) -> Prepared:
-    dataset_spec = loading.resolve_spec(spec.dataset)
-    splits, fingerprint = loading.load_splits(dataset_spec)
+    """Load and check the data (a DataError names every problem), and place the experiment."""
+    from datasets import DatasetDict
+
+    dataset = loading.load_dataset(spec.dataset)
+    splits = DatasetDict(dataset.splits)  # a copy: capping must not change the checked splits
     splits["train"] = loading.cap(splits["train"], spec.max_train_samples, spec.seed)
     for split in ("validation", "test"):
         splits[split] = loading.cap(splits[split], spec.max_eval_samples, spec.seed)
-    key = experiment_key(spec, fingerprint)
-    return Prepared(spec, key, spec.runtime().experiment_dir(spec.dag_id, spec.run_id, key), dataset_spec, splits,
-                    fingerprint, loading.label_names(splits, dataset_spec),
-                    identity(spec, key, dataset_spec.source, fingerprint))
+    key = experiment_key(spec, dataset.fingerprint)
+    return Prepared(spec, key, spec.runtime().experiment_dir(spec.dag_id, spec.run_id, key), dataset, splits,
+                    identity(spec, key, dataset))
 
 
 def reuse_earlier_result(prepared: Prepared) -> ExperimentResult | None:
@@ -94,53 +116,92 @@ def reuse_earlier_result(prepared: Prepared) -> ExperimentResult | None:
 
 
 def failed_result(spec: ExperimentSpec, prepared: Prepared | None, error: BaseException,
-                  started_at: datetime) -> ExperimentResult:
+                  started_at: datetime, reason: StopReason = StopReason.FAILED) -> ExperimentResult:
     """The result of a run that raised: enough to show the failure in the results and the report,
     with the time of every attempt so far (the ledger survives in the experiment folder)."""
     if prepared is not None:
         base, output_dir = prepared.identity, prepared.output_dir
     else:  # the data itself is what failed: no fingerprint, so the key says so
         key = experiment_key(spec, UNKNOWN_FINGERPRINT)
-        base = identity(spec, key, spec.dataset.source, None)
+        base = identity(spec, key, None)
         output_dir = spec.runtime().experiment_dir(spec.dag_id, spec.run_id, key)
     ledger_path = output_dir / "attempts.json"
     attempts = json.loads(ledger_path.read_text()) if ledger_path.is_file() else []
     if attempts and attempts[-1]["outcome"] is None:
-        attempts[-1]["outcome"] = StopReason.FAILED.value
+        attempts[-1]["outcome"] = reason.value
         ledger_path.write_text(json.dumps(attempts, indent=2))
     finished_at = datetime.now(timezone.utc)
     return dataclasses.replace(
-        base, stop_reason=StopReason.FAILED, attempt_count=max(len(attempts), 1), attempts=attempts,
+        base, stop_reason=reason, attempt_count=max(len(attempts), 1), attempts=attempts,
         wall_seconds=sum(a["seconds"] for a in attempts) or (finished_at - started_at).total_seconds(),
         gpu_count=max((a["gpu_count"] for a in attempts), default=0),
         gpu_hours=sum(a["seconds"] * a["gpu_count"] for a in attempts) / 3600,
         started_at=started_at.isoformat(), finished_at=finished_at.isoformat(),
-        error=f"{type(error).__name__}: {error}")
+        error=str(error) if isinstance(error, DataError) else f"{type(error).__name__}: {error}")
+
+
+class ExperimentRunning(RuntimeError):
+    """Another process is running this experiment (a lost worker and its retry, say)."""
+
+
+@contextmanager
+def experiment_lock(folder: Path):
+    """One run per experiment at a time: an flock on the experiment folder, released by the kernel
+    however the holder ends. A second run exits at once, naming the holder, touching nothing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "experiment.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ExperimentRunning(f"experiment {folder.name} is already running ({holder}); this run exits "
+                                "without touching its files") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime) -> ExperimentResult:
+    """The result of a prepared experiment, holding its lock: already finished, reused, or trained now.
+    A usable result is also written as result.json beside the checkpoint, which is how a retry knows
+    the work is done."""
+    from training.engine.finish import finish
+    from training.engine.trainer import train
+
+    finished = prepared.output_dir / "result.json"
+    if finished.is_file():
+        # A retry after the result was written but not recorded (say the database was down):
+        # the work is done, only the recording is left.
+        print(f"experiment already finished; its result is {finished}")
+        return ExperimentResult.from_dict(json.loads(finished.read_text()))
+    result = reuse_earlier_result(prepared) or finish(train(prepared, time_limit_seconds, started_at))
+    staging = finished.with_suffix(".tmp")
+    staging.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    staging.replace(finished)  # whole or absent: a kill mid-write never leaves half a result
+    return result
 
 
 def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None) -> ExperimentResult:
     """Train and evaluate one experiment and return its result; a run that raises returns a failed
-    result naming the error. A usable result is also written as result.json beside the checkpoint,
-    which is how a retry knows the work is done."""
-    from training.engine.finish import finish
-    from training.engine.trainer import train
-
+    result naming the error (invalid data: its own stop reason). Raises ExperimentRunning when
+    another process holds the experiment."""
     started_at = datetime.now(timezone.utc)
-    prepared = None
     try:
         prepared = prepare(spec)
-        finished = prepared.output_dir / "result.json"
-        if finished.is_file():
-            # A retry after the result was written but not recorded (say the database was down):
-            # the work is done, only the recording is left.
-            print(f"experiment already finished; its result is {finished}")
-            return ExperimentResult.from_dict(json.loads(finished.read_text()))
-        result = reuse_earlier_result(prepared)
-        if result is None:
-            result = finish(train(prepared, time_limit_seconds, started_at))
-    except Exception as error:  # recorded as a failed experiment; the task then fails
+    except DataError as error:  # the data breaks the contract: no retry can change that
+        print(f"invalid data: {error}")
+        return failed_result(spec, None, error, started_at, StopReason.INVALID_DATA)
+    except Exception as error:
         traceback.print_exc()
-        return failed_result(spec, prepared, error, started_at)
-    prepared.output_dir.mkdir(parents=True, exist_ok=True)  # a reused result trained nothing here yet
-    (prepared.output_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    return result
+        return failed_result(spec, None, error, started_at)
+    with experiment_lock(prepared.output_dir):
+        try:
+            return complete(prepared, time_limit_seconds, started_at)
+        except Exception as error:  # recorded as a failed experiment; the task then fails
+            traceback.print_exc()
+            return failed_result(spec, prepared, error, started_at)

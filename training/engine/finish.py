@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from training.engine.accounting import peak_memory_bytes
+from training.engine.callbacks import learning_curve
 from training.engine.serving import bootstrap_f1_interval, inference_speed, model_size
 from training.engine.tokenization import LENGTH_COLUMN
 from training.engine.trainer import Training
@@ -53,23 +54,23 @@ def finish(training: Training) -> ExperimentResult:
     # reached its last step into an "early_stopped" one.
     stopped_early = (trainer is not None and training.watchers.early_stopping.early_stopping_patience_counter
                      >= training.prepared.spec.early_stopping_patience)
+    curve = learning_curve(training.state) if training.state else []  # before evaluate_best logs its own
     validation, test, best_dir = ({}, {}, None) if trainer is None else evaluate_best(training)
     reason = stop_reason(training, stopped_early)
     for checkpoint in training.prepared.output_dir.glob("checkpoint-*"):
         shutil.rmtree(checkpoint)  # afterwards only the best is kept
     training.ledger.finish(reason.value)
-    return result(training, reason, validation, test, best_dir)
+    return result(training, reason, validation, test, best_dir, curve)
 
 
-def result(training: Training, reason: StopReason, validation: dict, test: dict,
-           best_dir: Path | None) -> ExperimentResult:
+def result(training: Training, reason: StopReason, validation: dict, test: dict, best_dir: Path | None,
+           points: list[dict]) -> ExperimentResult:
     state, train_seconds, ledger = training.state, training.train_seconds, training.ledger
     best_checkpoint = state.best_model_checkpoint if state else None
     if best_checkpoint:
         best_step = int(best_checkpoint.rsplit("-", 1)[1])
     else:  # no evaluation happened before the end: the final model is the only candidate
         best_step = state.global_step if best_dir else None
-    points = training.watchers.recorder.points if training.watchers else []
     best_point = next((p for p in points if p["step"] == best_step), None)
     steps_run = state.global_step if state else 0
     samples = steps_run * training.per_device_batch * training.accumulation

@@ -54,9 +54,9 @@ def run_in_subprocess(spec: ExperimentSpec, work_dir: Path, log: Callable[[str],
             log(line.rstrip())
         returncode = process.wait()
     result = ExperimentResult.from_dict(json.loads(result_path.read_text())) if result_path.is_file() else None
-    if returncode != 0 or result is None:
+    if result is None or (returncode != 0 and result.stop_reason.retryable):
         raise ExperimentFailed(returncode, result)
-    return result
+    return result  # including a final outcome (invalid data, OOM, NaN loss): the caller decides
 
 
 def stop(process: subprocess.Popen, grace_seconds: float = 30) -> None:

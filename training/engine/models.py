@@ -22,18 +22,22 @@ def stand_in_info(source: str) -> dict | None:
     return json.loads(marker.read_text()) if marker.is_file() else None
 
 
-def load_tokenizer_and_model(source: str, num_labels: int, load_model: bool = True):
-    """(tokenizer, model or None); the model with SDPA attention where its class supports it."""
+def load_tokenizer_and_model(source: str, label_values: list, load_model: bool = True):
+    """(tokenizer, model or None); the model with SDPA attention where its class supports it, a
+    classification head for these labels (named in its config, so the checkpoint says what each
+    output means), replacing any head of another size the checkpoint has."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     if not load_model:
         return tokenizer, None
+    names = {index: str(value) for index, value in enumerate(label_values)}
+    head = {"num_labels": len(label_values), "id2label": names, "label2id": {v: k for k, v in names.items()},
+            "ignore_mismatched_sizes": True}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels,
-                                                                   attn_implementation="sdpa")
+        model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="sdpa", **head)
     except ValueError:  # this architecture has no SDPA path
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
+        model = AutoModelForSequenceClassification.from_pretrained(source, **head)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model

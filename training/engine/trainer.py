@@ -81,8 +81,7 @@ def train(prepared: Prepared, time_limit_seconds: float | None, started_at: date
     spec = prepared.spec
     set_seed(spec.seed)
     device, precision, gpu_count = choose_precision(spec.mixed_precision)
-    tokenizer, _ = load_tokenizer_and_model(prepared.identity.model_source, len(prepared.label_values),
-                                            load_model=False)
+    tokenizer, _ = load_tokenizer_and_model(prepared.identity.model_source, prepared.label_values, load_model=False)
     # The plan's length, but never past what the model can embed (CodeBERT: 512 positions).
     max_length = min(spec.max_length, tokenizer.model_max_length)
     caps = {"train": spec.max_train_samples, "eval": spec.max_eval_samples, "seed": spec.seed}
@@ -101,12 +100,13 @@ def train(prepared: Prepared, time_limit_seconds: float | None, started_at: date
 
 def build_trainer(training: Training, tokenizer, time_limit_seconds: float | None) -> Trainer:
     prepared, spec = training.prepared, training.prepared.spec
-    _, model = load_tokenizer_and_model(prepared.identity.model_source, len(prepared.label_values))
+    _, model = load_tokenizer_and_model(prepared.identity.model_source, prepared.label_values)
     training.model_revision = model_fingerprint(prepared.identity.model_source, model.config)
     training.attention = model.config._attn_implementation
     training.watchers = Watchers(
         EarlyStoppingCallback(spec.early_stopping_patience, spec.early_stopping_min_delta),
-        EvaluationRecorder(training.started), NonFiniteLossStop(), TimeBudget(training.started, time_limit_seconds),
+        EvaluationRecorder(training.started, training.ledger.total_seconds - training.ledger.current["seconds"]),
+        NonFiniteLossStop(), TimeBudget(training.started, time_limit_seconds),
         CheckpointCounter(prepared.output_dir))
     args = training_arguments(spec, prepared.output_dir, training.precision, training.gpu_count > 0,
                               training.per_device_batch, training.accumulation)

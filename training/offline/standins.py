@@ -81,11 +81,11 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
-    from training.data.loading import load_splits, resolve_spec
+    from training.data.loading import load_dataset
     from training.plan import DatasetSpec
 
-    spec = resolve_spec(DatasetSpec(str(data_dir), plan.dataset.text_columns, plan.dataset.label_column))
-    splits, fingerprint = load_splits(spec)
+    dataset = load_dataset(DatasetSpec(str(data_dir), plan.dataset.text_columns, plan.dataset.label_column))
+    splits, spec, fingerprint = dataset.splits, dataset.spec, dataset.fingerprint
     texts = [row[column] for row in splits["train"] for column in spec.text_columns]
     tokenizer = train_tokenizer(texts, max_length)
     folders = []

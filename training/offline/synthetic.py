@@ -98,8 +98,10 @@ def generate(out_dir: Path, max_examples: int = 3000, seed: int = 42, stdlib: Pa
         with open(out_dir / f"{split}.jsonl", "w") as handle:
             handle.writelines(json.dumps(item) + "\n" for item in items)
         counts[split] = len(items)
-    manifest = {"name": "stdlib-bug-detection", "text_columns": ["code"], "label_column": "label",
-                "labels": {"0": "correct", "1": "one injected operator bug"}, "rows": counts,
-                "generated_from": str(stdlib), "seed": seed}
+    manifest = {"description": "stdlib-bug-detection: Python standard library functions, half with one "
+                               "injected operator bug", "text_columns": ["code"], "label_column": "label",
+                "positive_label": 1,
+                "about": {"labels": {"0": "correct", "1": "one injected operator bug"}, "rows": counts,
+                          "generated_from": str(stdlib), "seed": seed}}
     (out_dir / "dataset.json").write_text(json.dumps(manifest, indent=2))
     return counts

@@ -77,6 +77,7 @@ class RunReport:
     indistinguishable: str | None
     previous_run_id: str | None
     changes: list[Change]
+    metric: str | None  # which F1: of which positive class, or macro over how many classes
 
 
 def best_of(experiments: list[StoredExperiment]) -> StoredExperiment | None:
@@ -172,6 +173,13 @@ def sections(records: list[StoredExperiment], curves: dict[int, list]) -> list[M
             for model_id in sorted({r.model_id for r in rows})]
 
 
+def metric_description(rows: list[StoredExperiment]) -> str | None:
+    kinds = sorted({(r.positive_label, r.class_count) for r in rows if r.class_count}, key=str)
+    described = [f"F1 is macro-averaged over {count} classes" if positive is None
+                 else f"F1 is of the positive class {positive!r}" for positive, count in kinds]
+    return "; ".join(described) + "." if described else None
+
+
 def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curves: dict[int, list] | None = None,
                  previous_id: str | None = None, previous_records: list[StoredExperiment] | None = None) -> RunReport:
     models = sections(records, curves or {})
@@ -182,7 +190,8 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
     return RunReport(dag_id, run_id, models, len(rows), sum(not e.succeeded for e in rows), gpu_hours,
                      sum(m.gpu_hours_saved for m in models), any(e.is_stand_in for e in rows), unit,
                      {m.model_id: cost_of(m, unit) for m in models}, [e for m in models for e in m.failures],
-                     picks, note, previous_id, changes(models, previous_records or []) if previous_id else [])
+                     picks, note, previous_id, changes(models, previous_records or []) if previous_id else [],
+                     metric_description(rows))
 
 
 def environment(autoescape: bool) -> jinja2.Environment:

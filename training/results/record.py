@@ -19,6 +19,7 @@ class StopReason(StrEnum):
     OOM = "oom"  # out of GPU memory even at the smallest per-device batch
     NAN_LOSS = "nan_loss"  # the training loss became NaN or infinite
     FAILED = "failed"  # raised: the error is in the record
+    INVALID_DATA = "invalid_data"  # the dataset breaks the contract; the error names each problem
 
     @property
     def succeeded(self) -> bool:
@@ -61,6 +62,8 @@ class ExperimentResult:
     budget: str
     dataset_source: str
     dataset_fingerprint: str | None = None
+    positive_label: str | None = None  # the class binary F1 is of; None with more classes (macro F1)
+    class_count: int | None = None
     code_version: str | None = None
     versions: dict = field(default_factory=dict)
     plan_version: str | None = _file_only()
