@@ -85,6 +85,7 @@ def test_a_data_error_fails_the_task_once_without_a_retry(sweep_env, tmp_path):
     bad.mkdir()
     for split in ("train", "validation", "test"):
         (bad / f"{split}.jsonl").write_text('{"code": "x = 1", "label": "buggy"}\n{"code": "y = 2", "label": "ok"}\n')
+    (bad / "dataset.json").write_text('{"text_columns": ["code"]}')  # but no positive_label for these labels
     with pytest.raises(AirflowFailException) as failure:  # AirflowFailException: Airflow does not retry it
         make_operator(dataset_source=str(bad)).execute(context())
     assert "invalid_data" in str(failure.value) and "positive_label" in str(failure.value)
