@@ -16,31 +16,43 @@ from datetime import datetime, time, timedelta, timezone
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup
 
-from sweep_airflow.operators import RenderReportOperator, TrainExperimentOperator, VerifySweepOperator
-from training.settings import safe_name
-from training.plan import Plan, Tier, load_plan
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+
+from sweep_airflow.operators import RenderReportOperator, TrainExperimentOperator, VerifySweepOperator, start_sweep
+from training.plan import Plan, PlanError, Tier, load_plan
+from training.settings import RunDefaults, safe_name
 
 MAP_INDEX_TEMPLATE = (
     "lr={{ task.learning_rate }} bs={{ task.batch_size }} ep={{ task.num_epochs }} wd={{ task.weight_decay }}"
 )
 
 
-def trigger_params(plan: Plan, tier: Tier) -> dict[str, Param]:
+def trigger_params(plan: Plan, tier: Tier, defaults: RunDefaults) -> dict[str, Param]:
     """The trigger form: JSON-Schema checked, so a bad value is refused before a run exists.
-    Scheduled runs take the defaults: the whole plan, as written."""
+    Scheduled runs take the defaults: the whole plan as written, unless the deployment overrides
+    the dataset and budget (training/settings.py RunDefaults, e.g. an offline stack)."""
+    budget = defaults.budget or "full"
+    if budget not in plan.budgets:
+        raise PlanError("SWEEP_DEFAULT_BUDGET", "budget", budget, f"not a budget of the plan {sorted(plan.budgets)}")
     return {
-        "budget": Param("full", type="string", enum=sorted(plan.budgets), title="Budget",
+        "budget": Param(budget, type="string", enum=sorted(plan.budgets), title="Budget",
                         description="full = the plan as written; demo and tiny shrink data and evaluation cadence"),
-        "dataset": Param(None, type=["null", "string"], title="Dataset",
-                         description=f"a hub id or a local folder; empty = {plan.dataset.source}"),
+        "dataset": Param(defaults.dataset, type=["null", "string"], title="Dataset",
+                         description=f"a hub id, or a local folder of train/validation/test files (check it first "
+                                     f"with `python -m training check-data FOLDER`); empty = {plan.dataset.source}, "
+                                     "from the Hugging Face hub"),
         # `examples` on the array is what makes the UI draw a multi-select (items.enum validates).
         "models": Param(list(tier.models), type="array", title="Models", examples=list(tier.models),
                         items={"type": "string", "enum": list(tier.models)}, minItems=1, uniqueItems=True,
-                        description="which models of the tier to train; the others are skipped"),
-        "max_steps": Param(None, type=["null", "integer"], minimum=1, title="Step cap",
-                           description="stop every experiment after this many optimizer steps (smoke runs)"),
-        "seed": Param(plan.settings.seed, type="integer", minimum=0, title="Seed",
-                      description="random seed of data order and initialisation"),
+                        description="which models of the tier to train (at least one); the others are skipped"),
+        # exclusiveMinimum, not minimum: the form's number field clamps to a `minimum` when it loses
+        # focus (-5 silently became 1), while the server refuses a value below an exclusive minimum
+        # with a message the form shows. For integers the bound is the same.
+        "max_steps": Param(None, type=["null", "integer"], exclusiveMinimum=0, title="Step cap",
+                           description="stop every experiment after this many optimizer steps (smoke runs); "
+                                       "a whole number of at least 1, or empty for none"),
+        "seed": Param(plan.settings.seed, type="integer", exclusiveMinimum=-1, title="Seed",
+                      description="random seed of data order and initialisation (0 or more)"),
         "reuse_results": Param(False, type="boolean", title="Reuse earlier results",
                                description="copy the result of an experiment whose full fingerprint (model, "
                                            "hyperparameters, data, settings) already succeeded, instead of training"),
@@ -59,9 +71,14 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         max_active_runs=1,
         is_paused_upon_creation=True,  # bringing the stack up never starts GPU work by itself
         tags=["sweep", tier.name],
-        params=trigger_params(plan, tier),
+        params=trigger_params(plan, tier, RunDefaults.from_environment()),
         render_template_as_native_obj=True,  # params reach the operators as lists, ints and booleans
     ) as dag:
+        # Checks the params and skips a late scheduled run (one made by enabling the DAG) before
+        # any training; ignoring trigger rules, so the report and the check are skipped with it.
+        start = ShortCircuitOperator(task_id="start", python_callable=start_sweep,
+                                     op_kwargs={"tier": tier.name, "plan_path": plan.path},
+                                     ignore_downstream_trigger_rules=True)
         trainings = []
         for model_id in tier.models:
             with TaskGroup(group_id=safe_name(model_id).replace(".", "_")):
@@ -90,6 +107,7 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         # After the report, whatever happened: the run fails if any experiment did not succeed.
         verify = VerifySweepOperator(task_id="verify", experiments_per_model=len(tier.combinations()),
                                      selected_models="{{ params.models }}", trigger_rule="all_done")
+        start >> trainings
         trainings >> report >> verify
     return dag
 

@@ -109,11 +109,15 @@ class Stack:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
             "SWEEP_MODEL_ROOT": str(self.models_dir),
             "SWEEP_REPORTS_DIR": str(self.reports_dir or self.home / "reports"),
+            # Offline: the trigger form (and any scheduled run) defaults to the local demo data and
+            # the demo budget instead of the hub dataset and the full plan.
+            "SWEEP_DATASET": str(self.data_dir),
+            "SWEEP_DEFAULT_BUDGET": "demo",
         }
         if self.executor == "CeleryExecutor":
             extra["AIRFLOW__CELERY__BROKER_URL"] = f"redis://127.0.0.1:{ports['redis']}/0"
             extra["AIRFLOW__CELERY__RESULT_BACKEND"] = f"redis://127.0.0.1:{ports['redis']}/1"
-        return airflow_env(self.home, results_url, airflow_url, **extra, **self.extra_env)
+        return airflow_env(self.home, results_url, airflow_url, **{**extra, **self.extra_env})
 
     # -- processes ---------------------------------------------------------------------------------
 

@@ -26,8 +26,8 @@ def start() -> int:
         print(error, file=sys.stderr)
         return 1
     print(f"Airflow UI: {the_stack.url}  login: admin / {the_stack.admin_password()}  ({the_stack.executor})")
-    print(f"DAGs start paused. For an offline smoke run, trigger a tier with budget 'demo' and dataset "
-          f"{the_stack.data_dir}")
+    print(f"DAGs start paused. Offline, the trigger form defaults to the local demo data ({the_stack.data_dir}) "
+          "and the demo budget; reports: the report task's 'Report' link, or 'Sweep reports' in the menu")
     print("stop everything with: make stop")
     return 0
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
-import math
 import os
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from croniter import croniter
 
 DEFAULT_PLAN_PATH = Path(__file__).with_name("plan.toml")
 TIER_NAMES = ("small", "medium", "large")
@@ -26,14 +24,6 @@ GRID_FIELDS = ("learning_rate", "batch_size", "num_epochs", "weight_decay", "gra
 BUDGET_FIELDS = ("max_train_samples", "max_eval_samples", "max_length", "eval_steps", "logging_steps", "max_steps",
                  "max_train_seconds")
 NO_SCHEDULE = "none"  # a tier that only runs when triggered
-PLAN_FORMAT_VERSION = 1  # the plan file's `version`: the layout this code reads
-TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models")
-SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_stopping_patience",
-                 "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed")
-SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date")
-DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
-TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "grid")
-MODEL_KEYS = ("architecture",)
 ARCHITECTURES = ("roberta", "t5")
 
 
@@ -78,6 +68,7 @@ class Scheduling:
     retries: int
     retry_delay_seconds: int
     start_date: date
+    late_start_tolerance_minutes: int
 
 
 @dataclass(frozen=True)
@@ -158,158 +149,6 @@ def load_plan(path: Path | str | None = None) -> Plan:
         raise PlanError(path, "<file>", str(path), "plan file not found") from None
     except tomllib.TOMLDecodeError as error:
         raise PlanError(path, "<file>", str(path), f"not valid TOML: {error}") from None
-    return _Validator(path, hashlib.sha256(text.encode()).hexdigest()[:12]).plan(raw)
+    from training.plan_validation import PlanValidator
 
-
-class _Validator:
-    def __init__(self, path: Path, version: str):
-        self.path, self.version = path, version
-
-    def fail(self, field_name: str, value: Any, problem: str) -> None:
-        raise PlanError(self.path, field_name, value, problem)
-
-    def section(self, raw: dict, name: str, keys: tuple[str, ...] | None = None) -> dict:
-        value = raw.get(name)
-        if not isinstance(value, dict):
-            self.fail(name, value, "missing section" if value is None else "must be a table")
-        if keys is not None:
-            self.known_keys(value, keys, name)
-        return value
-
-    def known_keys(self, raw: dict, keys: tuple[str, ...], prefix: str = "") -> None:
-        for key in raw:
-            if key not in keys:
-                self.fail(f"{prefix}.{key}" if prefix else key, raw[key], f"unknown key; {closest(key, keys)}")
-
-    def positive(self, name: str, value: Any, kind: type) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-            self.fail(name, value, f"must be a {kind.__name__}")
-        if not math.isfinite(value):
-            self.fail(name, value, "must be a finite number")
-        if value <= 0:
-            self.fail(name, value, "must be positive")
-        return kind(value)
-
-    def plan(self, raw: dict) -> Plan:
-        self.known_keys(raw, TOP_LEVEL_KEYS)
-        if raw.get("version") != PLAN_FORMAT_VERSION:
-            self.fail("version", raw.get("version"), f"this code reads plan files of version {PLAN_FORMAT_VERSION}")
-        architectures = self.architectures(self.section(raw, "models"))
-        tiers_raw = self.section(raw, "tiers")
-        for name in tiers_raw:
-            if name not in TIER_NAMES:
-                self.fail(f"tiers.{name}", name, f"unknown tier; {closest(name, TIER_NAMES)}")
-        for name in TIER_NAMES:
-            if name not in tiers_raw:
-                self.fail(f"tiers.{name}", None, "missing tier")
-        tiers = {name: self.tier(name, tiers_raw[name], architectures) for name in TIER_NAMES}
-        seen: dict[str, str] = {}
-        for tier in tiers.values():
-            for model_id in tier.models:
-                if model_id in seen:
-                    self.fail(f"tiers.{tier.name}.models", model_id, f"already in tier {seen[model_id]!r}")
-                seen[model_id] = tier.name
-        budgets = {name: self.budget(name, value) for name, value in self.section(raw, "budgets").items()}
-        if "full" not in budgets:
-            self.fail("budgets.full", None, "missing budget (the plan as written)")
-        return Plan(str(self.path), self.version, self.settings(self.section(raw, "settings", SETTINGS_KEYS)),
-                    self.scheduling(self.section(raw, "scheduling", SCHEDULING_KEYS)),
-                    self.dataset(self.section(raw, "dataset", DATASET_KEYS)), budgets, tiers, architectures)
-
-    def architectures(self, raw: dict) -> dict[str, str]:
-        for model_id, entry in raw.items():
-            if isinstance(entry, dict):
-                self.known_keys(entry, MODEL_KEYS, f"models.{model_id}")
-            if not isinstance(entry, dict) or entry.get("architecture") not in ARCHITECTURES:
-                self.fail(f"models.{model_id}.architecture", (entry or {}).get("architecture"),
-                          f"must be one of {list(ARCHITECTURES)}")
-        return {model_id: entry["architecture"] for model_id, entry in raw.items()}
-
-    def settings(self, raw: dict) -> Settings:
-        values = {}
-        for name in ("eval_steps", "logging_steps", "early_stopping_patience", "max_length", "seed"):
-            values[name] = self.positive(f"settings.{name}", raw.get(name), int)
-        values["early_stopping_min_delta"] = self.positive(
-            "settings.early_stopping_min_delta", raw.get("early_stopping_min_delta"), float)
-        if raw.get("metric_for_best_model") != "f1":
-            self.fail("settings.metric_for_best_model", raw.get("metric_for_best_model"), "only 'f1' is supported")
-        for name in ("mixed_precision", "pin_memory"):
-            if not isinstance(raw.get(name), bool):
-                self.fail(f"settings.{name}", raw.get(name), "must be true or false")
-        return Settings(metric_for_best_model="f1", mixed_precision=raw["mixed_precision"],
-                        pin_memory=raw["pin_memory"], **values)
-
-    def scheduling(self, raw: dict) -> Scheduling:
-        retries = raw.get("retries")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            self.fail("scheduling.retries", retries, "must be an integer >= 0")
-        start_date = raw.get("start_date")
-        if not isinstance(start_date, date) or isinstance(start_date, datetime):
-            self.fail("scheduling.start_date", start_date, "must be a date, e.g. 2026-01-01 (no quotes)")
-        return Scheduling(retries, self.positive("scheduling.retry_delay_seconds", raw.get("retry_delay_seconds"), int),
-                          start_date)
-
-    def dataset(self, raw: dict) -> DatasetSpec:
-        columns = raw.get("text_columns")
-        if not isinstance(columns, list) or len(columns) not in (1, 2) or not all(isinstance(c, str) for c in columns):
-            self.fail("dataset.text_columns", columns, "must list one column (single snippet) or two (pair)")
-        for name in ("source", "label_column"):
-            if not isinstance(raw.get(name), str) or not raw[name]:
-                self.fail(f"dataset.{name}", raw.get(name), "must be a non-empty string")
-        positive = raw.get("positive_label")
-        if positive is not None and type(positive) not in (str, int, bool):
-            self.fail("dataset.positive_label", positive, "must be a string, an integer or a boolean")
-        return DatasetSpec(raw["source"], tuple(columns), raw["label_column"], positive)
-
-    def budget(self, name: str, raw: dict) -> Budget:
-        if not isinstance(raw, dict):
-            self.fail(f"budgets.{name}", raw, "must be a table")
-        self.known_keys(raw, BUDGET_FIELDS, f"budgets.{name}")
-        return Budget(name, **{key: self.positive(f"budgets.{name}.{key}", value, int) for key, value in raw.items()})
-
-    def tier(self, name: str, raw: dict, architectures: dict[str, str]) -> Tier:
-        prefix = f"tiers.{name}"
-        if not isinstance(raw, dict):
-            self.fail(prefix, raw, "must be a table")
-        self.known_keys(raw, TIER_KEYS, prefix)
-        if raw.get("priority") not in PRIORITY_WEIGHTS:
-            self.fail(f"{prefix}.priority", raw.get("priority"), f"must be one of {list(PRIORITY_WEIGHTS)}")
-        models = raw.get("models")
-        if not isinstance(models, list) or not models:
-            self.fail(f"{prefix}.models", models, "must be a non-empty list of model ids")
-        for model_id in models:
-            if model_id not in architectures:
-                self.fail(f"{prefix}.models", model_id, "unknown model; add it to the [models] table first")
-        if len(set(models)) != len(models):
-            self.fail(f"{prefix}.models", models, "duplicated model")
-        if not isinstance(raw.get("gradient_checkpointing"), bool):
-            self.fail(f"{prefix}.gradient_checkpointing", raw.get("gradient_checkpointing"), "must be true or false")
-        grid_raw = raw.get("grid")
-        if not isinstance(grid_raw, dict):
-            self.fail(f"{prefix}.grid", grid_raw, "missing grid")
-        self.known_keys(grid_raw, GRID_FIELDS, f"{prefix}.grid")
-        grid = {key: self.grid_values(f"{prefix}.grid.{key}", grid_raw.get(key), key) for key in GRID_FIELDS}
-        schedule = raw.get("schedule")
-        if schedule == NO_SCHEDULE:
-            schedule = None
-        elif not isinstance(schedule, str) or not croniter.is_valid(schedule):
-            self.fail(f"{prefix}.schedule", schedule,
-                      f"must be a cron expression, e.g. \"0 2 * * *\", or \"{NO_SCHEDULE}\" (triggered only)")
-        return Tier(name, raw["priority"], tuple(models), raw["gradient_checkpointing"], schedule, grid)
-
-    def grid_values(self, name: str, values: Any, key: str) -> tuple:
-        if not isinstance(values, list) or not values:
-            self.fail(name, values, "must be a non-empty list")
-        kind = float if key in ("learning_rate", "weight_decay") else int
-        if key == "weight_decay":  # zero weight decay is a legitimate grid value
-            checked = [self.non_negative(name, value) for value in values]
-        else:
-            checked = [self.positive(name, value, kind) for value in values]
-        if len(set(checked)) != len(checked):
-            self.fail(name, values, "duplicated value")
-        return tuple(checked)
-
-    def non_negative(self, name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            self.fail(name, value, "must be a finite number >= 0")
-        return float(value)
+    return PlanValidator(path, hashlib.sha256(text.encode()).hexdigest()[:12]).plan(raw)

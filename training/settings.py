@@ -77,6 +77,20 @@ def database_url(required_for: str | None = None, environ: Mapping[str, str] | N
     return url
 
 
+@dataclass(frozen=True)
+class RunDefaults:
+    """What a run uses when its trigger leaves a param empty, and what scheduled runs use: the plan's
+    own values unless a deployment overrides them (an offline stack points at local data)."""
+
+    dataset: str | None  # $SWEEP_DATASET: a hub id or local folder instead of the plan's dataset
+    budget: str | None  # $SWEEP_DEFAULT_BUDGET: a budget of the plan instead of "full"
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> RunDefaults:
+        env = os.environ if environ is None else environ
+        return cls(env.get("SWEEP_DATASET") or None, env.get("SWEEP_DEFAULT_BUDGET") or None)
+
+
 def safe_name(text: str) -> str:
     """A run id or model id as a single path component (run ids carry ':' and '+')."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"

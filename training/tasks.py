@@ -5,6 +5,7 @@ to the package, and returns what the task reports. Airflow itself is never impor
 from __future__ import annotations
 
 import subprocess
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +55,68 @@ def grid_point(plan: Plan, model_id: str, tier_name: str | None, values: dict) -
     return Hyperparameters(**point)
 
 
+def start_decision(*, tier: str, params: dict, run_type: str, scheduled_for: datetime | None,
+                   now: datetime, plan_path: str | None = None) -> tuple[bool, str]:
+    """(go ahead, why) for a tier run, before any training: its params must pass the plan's rules
+    (a ParamError names the first that does not), and a scheduled run that starts later than the
+    plan's tolerance after its cron time is one Airflow made on enabling the DAG, so it is skipped."""
+    plan = load_plan(plan_path)
+    tier_plan = plan.tiers[tier]
+    models = params.get("models") or []
+    if not models:
+        raise ParamError("models", models, f"choose at least one of {list(tier_plan.models)}")
+    for model_id in models:
+        if model_id not in tier_plan.models:
+            raise ParamError("models", model_id, f"not a model of the {tier} tier {list(tier_plan.models)}")
+        build_spec(plan, model_id, tier_plan.combinations()[0], budget_name=params.get("budget", "full"),
+                   max_steps=params.get("max_steps"), seed=params.get("seed"), storage=Storage.from_environment())
+    dataset = params.get("dataset")
+    if dataset is not None and (not isinstance(dataset, str) or not dataset.strip()):
+        raise ParamError("dataset", dataset, "a hub id or a local folder, or empty for the plan's dataset")
+    check_sources_reachable(dataset or plan.dataset.source, models, Storage.from_environment())
+    tolerance = timedelta(minutes=plan.scheduling.late_start_tolerance_minutes)
+    if run_type == "scheduled" and scheduled_for is not None and now - scheduled_for > tolerance:
+        late = now - scheduled_for
+        return False, (f"scheduled for {scheduled_for:%Y-%m-%d %H:%M} UTC but starting {late} later, beyond the "
+                       f"plan's tolerance of {tolerance}: Airflow made this run for a missed cron time when the "
+                       "DAG was enabled. Skipped before any training; the next run is at the next cron time.")
+    return True, f"{run_type} run of {', '.join(models)} on budget {params.get('budget')}: go"
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here, or None: a few seconds, not the minutes
+    the hub client spends retrying."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=5).close()
+    except OSError as error:
+        return f"{endpoint.hostname}:{port}: {error}"
+    return None
+
+
+def check_sources_reachable(dataset: str, models: list[str], storage: Storage) -> None:
+    """The dataset and every model come from a local folder, or from a hub this machine reaches;
+    otherwise a ParamError that says how to point at a local copy."""
+    from training.engine.models import resolve_model_source
+
+    if dataset.startswith(("/", "./", "../", "~")) and not Path(dataset).expanduser().is_dir():
+        raise ParamError("dataset", dataset, "no such folder on this machine")
+    from_hub = [] if Path(dataset).is_dir() else [("dataset", dataset, "give a local dataset folder instead")]
+    from_hub += [("models", model_id, "mirror it to $SWEEP_MODEL_ROOT/" + model_id)
+                 for model_id in models if resolve_model_source(model_id, storage.model_root) == model_id]
+    if from_hub and (why := hub_unreachable()):
+        name, value, fix = from_hub[0]
+        raise ParamError(name, value, f"needs the Hugging Face hub, which cannot be reached from this machine "
+                                      f"({why}); {fix}")
+
+
 def train(spec: ExperimentSpec, *, task_id: str, map_index: int, try_number: int, log: Callable[[str], None],
           on_start: Callable[[subprocess.Popen], None] | None = None,
           time_limit_seconds: float | None = None) -> ExperimentResult:
@@ -72,10 +135,6 @@ def report(dag_id: str, run_id: str, tier: str, run_type: str) -> tuple[str, Pat
     url = database_url("the report task")
     status = finish_sweep_run(url, dag_id, run_id, tier, run_type)
     return status, render_run_report(url, dag_id, run_id, Storage.from_environment().report_dir(dag_id, run_id))
-
-
-def report_path(dag_id: str, run_id: str) -> Path:
-    return Storage.from_environment().report_dir(dag_id, run_id) / "report.html"
 
 
 def verify(dag_id: str, run_id: str, experiments_per_model: int, selected_models: list[str]) -> int:

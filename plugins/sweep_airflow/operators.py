@@ -11,6 +11,27 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from training.plan import GRID_FIELDS
 
 
+def start_sweep(tier: str, plan_path: str | None, params: dict, dag_run, **_) -> bool:
+    """The first task of a tier run (a ShortCircuitOperator's callable): log the params it got, fail
+    at once on one the plan refuses, and skip the whole run when it is a late scheduled one."""
+    import logging
+    from datetime import datetime, timezone
+
+    from training import tasks
+
+    log = logging.getLogger(__name__)
+    log.info("params of this run: %s", {name: params[name] for name in sorted(params)})
+    run_type = getattr(dag_run.run_type, "value", str(dag_run.run_type))
+    scheduled_for = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
+    try:
+        go, why = tasks.start_decision(tier=tier, params=dict(params), run_type=run_type, scheduled_for=scheduled_for,
+                                       now=datetime.now(timezone.utc), plan_path=plan_path)
+    except tasks.CONFIGURATION_ERRORS as error:
+        raise AirflowFailException(f"this run's params break the plan's rules: {error}") from None
+    log.info(why)
+    return go
+
+
 def _run_type(context) -> str:
     run_type = getattr(context["dag_run"], "run_type", "manual")
     return getattr(run_type, "value", str(run_type))  # an enum on the worker; store its value
@@ -89,9 +110,13 @@ class ReportLink(BaseOperatorLink):
     name = "Report"
 
     def get_link(self, operator, *, ti_key) -> str:
-        from training.tasks import report_path
+        from airflow.configuration import conf
 
-        return report_path(ti_key.dag_id, ti_key.run_id).as_uri()
+        from sweep_airflow.report_server import report_url
+
+        # Served by the api-server behind its login (report_server.py): the UI shows only http(s) links.
+        return report_url(conf.get("api", "base_url", fallback="http://localhost:8080"), ti_key.dag_id,
+                          ti_key.run_id)
 
 
 class RenderReportOperator(BaseOperator):

@@ -58,15 +58,19 @@ def test_report_runs_after_every_training_whatever_happened(dagbag, monkeypatch,
     report = dag.get_task("report")
     assert report.trigger_rule == "all_done"
     assert [asset.name for asset in report.outlets] == ["sweep_small_report"]  # downstream DAGs can wait on it
-    monkeypatch.setenv("SWEEP_REPORTS_DIR", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.org")
     link = report.operator_extra_links[0]
     key = TaskInstanceKey("sweep_small", "report", "manual__2026-11-26T10:00:00+00:00", 1, -1)
     assert link.name == "Report"
+    # served by the api-server behind its login: an http(s) link, which the UI shows (file:// it drops)
     assert link.get_link(report, ti_key=key) == (
-        tmp_path / "sweep_small" / "manual__2026-11-26T10_00_00_00_00" / "report.html").as_uri()
+        "https://airflow.example.org/sweep-reports/sweep_small/manual__2026-11-26T10_00_00_00_00/report.html")
     assert {t.task_id for t in report.upstream_list} == {t.task_id for t in dag.tasks if t.task_id.endswith(".train")}
     verify = dag.get_task("verify")
     assert verify.upstream_task_ids == {"report"} and verify.trigger_rule == "all_done"
+    start = dag.get_task("start")  # before any training: params checked, a late scheduled run skipped
+    assert start.downstream_task_ids == {t.task_id for t in dag.tasks if t.task_id.endswith(".train")}
+    assert start.ignore_downstream_trigger_rules  # so the report and the check are skipped with it
     assert verify.experiments_per_model == 8 and verify.selected_models == "{{ params.models }}"
 
 

@@ -30,12 +30,14 @@ max_train_seconds = {TOKEN_SECONDS + 30}
 """
 
 
-def plan_copy(folder: Path, single_point: bool = False) -> Path:
+def plan_copy(folder: Path, single_point: bool = False, large_schedule: str = "none") -> Path:
     """The real plan, triggered only (a nightly schedule would start a full-budget run as soon as a
-    DAG is unpaused), with a soak budget; with single_point, the small tier's grid is one combination."""
+    DAG is unpaused), with a soak budget; with single_point, the small tier's grid is one combination;
+    large_schedule gives the large tier a cron schedule of the test's choosing."""
     text = DEFAULT_PLAN_PATH.read_text()
-    for hour in (1, 2, 3):
+    for hour in (1, 2):
         text = text.replace(f'schedule = "0 {hour} * * *"', 'schedule = "none"')
+    text = text.replace('schedule = "0 3 * * *"', f'schedule = "{large_schedule}"')
     text = text.replace("[budgets.full]\n", "[budgets.full]\n" + SOAK_BUDGET, 1)
     if single_point:
         small_grid = text.index("[tiers.small.grid]")

@@ -5,9 +5,13 @@ of training that leaves nothing running."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import time
-from datetime import datetime
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -17,11 +21,20 @@ from tests.integration.stacks import (ARTIFACTS, GROUP, MODEL, assert_nothing_le
                                       task_instances, trigger, training_processes, wait_for_run)
 
 
+# The large tier runs nightly at a time three hours ago: enabling it makes Airflow schedule that
+# missed cron point at once, the case the first task must skip.
+THREE_HOURS_AGO = datetime.now(timezone.utc) - timedelta(hours=3)
+LARGE_CRON = f"{THREE_HOURS_AGO.minute} {THREE_HOURS_AGO.hour} * * *"
+
+
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory, dataset_dir, model_root):
     home = tmp_path_factory.mktemp("local-stack")
+    plan = plan_copy(home / "plan", large_schedule=LARGE_CRON)
+    # The stack's offline defaults point the form at the local data; the tests' budget is tiny (make
+    # airflow's is demo) so that a run of every default stays short.
     stack = Stack(home, port=free_port(), models_dir=model_root, data_dir=dataset_dir,
-                  extra_env={"SWEEP_PLAN_FILE": str(plan_copy(home / "plan"))})
+                  extra_env={"SWEEP_PLAN_FILE": str(plan), "SWEEP_DEFAULT_BUDGET": "tiny"})
     try:
         env = stack.start()
         yield stack, env
@@ -31,22 +44,24 @@ def local_stack(tmp_path_factory, dataset_dir, model_root):
 
 @pytest.fixture(scope="module")
 def local_run(local_stack, dataset_dir):
-    """sweep_small triggered through the REST API with the tiny budget, for one of its models."""
+    """sweep_small triggered through the REST API with every param at its default: offline, the
+    local data and the stack's budget, both models."""
     stack, env = local_stack
-    conf = {"budget": "tiny", "models": [MODEL], "dataset": str(dataset_dir)}
-    run_id = trigger(stack, "sweep_small", conf)
+    run_id = trigger(stack, "sweep_small", {})
     return run_id, wait_for_run(stack, "sweep_small", run_id, timeout_seconds=900)
 
 
-def test_a_tier_triggered_through_the_rest_api_runs_on_the_scheduler(local_stack, local_run):
+def test_a_tier_triggered_through_the_rest_api_runs_on_the_scheduler(local_stack, local_run, dataset_dir):
     stack, env = local_stack
     run_id, run = local_run
     assert run["state"] == "success" and run["run_type"] == "manual"
     instances = task_instances(stack, "sweep_small", run_id)
-    trained = [ti for ti in instances if ti["task_id"] == f"{GROUP}.train"]
-    skipped = [ti for ti in instances if ti["task_id"] == "microsoft_codebert-base.train"]
-    assert len(trained) == 8 and {ti["state"] for ti in trained} == {"success"}
-    assert len(skipped) == 8 and {ti["state"] for ti in skipped} == {"skipped"}  # not selected in the form
+    trained = [ti for ti in instances if ti["task_id"].endswith(".train")]
+    assert len(trained) == 16 and {ti["state"] for ti in trained} == {"success"}
+    start = next(ti for ti in instances if ti["task_id"] == "start")
+    log = stack.api("GET", f"dags/sweep_small/dagRuns/{run_id}/taskInstances/start/logs/1?full_content=true")
+    assert start["state"] == "success" and "params of this run" in json.dumps(log)
+    assert str(dataset_dir) in json.dumps(log) and "'budget': 'tiny'" in json.dumps(log)
     assert {ti["pool"] for ti in trained} == {"gpu"} and {ti["queue"] for ti in trained} == {"gpu"}
     names = sorted(ti["rendered_map_index"] for ti in trained)
     assert names[0].startswith("lr=2e-05 bs=16 ep=3"), names
@@ -56,7 +71,8 @@ def test_a_tier_triggered_through_the_rest_api_runs_on_the_scheduler(local_stack
     assert all(later[0] >= earlier[1] for earlier, later in zip(starts, starts[1:]))  # pool gpu: 1 slot
 
     rows = results(stack, env, "sweep_small", run_id)
-    assert len(rows) == 8 and {row["model_id"] for row in rows} == {MODEL}
+    assert len(rows) == 16 and {row["model_id"] for row in rows} == {MODEL, "microsoft/codebert-base"}
+    assert {row["dataset_source"] for row in rows} == {str(dataset_dir)} and {row["budget"] for row in rows} == {"tiny"}
     assert {row["status"] for row in rows} == {"finished"} and {row["run_type"] for row in rows} == {"manual"}
     assert {row["stop_reason"] for row in rows} <= {"completed", "early_stopped"}
     report = Path(env["SWEEP_REPORTS_DIR"]) / "sweep_small"
@@ -64,6 +80,29 @@ def test_a_tier_triggered_through_the_rest_api_runs_on_the_scheduler(local_stack
     assert MODEL in html and "Recommendation matrix" in html
     verify = next(ti for ti in instances if ti["task_id"] == "verify")
     assert verify["state"] == "success"
+
+
+def test_the_report_is_served_behind_the_login_and_linked_from_its_task(local_stack, local_run):
+    stack, _ = local_stack
+    run_id, _ = local_run
+    links = stack.api("GET", f"dags/sweep_small/dagRuns/{run_id}/taskInstances/report/links")["extra_links"]
+    assert links["Report"].startswith(f"{stack.url}/sweep-reports/sweep_small/"), links  # http: the UI shows it
+    anonymous = urllib.request.Request(links["Report"])
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(anonymous, timeout=30)
+    assert refused.value.code == 401
+    forged = urllib.request.Request(links["Report"], headers={"Authorization": "Bearer not-a-token"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=30)
+    assert refused.value.code in (401, 403)
+    signed_in = urllib.request.Request(links["Report"], headers={"Authorization": f"Bearer {stack.token()}"})
+    with urllib.request.urlopen(signed_in, timeout=30) as response:
+        assert response.status == 200 and "Recommendation matrix" in response.read().decode()
+    outside = urllib.request.Request(f"{stack.url}/sweep-reports/sweep_small/..%2F..%2Fetc/passwd",
+                                     headers={"Authorization": f"Bearer {stack.token()}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(outside, timeout=30)
+    assert refused.value.code == 404
 
 
 def test_the_api_server_refuses_invalid_form_values_and_names_them(local_stack):
@@ -111,6 +150,18 @@ def test_the_ui_in_chromium_lists_the_tiers_shows_the_form_and_names_mapped_inst
             expect(dialog.get_by_role("checkbox", name="Reuse earlier results")).not_to_be_checked()
             expect(dialog.get_by_text("full = the plan as written; demo and tiny shrink data")).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "airflow-trigger-form.png"))
+
+            # An out-of-range step cap stays as typed and is refused in the form, not clamped to 1.
+            runs_before = stack.api("GET", "dags/sweep_small/dagRuns")["total_entries"]
+            step_cap = dialog.get_by_role("spinbutton", name="Step cap")
+            step_cap.fill("-5")
+            step_cap.press("Tab")
+            expect(step_cap).to_have_value("-5")
+            dialog.get_by_role("button", name="Trigger").click()
+            expect(dialog.get_by_text(re.compile(r"-5 is less than or equal to the minimum of 0"))).to_be_visible(
+                timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "airflow-trigger-refused.png"))
+            assert stack.api("GET", "dags/sweep_small/dagRuns")["total_entries"] == runs_before
             page.keyboard.press("Escape")
 
             page.goto(f"{stack.url}/dags/sweep_small/runs/{run_id}/tasks/{GROUP}.train/mapped")
@@ -120,10 +171,92 @@ def test_the_ui_in_chromium_lists_the_tiers_shows_the_form_and_names_mapped_inst
             page.goto(f"{stack.url}/dags/sweep_small/runs/{run_id}")
             page.wait_for_timeout(3000)
             page.screenshot(path=str(ARTIFACTS / "airflow-dag-grid.png"))
+
+            # The report, one click from the report task: its "Report" link opens it, signed in.
+            page.goto(f"{stack.url}/dags/sweep_small/runs/{run_id}/tasks/report")
+            page.get_by_role("link", name="Details", exact=True).click()  # the task's extra links are there
+            link = page.get_by_role("link", name="Report", exact=True)
+            expect(link).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "airflow-report-link.png"))
+            link.click()  # same origin as the UI: it opens in place, with the session's login
+            page.wait_for_url(f"{stack.url}/sweep-reports/**", timeout=30_000)
+            expect(page.get_by_role("heading", name="Sweep report: sweep_small")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Recommendation matrix").first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "airflow-report-opened.png"))
+
+            page.goto(f"{stack.url}/sweep-reports/")  # the index, also in the UI's navigation
+            expect(page.get_by_role("link", name=re.compile(r"manual__"))).to_have_count(1, timeout=30_000)
         finally:
             browser.close()
 
 
+
+
+def scheduled_runs(stack: Stack, dag_id: str) -> list[dict]:
+    runs = stack.api("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+    return [run for run in runs if run["run_type"] == "scheduled"]
+
+
+def wait_for_scheduled_runs(stack: Stack, dag_id: str, count: int, timeout_seconds: float = 240) -> list[dict]:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        runs = scheduled_runs(stack, dag_id)
+        if len(runs) >= count and all(run["state"] in ("success", "failed") for run in runs):
+            return runs
+        time.sleep(3)
+    pytest.fail(f"{dag_id}: {count} scheduled run(s) did not finish within {timeout_seconds:.0f} s")
+
+
+def assert_skipped_before_training(stack: Stack, env: dict, dag_id: str, run: dict) -> None:
+    instances = {ti["task_id"]: ti for ti in task_instances(stack, dag_id, run["dag_run_id"])}
+    assert instances["start"]["state"] == "success", instances["start"]
+    assert {ti["state"] for name, ti in instances.items() if name != "start"} == {"skipped"}, instances
+    assert results(stack, env, dag_id, run["dag_run_id"]) == []  # no experiment started
+
+
+def test_enabling_a_nightly_dag_never_starts_training_now(local_stack):
+    """A first enable, and an enable again after missed nights: the runs Airflow makes for missed
+    cron points are skipped by the first task; the next real run is at the next cron point."""
+    import sqlalchemy as sa
+
+    stack, env = local_stack
+    stack.api("PATCH", "dags/sweep_large", {"is_paused": False})  # what the UI's toggle does
+    [first] = wait_for_scheduled_runs(stack, "sweep_large", 1)
+    assert_skipped_before_training(stack, env, "sweep_large", first)
+    log = stack.api("GET", f"dags/sweep_large/dagRuns/{first['dag_run_id']}/taskInstances/start/logs/1?full_content=true")
+    assert "beyond the plan's tolerance" in json.dumps(log)
+    next_run = datetime.fromisoformat(stack.api("GET", "dags/sweep_large")["next_dagrun_run_after"])
+    assert next_run == THREE_HOURS_AGO.replace(second=0, microsecond=0) + timedelta(days=1)
+
+    # Paused, and three nights pass: the DAG's next run is three nights ago. (Its one run is removed
+    # rather than moved: a run keeps its run id, which the scheduler would make again for that night.)
+    stack.api("PATCH", "dags/sweep_large", {"is_paused": True})
+    engine = sa.create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    with engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM dag_run WHERE dag_id = 'sweep_large'"))
+        connection.execute(sa.text(
+            "UPDATE dag SET next_dagrun = next_dagrun - interval '3 days', next_dagrun_create_after = "
+            "next_dagrun_create_after - interval '3 days', next_dagrun_data_interval_start = "
+            "next_dagrun_data_interval_start - interval '3 days', next_dagrun_data_interval_end = "
+            "next_dagrun_data_interval_end - interval '3 days' WHERE dag_id = 'sweep_large'"))
+    engine.dispose()
+    stack.api("PATCH", "dags/sweep_large", {"is_paused": False})
+    # The scheduler makes a run for the missed night it had next, then one for the latest missed cron
+    # point; wait until its next run is in the future again and every run it made has finished.
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        next_run = datetime.fromisoformat(stack.api("GET", "dags/sweep_large")["next_dagrun_run_after"])
+        runs = scheduled_runs(stack, "sweep_large")
+        if next_run > datetime.now(timezone.utc) and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        time.sleep(3)
+    assert runs and all(datetime.fromisoformat(r["run_after"]) < datetime.now(timezone.utc) - timedelta(hours=2)
+                        for r in runs), runs  # runs for missed nights only, each of them skipped
+    for run in runs:
+        assert_skipped_before_training(stack, env, "sweep_large", run)
+    assert not training_processes(stack)
+    assert next_run == THREE_HOURS_AGO.replace(second=0, microsecond=0) + timedelta(days=1)  # tonight's
+    stack.api("PATCH", "dags/sweep_large", {"is_paused": True})
 
 
 def test_stopping_the_stack_in_the_middle_of_training_leaves_nothing_running(local_stack, local_run, dataset_dir):

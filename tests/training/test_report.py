@@ -8,7 +8,7 @@ import re
 from tests.training.fixtures import CODEBERT, CODET5, LATEST_RUN, PREVIOUS_RUN, result_record, warehouse_records
 from training.report.build import render_run_report
 from training.results.record import ExperimentResult
-from training.results.store import record_experiment
+from training.results.store import finish_sweep_run, record_experiment
 
 
 def render(url, tmp_path, run_id="run-1"):
@@ -37,7 +37,7 @@ def test_report_lists_every_experiment_and_the_best_per_model(tmp_path, fresh_da
     assert "F1 is of the positive class '1'." in markdown and "F1 is of the positive class &#39;1&#39;." in html
     assert html.count('<tr class="best"') == 2 and 'title="RuntimeError: boom"' in html
     assert html.count('class="chart heatmap"') == 2 and html.count('class="chart curves"') == 2
-    assert "This is the first run of this tier." in markdown
+    assert "No earlier successful run of this tier on the same data and budget to compare with." in markdown
 
 
 def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_path, fresh_database):
@@ -46,6 +46,7 @@ def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_pat
         ci = (record["test_f1"] - 0.03, record["test_f1"] + 0.03) if record["test_f1"] else (None, None)
         record_experiment(fresh_database, ExperimentResult.from_dict({**record, "latency_batch1_ms": latency,
                                            "test_f1_ci_low": ci[0], "test_f1_ci_high": ci[1]}))
+    finish_sweep_run(fresh_database, "sweep_small", PREVIOUS_RUN, "small", "scheduled")  # it succeeded
     _, html, markdown = render(fresh_database, tmp_path, LATEST_RUN)
     assert "**Most accurate:** microsoft/codebert-base (test F1 0.860)" in markdown
     # codebert 0.86 / 0.23 GPU-h = 3.74; codet5 0.74 / 0.05 = 14.8
@@ -87,3 +88,21 @@ def test_markup_in_names_is_escaped_in_html(tmp_path, fresh_database):
 def test_a_run_with_no_experiments_still_renders(tmp_path, fresh_database):
     _, html, markdown = render(fresh_database, tmp_path, "nothing-ran")
     assert "No experiments were recorded" in html and "No experiments were recorded" in markdown
+
+
+def test_only_a_successful_run_on_the_same_data_and_budget_is_compared(tmp_path, fresh_database):
+    def run(run_id, day, **overrides):
+        record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+            run_id=run_id, started_at=f"2026-11-{day}T02:00:00+00:00", **overrides)))
+        return finish_sweep_run(fresh_database, "sweep_small", run_id, "small", "scheduled")
+
+    assert run("other-data", "20", dataset_fingerprint="devign", test_f1=0.5) == "success"
+    assert run("demo-budget", "21", budget="demo", test_f1=0.6) == "success"
+    assert run("stand-ins", "22", is_stand_in=True, test_f1=0.65) == "success"
+    assert run("failed", "23", stop_reason="failed", test_f1=None, validation_f1=None) == "failed"
+    run("latest", "25")
+    _, _, markdown = render(fresh_database, tmp_path, "latest")
+    assert "No earlier successful run of this tier on the same data and budget to compare with." in markdown
+    assert run("comparable", "24", test_f1=0.7) == "success"
+    _, _, markdown = render(fresh_database, tmp_path, "latest")
+    assert "Compared with `comparable`" in markdown and "| 0.750 | 0.700 | +0.050" in markdown

@@ -162,13 +162,19 @@ def evaluation_curves(url: str, experiment_ids: list[int]) -> dict[int, list[tup
 
 
 def previous_run_id(url: str, dag_id: str, run_id: str) -> str | None:
-    """The run of the same DAG (tier) that started last before this one."""
+    """The run to compare this one with: the last successful run of the same DAG (tier) that started
+    before it, on the same dataset fingerprint and budget, with stand-ins or real models as this one."""
     engine = engine_for(url)
     try:
         with engine.connect() as connection:
             return connection.execute(sa.text(
-                "SELECT p.run_id FROM sweep_runs p JOIN sweep_runs r ON r.dag_id = p.dag_id "
-                "WHERE r.dag_id = :dag_id AND r.run_id = :run_id AND p.started_at < r.started_at "
+                "WITH kind AS (SELECT sweep_run_id, min(budget) AS budget, bool_or(is_stand_in) AS stand_in, "
+                "  min(dataset_fingerprint) AS fingerprint FROM experiments GROUP BY sweep_run_id) "
+                "SELECT p.run_id FROM sweep_runs p JOIN kind pk ON pk.sweep_run_id = p.sweep_run_id, "
+                "  sweep_runs r JOIN kind rk ON rk.sweep_run_id = r.sweep_run_id "
+                "WHERE r.dag_id = :dag_id AND r.run_id = :run_id AND p.dag_id = r.dag_id "
+                "AND p.started_at < r.started_at AND p.status = 'success' "
+                "AND pk.budget = rk.budget AND pk.stand_in = rk.stand_in AND pk.fingerprint = rk.fingerprint "
                 "ORDER BY p.started_at DESC LIMIT 1"), {"dag_id": dag_id, "run_id": run_id}).scalar()
     finally:
         engine.dispose()
