@@ -21,7 +21,8 @@ DEFAULT_PLAN_PATH = Path(__file__).with_name("plan.toml")
 TIER_NAMES = ("small", "medium", "large")
 PRIORITY_WEIGHTS = {"low": 1, "medium": 2, "high": 3}
 GRID_FIELDS = ("learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps")
-BUDGET_FIELDS = ("max_train_samples", "max_eval_samples", "max_length", "eval_steps", "logging_steps", "max_steps",
+BUDGET_FIELDS = ("max_train_samples", "max_eval_samples", "max_test_samples", "max_length", "eval_steps",
+                 "logging_steps", "max_steps",
                  "max_train_seconds")
 NO_SCHEDULE = "none"  # a tier that only runs when triggered
 ARCHITECTURES = ("roberta", "t5")
@@ -85,7 +86,8 @@ class Budget:
 
     name: str
     max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    max_eval_samples: int | None = None  # validation only: the test split is never capped by it
+    max_test_samples: int | None = None  # test is capped only when a budget says so, and the count is recorded
     max_length: int | None = None
     eval_steps: int | None = None
     logging_steps: int | None = None

@@ -47,6 +47,7 @@ class ExperimentSpec:
     plan_version: str = ""
     reuse_results: bool = False  # copy an earlier run's result for the same experiment key
     max_train_seconds: int | None = None  # the budget's time cap (stop reason "timeout")
+    max_test_samples: int | None = None  # None: every test row
     storage: Storage | None = None  # every location on disk (see training/settings.py)
     database_url: str | None = None  # the results DB; None: the result file only
 
@@ -55,8 +56,9 @@ class ExperimentSpec:
         data = dataclasses.asdict(self)
         for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results", *RUNTIME_FIELDS):
             data.pop(name)
-        if data["max_train_seconds"] is None:
-            data.pop("max_train_seconds")  # keys of experiments without a time cap stay as they were
+        for optional in ("max_train_seconds", "max_test_samples"):
+            if data[optional] is None:
+                data.pop(optional)  # keys of experiments without these caps stay as they were
         return data
 
     def to_json(self) -> str:
@@ -137,6 +139,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         plan_version=plan.version,
         reuse_results=reuse_results,
         max_train_seconds=budget.max_train_seconds,
+        max_test_samples=budget.max_test_samples,
         storage=storage or Storage.from_environment(),
         database_url=database_url,
     )

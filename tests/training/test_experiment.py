@@ -28,6 +28,8 @@ def test_experiment_trains_selects_best_and_records(tmp_path, model_id, dataset_
     assert result["validation_f1"] == pytest.approx(best["f1"])  # the best checkpoint was reloaded
     assert 0.0 <= result["test_f1"] <= 1.0 and result["gpu_hours"] == 0.0 and result["precision"] == "fp32"
     assert result["test_f1_ci_low"] <= result["test_f1"] <= result["test_f1_ci_high"]
+    # the tiny budget caps validation at 32 rows; test is never capped by it: all 40 rows
+    assert (result["train_rows"], result["validation_rows"], result["test_rows"]) == (64, 32, 40)
     assert result["latency_batch1_ms"] > 0 and result["throughput_batch32_per_second"] > 0
     assert result["parameter_count"] > 0 and result["model_size_bytes"] > 0
     checkpoint = Path(result["checkpoint_path"])
@@ -131,3 +133,11 @@ def test_reuse_copies_an_earlier_success_instead_of_training(tmp_path, dataset_d
             "LEFT JOIN evaluation_points p USING (experiment_id) GROUP BY 1, 2 ORDER BY 1")).all()
     assert [tuple(r) for r in rows] == [("run-1", None, len(first["eval_points"])),
                                         ("run-2", "run-1", len(first["eval_points"]))]
+
+
+def test_a_budget_that_caps_test_records_how_many_rows_it_kept(tmp_path, dataset_dir, model_root):
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir), max_test_samples=10, max_steps=2)
+    assert "max_test_samples" in spec.settings_for_key()  # a capped test is another experiment
+    code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root)})
+    assert code == 0, output
+    assert result["test_rows"] == 10 and result["validation_rows"] == 32

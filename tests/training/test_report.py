@@ -17,7 +17,8 @@ def render(url, tmp_path, run_id="run-1"):
 
 
 def test_report_lists_every_experiment_and_the_best_per_model(tmp_path, fresh_database):
-    records = [{**record, "positive_label": "1", "class_count": 2} for record in [
+    records = [{**record, "positive_label": "1", "class_count": 2, "train_rows": 2000, "validation_rows": 400,
+                "test_rows": 400} for record in [
         result_record(learning_rate=2e-5, validation_f1=0.80, test_f1=0.79),
         result_record(learning_rate=5e-5, validation_f1=0.86, test_f1=0.77),
         result_record(CODET5, validation_f1=0.70, test_f1=0.71),
@@ -34,7 +35,8 @@ def test_report_lists_every_experiment_and_the_best_per_model(tmp_path, fresh_da
     assert "| Salesforce/codet5-small | 2e-05 | 16 | 3 | 0.01 | 0.700 | 0.710 |" in markdown
     assert "| Salesforce/codet5-small | 5e-05 | 16 | 3 | 0.01 | failed | 1 | 0.1000 | RuntimeError: boom |" in markdown
     assert "Stand-in models" not in markdown
-    assert "F1 is of the positive class '1'." in markdown and "F1 is of the positive class &#39;1&#39;." in html
+    assert "F1 is of the positive class '1'; rows: 2000 train, 400 validation, 400 test." in markdown
+    assert "F1 is of the positive class &#39;1&#39;" in html
     assert html.count('<tr class="best"') == 2 and 'title="RuntimeError: boom"' in html
     assert html.count('class="chart heatmap"') == 2 and html.count('class="chart curves"') == 2
     assert "No earlier successful run of this tier on the same data and budget to compare with." in markdown
@@ -48,9 +50,10 @@ def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_pat
                                            "test_f1_ci_low": ci[0], "test_f1_ci_high": ci[1]}))
     finish_sweep_run(fresh_database, "sweep_small", PREVIOUS_RUN, "small", "scheduled")  # it succeeded
     _, html, markdown = render(fresh_database, tmp_path, LATEST_RUN)
-    assert "**Most accurate:** microsoft/codebert-base (test F1 0.860)" in markdown
-    # codebert 0.86 / 0.23 GPU-h = 3.74; codet5 0.74 / 0.05 = 14.8
-    assert "**Best F1 per GPU-hour:** Salesforce/codet5-small (14.800 F1 per GPU-hour for the sweep)" in markdown
+    assert "**Most accurate:** microsoft/codebert-base (validation F1 0.850, test F1 0.860)" in markdown
+    # by validation F1: codebert 0.85 / 0.23 GPU-h = 3.70; codet5 0.75 / 0.05 = 15.0
+    assert ("**Best F1 per GPU-hour:** Salesforce/codet5-small (15.000 validation F1 per GPU-hour for the sweep)"
+            in markdown)
     # codet5 (0.74) is not within one point of 0.86: the fastest close model is codebert itself
     assert "**Fastest within one F1 point of the best:** microsoft/codebert-base (12.0 ms" in markdown
     assert "not distinguishable" not in markdown  # [0.83, 0.89] and [0.71, 0.77] do not overlap
@@ -62,11 +65,28 @@ def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_pat
 
 
 def test_overlapping_intervals_are_called_indistinguishable(tmp_path, fresh_database):
-    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(test_f1=0.80, test_f1_ci_low=0.76, test_f1_ci_high=0.84)))
-    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(CODET5, test_f1=0.78, test_f1_ci_low=0.74, test_f1_ci_high=0.82)))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        validation_f1=0.82, test_f1=0.80, test_f1_ci_low=0.76, test_f1_ci_high=0.84)))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, validation_f1=0.79, test_f1=0.78, test_f1_ci_low=0.74, test_f1_ci_high=0.82)))
     _, _, markdown = render(fresh_database, tmp_path)
     assert ("microsoft/codebert-base and Salesforce/codet5-small are not distinguishable: their 95% confidence "
             "intervals of test F1 overlap.") in markdown
+
+
+def test_the_recommendation_follows_validation_not_test(tmp_path, fresh_database):
+    """codebert is better on validation, codet5 on test: every choice follows validation, and test
+    F1 is shown only as the figure of what was chosen."""
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        validation_f1=0.90, test_f1=0.70, latency_batch1_ms=5.0, gpu_hours=0.1)))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, validation_f1=0.80, test_f1=0.95, latency_batch1_ms=1.0, gpu_hours=0.1)))
+    _, html, markdown = render(fresh_database, tmp_path)
+    assert "**Most accurate:** microsoft/codebert-base (validation F1 0.900, test F1 0.700)" in markdown
+    assert "**Best F1 per GPU-hour:** microsoft/codebert-base" in markdown
+    assert "**Fastest within one F1 point of the best:** microsoft/codebert-base" in markdown  # codet5 not within
+    assert "made on validation F1; test F1 is measured once" in markdown and "made on validation F1" in html
+    assert "validation F1, 3 epochs" in html and "test F1, 3 epochs" not in html  # the heatmaps
 
 
 def test_stand_in_results_carry_a_notice(tmp_path, fresh_database):

@@ -88,11 +88,12 @@ def prepare(spec: ExperimentSpec) -> Prepared:
     dataset = loading.load_dataset(spec.dataset)
     splits = DatasetDict(dataset.splits)  # a copy: capping must not change the checked splits
     splits["train"] = loading.cap(splits["train"], spec.max_train_samples, spec.seed)
-    for split in ("validation", "test"):
-        splits[split] = loading.cap(splits[split], spec.max_eval_samples, spec.seed)
+    splits["validation"] = loading.cap(splits["validation"], spec.max_eval_samples, spec.seed)
+    splits["test"] = loading.cap(splits["test"], spec.max_test_samples, spec.seed)  # all rows unless a budget says
     key = experiment_key(spec, dataset.fingerprint)
+    rows = {f"{split}_rows": len(splits[split]) for split in ("train", "validation", "test")}
     return Prepared(spec, key, spec.runtime().experiment_dir(spec.dag_id, spec.run_id, key), dataset, splits,
-                    identity(spec, key, dataset))
+                    dataclasses.replace(identity(spec, key, dataset), **rows))
 
 
 def reuse_earlier_result(prepared: Prepared) -> ExperimentResult | None:

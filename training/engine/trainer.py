@@ -84,7 +84,8 @@ def train(prepared: Prepared, time_limit_seconds: float | None, started_at: date
     tokenizer, _ = load_tokenizer_and_model(prepared.identity.model_source, prepared.label_values, load_model=False)
     # The plan's length, but never past what the model can embed (CodeBERT: 512 positions).
     max_length = min(spec.max_length, tokenizer.model_max_length)
-    caps = {"train": spec.max_train_samples, "eval": spec.max_eval_samples, "seed": spec.seed}
+    caps = {"train": spec.max_train_samples, "eval": spec.max_eval_samples, "test": spec.max_test_samples,
+            "seed": spec.seed}
     tokenized = tokenized_splits(prepared.splits, tokenizer, prepared.dataset_spec, prepared.label_values,
                                  max_length, prepared.fingerprint, caps, spec.runtime().tokenized_dir())
     hp = spec.hyperparameters

@@ -87,14 +87,15 @@ def best_of(experiments: list[StoredExperiment]) -> StoredExperiment | None:
 
 
 def heatmaps(model_id: str, experiments: list[StoredExperiment]) -> list:
-    """Test F1 over learning rate x batch size, one grid per (epochs, weight decay) that occurs."""
+    """Validation F1 (what chooses) over learning rate x batch size, one grid per (epochs, weight
+    decay) that occurs."""
     grids = []
     for epochs, decay in sorted({(e.num_epochs, e.weight_decay) for e in experiments}):
         subset = [e for e in experiments if (e.num_epochs, e.weight_decay) == (epochs, decay)]
         rates = sorted({e.learning_rate for e in subset})
         batches = sorted({e.batch_size for e in subset})
-        cells = {(f"{e.learning_rate:g}", str(e.batch_size)): e.test_f1 for e in subset}
-        grids.append(charts.heatmap(f"{model_id}: test F1, {epochs} epochs, weight decay {decay:g}",
+        cells = {(f"{e.learning_rate:g}", str(e.batch_size)): e.validation_f1 for e in subset}
+        grids.append(charts.heatmap(f"{model_id}: validation F1, {epochs} epochs, weight decay {decay:g}",
                                     [f"{r:g}" for r in rates], [str(b) for b in batches], cells,
                                     "lr", "batch size"))
     return grids
@@ -123,19 +124,23 @@ def cost_of(model: ModelSection, unit: str) -> float:
 
 
 def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendation], str | None]:
-    """Most accurate; best F1 per unit of cost; fastest within one F1 point of the best."""
-    scored = [m for m in models if m.best and m.best.test_f1 is not None]
+    """Most accurate; best F1 per unit of cost; fastest within one F1 point of the best. Every
+    choice is made on validation F1; the test F1 of what was chosen is only reported."""
+    scored = [m for m in models if m.best and m.best.validation_f1 is not None]
     if not scored:
         return [Recommendation("Most accurate", None, "no model finished an experiment")], None
-    ranked = sorted(scored, key=lambda m: m.best.test_f1, reverse=True)
+    ranked = sorted(scored, key=lambda m: m.best.validation_f1, reverse=True)
     top = ranked[0]
-    picks = [Recommendation("Most accurate", top.model_id, f"test F1 {top.best.test_f1:.3f}")]
+    picks = [Recommendation("Most accurate", top.model_id, f"validation F1 {top.best.validation_f1:.3f}, "
+                                                           f"test F1 {_score(top.best.test_f1)}")]
     costed = [m for m in scored if cost_of(m, unit) > 0]
     if costed:
-        value = max(costed, key=lambda m: m.best.test_f1 / cost_of(m, unit))
+        value = max(costed, key=lambda m: m.best.validation_f1 / cost_of(m, unit))
         picks.append(Recommendation(f"Best F1 per {unit}", value.model_id,
-                                    f"{value.best.test_f1 / cost_of(value, unit):.3f} F1 per {unit} for the sweep"))
-    close = [m for m in scored if m.best.test_f1 >= top.best.test_f1 - WITHIN_F1 and m.best.latency_batch1_ms]
+                                    f"{value.best.validation_f1 / cost_of(value, unit):.3f} validation F1 per "
+                                    f"{unit} for the sweep"))
+    close = [m for m in scored
+             if m.best.validation_f1 >= top.best.validation_f1 - WITHIN_F1 and m.best.latency_batch1_ms]
     if close:
         fastest = min(close, key=lambda m: m.best.latency_batch1_ms)
         picks.append(Recommendation("Fastest within one F1 point of the best", fastest.model_id,
@@ -147,6 +152,10 @@ def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendatio
             note = (f"{ranked[0].model_id} and {ranked[1].model_id} are not distinguishable: their 95% "
                     "confidence intervals of test F1 overlap.")
     return picks, note
+
+
+def _score(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def changes(models: list[ModelSection], previous_records: list[StoredExperiment]) -> list[Change]:
@@ -174,9 +183,12 @@ def sections(records: list[StoredExperiment], curves: dict[int, list]) -> list[M
 
 
 def metric_description(rows: list[StoredExperiment]) -> str | None:
+    """Which F1, and on how many rows of each split (a capped test split is never silent)."""
     kinds = sorted({(r.positive_label, r.class_count) for r in rows if r.class_count}, key=str)
     described = [f"F1 is macro-averaged over {count} classes" if positive is None
                  else f"F1 is of the positive class {positive!r}" for positive, count in kinds]
+    counts = sorted({(r.train_rows, r.validation_rows, r.test_rows) for r in rows if r.test_rows is not None})
+    described += [f"rows: {train} train, {validation} validation, {test} test" for train, validation, test in counts]
     return "; ".join(described) + "." if described else None
 
 

@@ -64,6 +64,9 @@ class ExperimentResult:
     dataset_fingerprint: str | None = None
     positive_label: str | None = None  # the class binary F1 is of; None with more classes (macro F1)
     class_count: int | None = None
+    train_rows: int | None = None  # the rows each split really had in this run, after any budget cap
+    validation_rows: int | None = None
+    test_rows: int | None = None
     code_version: str | None = None
     versions: dict = field(default_factory=dict)
     plan_version: str | None = _file_only()
