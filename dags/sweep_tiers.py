@@ -18,13 +18,15 @@ from airflow.sdk import DAG, Asset, Param, TaskGroup
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 
-from sweep_airflow.operators import RenderReportOperator, TrainExperimentOperator, VerifySweepOperator, start_sweep
+from sweep_airflow.operators import (ChooseSeedRerunsOperator, RenderReportOperator, TrainExperimentOperator,
+                                     VerifySweepOperator, start_sweep)
 from training.plan import Plan, PlanError, Tier, load_plan
 from training.settings import RunDefaults, safe_name
 
 MAP_INDEX_TEMPLATE = (
     "lr={{ task.learning_rate }} bs={{ task.batch_size }} ep={{ task.num_epochs }} wd={{ task.weight_decay }}"
 )
+SEED_MAP_INDEX_TEMPLATE = "seed={{ task.seed }} " + MAP_INDEX_TEMPLATE
 
 
 def trigger_params(plan: Plan, tier: Tier, defaults: RunDefaults) -> dict[str, Param]:
@@ -59,6 +61,25 @@ def trigger_params(plan: Plan, tier: Tier, defaults: RunDefaults) -> dict[str, P
     }
 
 
+def training_arguments(plan: Plan, tier: Tier, model_id: str) -> dict:
+    """What every training task of a model shares, grid and seed reruns alike."""
+    return dict(
+        model_id=model_id,
+        budget="{{ params.budget }}",
+        dataset_source="{{ params.dataset }}",
+        selected_models="{{ params.models }}",
+        max_steps="{{ params.max_steps }}",
+        reuse_results="{{ params.reuse_results }}",
+        plan_path=plan.path,
+        pool="gpu",
+        queue="gpu",  # CeleryExecutor: only the GPU workers take these
+        priority_weight=tier.priority_weight,
+        # A retry resumes from the experiment's last checkpoint, not from step 0.
+        retries=plan.scheduling.retries,
+        retry_delay=timedelta(seconds=plan.scheduling.retry_delay_seconds),
+    )
+
+
 def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
     """The DAG of one tier: a mapped training task per model, then the report."""
     with DAG(
@@ -82,30 +103,27 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         trainings = []
         for model_id in tier.models:
             with TaskGroup(group_id=safe_name(model_id).replace(".", "_")):
-                trainings.append(
-                    TrainExperimentOperator.partial(
-                        task_id="train",
-                        model_id=model_id,
-                        budget="{{ params.budget }}",
-                        dataset_source="{{ params.dataset }}",
-                        selected_models="{{ params.models }}",
-                        max_steps="{{ params.max_steps }}",
-                        seed="{{ params.seed }}",
-                        reuse_results="{{ params.reuse_results }}",
-                        plan_path=plan.path,
-                        pool="gpu",
-                        queue="gpu",  # CeleryExecutor: only the GPU workers take these
-                        priority_weight=tier.priority_weight,
-                        # A retry resumes from the experiment's last checkpoint, not from step 0.
-                        retries=plan.scheduling.retries,
-                        retry_delay=timedelta(seconds=plan.scheduling.retry_delay_seconds),
-                        map_index_template=MAP_INDEX_TEMPLATE,
-                    ).expand_kwargs([combo.as_dict() for combo in tier.combinations()])
-                )
+                grid_runs = TrainExperimentOperator.partial(
+                    task_id="train", seed="{{ params.seed }}", map_index_template=MAP_INDEX_TEMPLATE,
+                    **training_arguments(plan, tier, model_id),
+                ).expand_kwargs([combo.as_dict() for combo in tier.combinations()])
+                trainings.append(grid_runs)
+                if plan.settings.confirm_seeds:
+                    # After the whole grid: the chosen configuration again with more seeds.
+                    choose = ChooseSeedRerunsOperator(task_id="choose_seed_reruns", model_id=model_id,
+                                                      count=plan.settings.confirm_seeds, seed="{{ params.seed }}",
+                                                      selected_models="{{ params.models }}", trigger_rule="all_done")
+                    confirm = TrainExperimentOperator.partial(
+                        task_id="confirm", map_index_template=SEED_MAP_INDEX_TEMPLATE,
+                        **training_arguments(plan, tier, model_id),
+                    ).expand_kwargs(choose.output)
+                    grid_runs >> choose
+                    trainings.append(confirm)
         report = RenderReportOperator(task_id="report", tier=tier.name, trigger_rule="all_done",
                                       outlets=[Asset(name=f"sweep_{tier.name}_report")])
         # After the report, whatever happened: the run fails if any experiment did not succeed.
-        verify = VerifySweepOperator(task_id="verify", experiments_per_model=len(tier.combinations()),
+        verify = VerifySweepOperator(task_id="verify",
+                                     experiments_per_model=len(tier.combinations()) + plan.settings.confirm_seeds,
                                      selected_models="{{ params.models }}", trigger_rule="all_done")
         start >> trainings
         trainings >> report >> verify

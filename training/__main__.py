@@ -69,7 +69,7 @@ def check_data_command(args) -> int:
     """The run's own checks on a dataset, before anyone triggers: what was found, or every problem."""
     import dataclasses
 
-    from training.data.contract import SPLITS, duplicates_of_train
+    from training.data.contract import SPLITS, leakage_counts
     from training.data.loading import load_dataset
     from training.plan import load_plan
 
@@ -87,10 +87,14 @@ def check_data_command(args) -> int:
         print(f"  {len(labels.values)} classes {labels.values}: F1 is macro-averaged")
     else:
         print(f"  labels {labels.values}; F1 is measured for the positive label {labels.positive!r}")
-    for split, count in duplicates_of_train(dataset.splits, spec.text_columns).items():
-        share = count / len(dataset.splits[split])
-        print(f"  {split}: {count} rows ({share:.1%}) repeat a train row (whitespace ignored)"
+    leaks = leakage_counts(dataset.splits, spec.text_columns)
+    for split in ("validation", "test"):
+        rows, count = len(dataset.splits[split]), leaks[f"{split}_duplicates_of_train"]
+        print(f"  {split}: {count} rows ({count / rows:.1%}) repeat a train row (whitespace ignored)"
               + ("  <- held-out scores will be optimistic" if count else ""))
+        if len(spec.text_columns) == 2:
+            sharing = leaks[f"{split}_rows_sharing_train_text"]
+            print(f"  {split}: {sharing} rows ({sharing / rows:.1%}) share a function text with a train row")
     return 0
 
 

@@ -62,6 +62,7 @@ class Settings:
     pin_memory: bool
     max_length: int
     seed: int
+    confirm_seeds: int = 0  # after the grid, retrain each model's chosen configuration with this many more seeds
 
 
 @dataclass(frozen=True)

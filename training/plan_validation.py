@@ -17,7 +17,7 @@ from training.plan import (ARCHITECTURES, BUDGET_FIELDS, GRID_FIELDS, NO_SCHEDUL
 PLAN_FORMAT_VERSION = 1  # the plan file's `version`: the layout this code reads
 TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models")
 SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_stopping_patience",
-                 "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed")
+                 "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "confirm_seeds")
 SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date", "late_start_tolerance_minutes")
 DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
 TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "grid")
@@ -98,6 +98,10 @@ class PlanValidator:
         for name in ("mixed_precision", "pin_memory"):
             if not isinstance(raw.get(name), bool):
                 self.fail(f"settings.{name}", raw.get(name), "must be true or false")
+        confirm_seeds = raw.get("confirm_seeds", 0)
+        if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) or not 0 <= confirm_seeds <= 10:
+            self.fail("settings.confirm_seeds", confirm_seeds, "must be a whole number from 0 (off) to 10")
+        values["confirm_seeds"] = confirm_seeds
         return Settings(metric_for_best_model="f1", mixed_precision=raw["mixed_precision"],
                         pin_memory=raw["pin_memory"], **values)
 

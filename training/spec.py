@@ -48,17 +48,22 @@ class ExperimentSpec:
     reuse_results: bool = False  # copy an earlier run's result for the same experiment key
     max_train_seconds: int | None = None  # the budget's time cap (stop reason "timeout")
     max_test_samples: int | None = None  # None: every test row
+    confirmation_of: str | None = None  # a seed-confirmation run: the experiment key of the grid run it repeats
     storage: Storage | None = None  # every location on disk (see training/settings.py)
     database_url: str | None = None  # the results DB; None: the result file only
 
     def settings_for_key(self) -> dict[str, Any]:
         """What changes the trained model, and so belongs in the experiment key (not run ids)."""
         data = dataclasses.asdict(self)
-        for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results", *RUNTIME_FIELDS):
+        # confirmation_of only says why a run exists; its seed is what makes it another experiment.
+        for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results", "confirmation_of",
+                     *RUNTIME_FIELDS):
             data.pop(name)
         for optional in ("max_train_seconds", "max_test_samples"):
             if data[optional] is None:
                 data.pop(optional)  # keys of experiments without these caps stay as they were
+        if any(data.get(cap) is not None for cap in ("max_train_samples", "max_eval_samples", "max_test_samples")):
+            data["row_sample"] = "file-order"  # capped rows are now sampled by loading.capped_rows
         return data
 
     def to_json(self) -> str:
@@ -95,7 +100,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
                dataset_source: str | None = None, dag_id: str = "", run_id: str = "",
                run_type: str = "manual", max_steps: int | None = None, seed: int | None = None,
                reuse_results: bool = False, storage: Storage | None = None,
-               database_url: str | None = None) -> ExperimentSpec:
+               database_url: str | None = None, confirmation_of: str | None = None) -> ExperimentSpec:
     """Resolve the plan for one grid point; raise ParamError naming a bad budget, model, step cap or seed.
 
     Storage defaults to the environment's locations (this is where a run starts); the database URL
@@ -140,6 +145,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         reuse_results=reuse_results,
         max_train_seconds=budget.max_train_seconds,
         max_test_samples=budget.max_test_samples,
+        confirmation_of=confirmation_of,
         storage=storage or Storage.from_environment(),
         database_url=database_url,
     )

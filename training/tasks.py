@@ -23,13 +23,13 @@ def experiment_spec(*, model_id: str, hyperparameters: dict, tier: str | None = 
                     plan_path: str | None = None, budget: str = "full",
                     dataset: str | None = None, max_steps: int | None = None, seed: int | None = None,
                     reuse_results: bool = False, dag_id: str = "", run_id: str = "", run_type: str = "manual",
-                    require_database: bool = True) -> ExperimentSpec:
+                    require_database: bool = True, confirmation_of: str | None = None) -> ExperimentSpec:
     """The spec of one grid point, built the same way for an Airflow task and for the CLI."""
     plan = load_plan(plan_path)
     return build_spec(plan, model_id, grid_point(plan, model_id, tier, hyperparameters), budget_name=budget,
                       dataset_source=dataset or None, dag_id=dag_id, run_id=run_id, run_type=run_type,
                       max_steps=max_steps, seed=seed, reuse_results=bool(reuse_results),
-                      storage=Storage.from_environment(),
+                      confirmation_of=confirmation_of, storage=Storage.from_environment(),
                       database_url=database_url("a training task" if require_database else None))
 
 
@@ -135,6 +135,22 @@ def report(dag_id: str, run_id: str, tier: str, run_type: str) -> tuple[str, Pat
     url = database_url("the report task")
     status = finish_sweep_run(url, dag_id, run_id, tier, run_type)
     return status, render_run_report(url, dag_id, run_id, Storage.from_environment().report_dir(dag_id, run_id))
+
+
+def seed_confirmations(dag_id: str, run_id: str, model_id: str, count: int, seed: int) -> list[dict]:
+    """The reruns of a model's chosen configuration (by validation F1, among this run's grid) with
+    `count` more seeds (seed+1 ... seed+count), as the confirm task's mapped arguments; none when no
+    grid point succeeded."""
+    from training.report.build import best_of
+    from training.results.store import run_experiments
+
+    records = [r for r in run_experiments(database_url("the seed-confirmation task"), dag_id, run_id)
+               if r.model_id == model_id]
+    best = best_of(records)
+    if best is None:
+        return []
+    return [{**{name: getattr(best, name) for name in GRID_FIELDS}, "seed": seed + offset,
+             "confirmation_of": best.experiment_key} for offset in range(1, count + 1)]
 
 
 def verify(dag_id: str, run_id: str, experiments_per_model: int, selected_models: list[str]) -> int:

@@ -51,7 +51,7 @@ class TrainExperimentOperator(BaseOperator):
                  weight_decay: float, gradient_accumulation_steps: int, budget: str = "full",
                  dataset_source: str | None = None, plan_path: str | None = None,
                  selected_models: list[str] | None = None, max_steps: int | None = None, seed: int | None = None,
-                 reuse_results: bool = False, **kwargs) -> None:
+                 reuse_results: bool = False, confirmation_of: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model_id = model_id
         self.learning_rate = learning_rate
@@ -66,6 +66,7 @@ class TrainExperimentOperator(BaseOperator):
         self.max_steps = max_steps
         self.seed = seed
         self.reuse_results = reuse_results
+        self.confirmation_of = confirmation_of
         self._process = None
 
     def execute(self, context) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class TrainExperimentOperator(BaseOperator):
                 model_id=self.model_id, hyperparameters={name: getattr(self, name) for name in GRID_FIELDS},
                 plan_path=self.plan_path, budget=self.budget, dataset=self.dataset_source, max_steps=self.max_steps,
                 seed=self.seed, reuse_results=self.reuse_results, dag_id=self.dag_id, run_id=context["run_id"],
-                run_type=_run_type(context))
+                run_type=_run_type(context), confirmation_of=self.confirmation_of)
         except tasks.CONFIGURATION_ERRORS as error:  # the same on every retry: fail once, now
             raise AirflowFailException(str(error)) from None
         ti = context["ti"]
@@ -102,6 +103,30 @@ class TrainExperimentOperator(BaseOperator):
         if self._process is not None:
             self.log.info("stopping training process %s", self._process.pid)
             stop(self._process)
+
+
+class ChooseSeedRerunsOperator(BaseOperator):
+    """After a model's grid: its chosen configuration (validation F1) with `count` more seeds, as
+    the mapped arguments of the confirm task (plan setting confirm_seeds)."""
+
+    template_fields = ("selected_models", "seed")
+
+    def __init__(self, *, model_id: str, count: int, seed: int, selected_models: list[str] | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model_id = model_id
+        self.count = count
+        self.seed = seed
+        self.selected_models = selected_models
+
+    def execute(self, context) -> list[dict]:
+        from training import tasks
+
+        if self.selected_models and self.model_id not in self.selected_models:
+            raise AirflowSkipException(f"{self.model_id} was not selected for this run")
+        reruns = tasks.seed_confirmations(self.dag_id, context["run_id"], self.model_id, self.count, int(self.seed))
+        self.log.info("seed confirmation of %s: %s", self.model_id, reruns or "no grid point succeeded; nothing to rerun")
+        return reruns
 
 
 class ReportLink(BaseOperatorLink):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.training.fixtures import CODEBERT, CODET5, LATEST_RUN, PREVIOUS_RUN, warehouse_records
+from tests.training.fixtures import CODEBERT, CODET5, LATEST_RUN, PREVIOUS_RUN, result_record, warehouse_records
 from training.results.record import ExperimentResult
 from training.results.store import finish_sweep_run, record_experiment
 
@@ -68,10 +68,11 @@ def test_leaderboard_ranks_by_validation_f1(warehouse):
 
 
 def test_tier_summary_and_trend(warehouse):
-    summary = rows(warehouse, "SELECT experiments, failed, early_stopped, best_test_f1, gpu_hours "
-                              "FROM analytics.tier_summary WHERE run_id = :r", r=LATEST_RUN)
-    assert summary == [{"experiments": 4, "failed": 1, "early_stopped": 2, "best_test_f1": 0.86,
-                        "gpu_hours": pytest.approx(0.28)}]
+    summary = rows(warehouse, "SELECT experiments, failed, early_stopped, best_model_id, best_validation_f1, "
+                              "test_f1_of_best, gpu_hours FROM analytics.tier_summary WHERE run_id = :r", r=LATEST_RUN)
+    # the test F1 of the experiment validation chose, not the highest test F1 of the run
+    assert summary == [{"experiments": 4, "failed": 1, "early_stopped": 2, "best_model_id": CODEBERT,
+                        "best_validation_f1": 0.85, "test_f1_of_best": 0.86, "gpu_hours": pytest.approx(0.28)}]
     trend = rows(warehouse, "SELECT model_id, test_f1_change FROM analytics.f1_trend_across_runs "
                             "WHERE run_id = :r ORDER BY model_id", r=LATEST_RUN)
     assert [(t["model_id"], round(t["test_f1_change"], 4)) for t in trend] == [(CODET5, 0.05), (CODEBERT, 0.04)]
@@ -99,10 +100,57 @@ def test_every_documented_query_answers_its_question(warehouse):
     failed = run_query(warehouse, "failed_experiments.sql")
     assert [(f["model_id"], f["stop_reason"], f["error"]) for f in failed] == [(CODET5, "failed", "RuntimeError: boom")]
     rates = run_query(warehouse, "learning_rate_effect.sql")
-    # codebert: 2e-5 -> (0.78 + 0.86) / 2 = 0.82, 5e-5 -> (0.82 + 0.81) / 2 = 0.815
-    assert [(r["model_id"], float(r["learning_rate"]), float(r["mean_test_f1"])) for r in rates] == [
-        (CODET5, 5e-5, 0.74), (CODEBERT, 2e-5, 0.82)]
+    # by validation F1: codebert 2e-5 -> (0.80 + 0.85) / 2 = 0.825, 5e-5 -> (0.84 + 0.83) / 2 = 0.835
+    assert [(r["model_id"], float(r["learning_rate"]), float(r["mean_validation_f1"])) for r in rates] == [
+        (CODET5, 5e-5, 0.75), (CODEBERT, 5e-5, 0.835)]
     assert len(list(QUERIES.glob("*.sql"))) == 5  # a new query needs its own check here
+
+
+def test_runs_on_other_data_or_budgets_are_never_compared_or_pooled(warehouse, fresh_database):
+    """A run on another dataset, a run on another budget and a stand-in run: each starts a series of
+    its own in the trend, and the effects of hyperparameters are never pooled across them."""
+    others = {"devign": {"dataset_fingerprint": "devign"}, "demo": {"budget": "demo"},
+              "standin": {"is_stand_in": True}}
+    for day, (name, change) in enumerate(others.items(), start=26):
+        record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+            CODEBERT, run_id=name, validation_f1=0.5, test_f1=0.4, started_at=f"2026-11-{day}T02:00:00+00:00",
+            **change)))
+        finish_sweep_run(fresh_database, "sweep_small", name, "small", "manual")
+    trend = rows(warehouse, "SELECT run_id, previous_run_id FROM analytics.f1_trend_across_runs "
+                            "WHERE model_id = :m ORDER BY run_started_at", m=CODEBERT)
+    assert trend == [{"run_id": PREVIOUS_RUN, "previous_run_id": None}, {"run_id": LATEST_RUN, "previous_run_id": PREVIOUS_RUN},
+                     {"run_id": "devign", "previous_run_id": None}, {"run_id": "demo", "previous_run_id": None},
+                     {"run_id": "standin", "previous_run_id": None}]
+    changes = run_query(warehouse, "f1_changes_since_previous_run.sql")
+    assert {c["run_id"] for c in changes} == {LATEST_RUN}
+    effects = rows(warehouse, "SELECT dataset_fingerprint, budget, is_stand_in, experiments, mean_validation_f1 "
+                              "FROM analytics.hyperparameter_effects WHERE model_id = :m AND hyperparameter = "
+                              "'num_epochs' ORDER BY experiments DESC, dataset_fingerprint, budget", m=CODEBERT)
+    assert effects == [
+        {"dataset_fingerprint": "abc", "budget": "full", "is_stand_in": False, "experiments": 4,
+         "mean_validation_f1": pytest.approx(0.83)},
+        {"dataset_fingerprint": "abc", "budget": "demo", "is_stand_in": False, "experiments": 1, "mean_validation_f1": 0.5},
+        {"dataset_fingerprint": "abc", "budget": "full", "is_stand_in": True, "experiments": 1, "mean_validation_f1": 0.5},
+        {"dataset_fingerprint": "devign", "budget": "full", "is_stand_in": False, "experiments": 1,
+         "mean_validation_f1": 0.5}]
+
+
+def test_seed_reruns_are_summarised_and_never_chosen(warehouse, fresh_database):
+    """Reruns of the chosen configuration with other seeds: in the seed view with mean and sd, never
+    the chosen configuration themselves, even with a higher validation F1."""
+    chosen = next(r for r in warehouse_records() if r["run_id"] == LATEST_RUN and r["model_id"] == CODEBERT
+                  and r["learning_rate"] == 2e-5)
+    for seed, f1 in ((43, 0.87), (44, 0.83)):
+        record_experiment(fresh_database, ExperimentResult.from_dict({
+            **chosen, "experiment_key": f"{chosen['experiment_key']}-seed{seed}", "seed": seed, "attempts": [],
+            "confirmation_of": chosen["experiment_key"], "validation_f1": f1, "test_f1": f1 - 0.01}))
+    best = rows(warehouse, "SELECT experiment_key, validation_f1 FROM analytics.best_configuration_per_model "
+                           "WHERE run_id = :r AND model_id = :m", r=LATEST_RUN, m=CODEBERT)
+    assert best == [{"experiment_key": chosen["experiment_key"], "validation_f1": 0.85}]
+    seeds = rows(warehouse, "SELECT seeds, mean_validation_f1, sd_validation_f1, mean_test_f1 "
+                            "FROM analytics.seed_confirmations WHERE model_id = :m", m=CODEBERT)
+    assert seeds == [{"seeds": 3, "mean_validation_f1": pytest.approx(0.85), "sd_validation_f1": pytest.approx(0.02),
+                      "mean_test_f1": pytest.approx((0.86 + 0.86 + 0.82) / 3)}]
 
 
 @pytest.mark.parametrize("statement", [

@@ -190,3 +190,25 @@ def test_the_fingerprint_follows_the_column_mapping_and_the_labels(tmp_path):
     first = load(folder).fingerprint
     (folder / "dataset.json").write_text(json.dumps({"text_columns": ["doc"]}))
     assert load(folder).fingerprint != first  # same files, another text column: another dataset
+
+
+def test_check_data_reports_leaking_rows_of_a_pair_dataset(tmp_path):
+    """`check-data` on pairs whose held-out rows repeat training rows, or share a function with one."""
+    import subprocess
+    import sys
+
+    def pairs(items):
+        return [{"func1": a, "func2": b, "label": label} for a, b, label in items]
+
+    folder = dataset(tmp_path, manifest={"text_columns": ["func1", "func2"]},
+                     train=pairs([("def a(): return 1", "def b(): return 2", 1), ("def c(): pass", "def d(): pass", 0)]),
+                     validation=pairs([("def x(): pass", "def y(): pass", 0), ("def z(): pass", "def w(): pass", 1)]),
+                     test=pairs([("def d():  pass", "def c(): pass", 0),  # a train pair, swapped and respaced
+                                 ("def a(): return 1", "def q(): pass", 1),  # shares a function
+                                 ("def r(): pass", "def s(): pass", 0), ("def t(): pass", "def u(): pass", 1)]))
+    completed = subprocess.run([sys.executable, "-m", "training", "check-data", str(folder)],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "  validation: 0 rows (0.0%) repeat a train row (whitespace ignored)\n" in completed.stdout
+    assert ("  test: 1 rows (25.0%) repeat a train row (whitespace ignored)  <- held-out scores will be optimistic\n"
+            "  test: 2 rows (50.0%) share a function text with a train row\n") in completed.stdout

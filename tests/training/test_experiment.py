@@ -39,6 +39,28 @@ def test_experiment_trains_selects_best_and_records(tmp_path, model_id, dataset_
         row = connection.execute(sa.text("SELECT * FROM experiments")).mappings().one()
     assert (row["model_id"], row["experiment_key"], row["test_f1"]) == (model_id, result["experiment_key"],
                                                                         pytest.approx(result["test_f1"]))
+    assert (row["seed"], row["predictions_path"]) == (spec.seed, result["predictions_path"])
+    assert_predictions_kept(result, dataset_dir, checkpoint)
+
+
+def assert_predictions_kept(result: dict, dataset_dir: Path, checkpoint: Path) -> None:
+    """Every test row's prediction beside the best checkpoint, in the test file's order, and the
+    recorded interval recomputed from that file alone."""
+    import pyarrow.parquet as pq
+
+    from training.results.predictions import recomputed_interval
+
+    path = Path(result["predictions_path"])
+    assert path.parent == checkpoint and path.name == "test_predictions.parquet"
+    table = pq.read_table(path).to_pydict()
+    test_rows = [json.loads(line) for line in (dataset_dir / "test.jsonl").read_text().splitlines()]
+    assert table["row_id"] == list(range(len(test_rows)))
+    assert table["label"] == [row["label"] for row in test_rows]
+    assert all(0.0 <= p <= 1.0 for p in table["positive_probability"])
+    assert table["predicted_label"] == [int(p >= 0.5) for p in table["positive_probability"]]
+    assert recomputed_interval(path) == (result["test_f1_ci_low"], result["test_f1_ci_high"])
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["id2label"] == {"0": "0", "1": "1"} and config["label2id"] == {"0": 0, "1": 1}
 
 
 def test_early_stopping_stops_a_run_that_stops_improving(tmp_path, dataset_dir, model_root):
@@ -141,3 +163,39 @@ def test_a_budget_that_caps_test_records_how_many_rows_it_kept(tmp_path, dataset
     code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root)})
     assert code == 0, output
     assert result["test_rows"] == 10 and result["validation_rows"] == 32
+    # the kept rows are a sample in file order: the predictions name them by their place in the file
+    import pyarrow.parquet as pq
+
+    from training.results.predictions import recomputed_interval
+
+    row_ids = pq.read_table(result["predictions_path"]).column("row_id").to_pylist()
+    assert len(row_ids) == 10 and row_ids == sorted(set(row_ids)) and max(row_ids) < 40
+    assert recomputed_interval(result["predictions_path"]) == (result["test_f1_ci_low"], result["test_f1_ci_high"])
+
+
+def test_held_out_rows_that_repeat_training_rows_are_counted_in_the_result(tmp_path, dataset_dir, model_root):
+    """A dataset with training rows planted in validation and test: the result says how many."""
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    rows = {split: (dataset_dir / f"{split}.jsonl").read_text().splitlines() for split in ("train", "validation", "test")}
+    planted = [json.dumps({**json.loads(line), "code": json.loads(line)["code"] + "\n\n  "})
+               for line in rows["train"][:3]]  # whitespace changed only
+    (leaky / "dataset.json").write_text((dataset_dir / "dataset.json").read_text())
+    (leaky / "train.jsonl").write_text("\n".join(rows["train"]) + "\n")
+    (leaky / "validation.jsonl").write_text("\n".join(planted[:1] + rows["validation"]) + "\n")
+    (leaky / "test.jsonl").write_text("\n".join(planted + rows["test"]) + "\n")
+    # every row: the counts are against the training rows a run really uses
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", leaky), max_train_samples=None,
+                               max_eval_samples=None, max_steps=2)
+    code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root)})
+    assert code == 0, output
+    def normalised(line):
+        return " ".join(json.loads(line)["code"].split())
+
+    train_codes = {normalised(line) for line in rows["train"]}
+    expected = {split: sum(normalised(line) in train_codes for line in lines)
+                for split, lines in (("validation", planted[:1] + rows["validation"]), ("test", planted + rows["test"]))}
+    assert expected["validation"] >= 1 and expected["test"] >= 3
+    assert result["validation_duplicates_of_train"] == expected["validation"]
+    assert result["test_duplicates_of_train"] == expected["test"]
+    assert result["test_rows_sharing_train_text"] == result["test_duplicates_of_train"]  # one text column

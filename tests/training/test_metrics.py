@@ -31,7 +31,7 @@ def test_more_than_two_classes_use_macro_f1():
 
 
 def test_bootstrap_interval_brackets_the_f1_and_is_reproducible():
-    from training.engine.serving import bootstrap_f1_interval
+    from training.results.statistics import bootstrap_f1_interval
 
     labels = [1, 0] * 50
     perfect = bootstrap_f1_interval(labels, labels, 2, seed=1, resamples=200)
@@ -46,7 +46,7 @@ def test_bootstrap_interval_brackets_the_f1_and_is_reproducible():
 def test_vectorised_bootstrap_f1_matches_scikit_learn_on_every_resample():
     import numpy as np
 
-    from training.engine.serving import f1_of_rows
+    from training.results.statistics import f1_of_rows
 
     rng = np.random.default_rng(0)
     for num_labels in (2, 3):

@@ -56,7 +56,7 @@ def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_pat
             in markdown)
     # codet5 (0.74) is not within one point of 0.86: the fastest close model is codebert itself
     assert "**Fastest within one F1 point of the best:** microsoft/codebert-base (12.0 ms" in markdown
-    assert "not distinguishable" not in markdown  # [0.83, 0.89] and [0.71, 0.77] do not overlap
+    assert "not compared, no predictions file was recorded for one of them." in markdown  # fixtures have none
     assert f"Compared with `{PREVIOUS_RUN}`" in markdown
     # codebert 0.82 -> 0.86: outside [0.83, 0.89], flagged; codet5 0.69 -> 0.74: outside [0.71, 0.77]
     assert "| microsoft/codebert-base | 0.860 | 0.820 | +0.040 ⚑ |" in markdown
@@ -64,14 +64,105 @@ def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_pat
     assert "| microsoft/codebert-base | 2 | 0.2300 | 0.0800 |" in markdown  # resources: saved by early stopping
 
 
-def test_overlapping_intervals_are_called_indistinguishable(tmp_path, fresh_database):
+def predictions_file(folder, labels, predicted, row_ids=None) -> str:
+    """A predictions file as the finish phase writes it, from chosen predictions."""
+    import numpy as np
+
+    from training.results.predictions import write_predictions
+
+    folder.mkdir(parents=True)
+    logits = np.stack([1 - np.asarray(predicted), np.asarray(predicted)], axis=1).astype(float) * 4
+    rows = range(len(labels)) if row_ids is None else row_ids
+    return str(write_predictions(folder, rows, labels, logits, [0, 1], seed=42))
+
+
+def test_the_verdict_between_models_comes_from_a_paired_test_on_the_same_rows(tmp_path, fresh_database):
+    labels = [1, 0] * 100
+    strong = list(labels)
+    weak = [1 - y if i % 4 == 0 else y for i, y in enumerate(labels)]  # 50 of 200 rows wrong
+    close = [1 - y if i == 1 else y for i, y in enumerate(strong)]  # one row from strong
     record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
-        validation_f1=0.82, test_f1=0.80, test_f1_ci_low=0.76, test_f1_ci_high=0.84)))
+        validation_f1=0.82, test_f1=1.0, predictions_path=predictions_file(tmp_path / "a", labels, strong))))
     record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
-        CODET5, validation_f1=0.79, test_f1=0.78, test_f1_ci_low=0.74, test_f1_ci_high=0.82)))
+        CODET5, validation_f1=0.79, test_f1=0.75, predictions_path=predictions_file(tmp_path / "b", labels, weak))))
+    # within codet5: its runner-up configuration, one row away from codebert's predictions
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, learning_rate=5e-5, validation_f1=0.70, test_f1=0.99,
+        predictions_path=predictions_file(tmp_path / "c", labels, close))))
+    _, html, markdown = render(fresh_database, tmp_path)
+    assert ("**Verdict: better.** microsoft/codebert-base is better than Salesforce/codet5-small on the same "
+            "test rows (test F1 difference +0.") in markdown
+    assert "McNemar p = " in markdown and "on 50 against 0 rows only one of them gets right" in markdown
+    # codet5's chosen configuration (by validation) is worse on test than its runner-up: still chosen, and said so
+    assert "| Salesforce/codet5-small | 2e-05 | 16 | 3 | 0.01 | 0.790 | 0.750 |" in markdown
+    assert ("- Salesforce/codet5-small: the next by validation F1 (lr 5e-05, batch 16, 3 epochs, wd 0.01) scores "
+            "better than the chosen configuration (lr 2e-05, batch 16, 3 epochs, wd 0.01) on the same test rows "
+            "(test F1 difference -0.") in markdown
+    assert "on 1 against 50 rows only one of them gets right): validation chose otherwise" in markdown
+    assert 'class="note verdict"' in html
+
+
+def test_close_models_are_not_distinguishable_and_missing_predictions_are_said(tmp_path, fresh_database):
+    labels = [1, 0] * 100
+    a = [1 - y if i % 10 == 0 else y for i, y in enumerate(labels)]
+    b = [1 - y if i % 10 == 1 else y for i, y in enumerate(labels)]  # as many errors, on other rows
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        validation_f1=0.82, test_f1=0.80, predictions_path=predictions_file(tmp_path / "a", labels, a))))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, validation_f1=0.79, test_f1=0.80, predictions_path=predictions_file(tmp_path / "b", labels, b))))
     _, _, markdown = render(fresh_database, tmp_path)
-    assert ("microsoft/codebert-base and Salesforce/codet5-small are not distinguishable: their 95% confidence "
-            "intervals of test F1 overlap.") in markdown
+    assert ("**Verdict: not distinguishable.** microsoft/codebert-base and Salesforce/codet5-small are not "
+            "distinguishable on the same test rows (test F1 difference -0.020") in markdown
+    shifted = predictions_file(tmp_path / "c", labels, b, row_ids=range(1, 201))  # other rows
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, validation_f1=0.79, predictions_path=shifted)))
+    _, _, markdown = render(fresh_database, tmp_path)
+    assert "not compared, they were not scored on the same test rows." in markdown
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(CODET5, validation_f1=0.79)))
+    _, _, markdown = render(fresh_database, tmp_path)
+    assert "not compared, no predictions file was recorded for one of them." in markdown
+
+
+def test_seed_reruns_show_mean_and_sd_and_weigh_in_the_verdict(tmp_path, fresh_database):
+    """A paired test that says "better", but training seeds that spread wider than the gap: the
+    verdict is "not distinguishable", and the reruns never become the chosen configuration."""
+    labels = [1, 0] * 100
+    strong = list(labels)
+    weak = [1 - y if i % 8 == 0 else y for i, y in enumerate(labels)]
+    chosen = {CODEBERT: "bert-chosen", CODET5: "t5-chosen"}
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        key=chosen[CODEBERT], validation_f1=0.82, test_f1=0.90, seed=42,
+        predictions_path=predictions_file(tmp_path / "a", labels, strong))))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, key=chosen[CODET5], validation_f1=0.79, test_f1=0.85, seed=42,
+        predictions_path=predictions_file(tmp_path / "b", labels, weak))))
+    seed_f1 = {CODEBERT: [(0.95, 0.70), (0.80, 0.95)], CODET5: [(0.70, 0.80), (0.75, 0.90)]}
+    for model_id, reruns in seed_f1.items():
+        for seed, (validation_f1, test_f1) in zip((43, 44), reruns):
+            record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+                model_id, key=f"{chosen[model_id]}-{seed}", seed=seed, confirmation_of=chosen[model_id],
+                validation_f1=validation_f1, test_f1=test_f1, gpu_hours=0.05)))
+    _, html, markdown = render(fresh_database, tmp_path)
+    assert "**Most accurate:** microsoft/codebert-base (validation F1 0.820" in markdown  # not the 0.95 rerun
+    assert ("microsoft/codebert-base, the chosen configuration over 3 training seeds (42, 43, 44): validation F1 "
+            "0.857 ± 0.081, test F1 0.850 ± 0.132 (mean ± sd).") in markdown
+    assert "**Verdict: not distinguishable.**" in markdown
+    assert ("over 3 and 3 training seeds, mean test F1 0.850 ± 0.132 against 0.850 ± 0.050, a gap within the "
+            "seeds' spread") in markdown
+    assert "Seed confirmation (plan setting `confirm_seeds`) cost 0.2000 GPU-hours of this run." in markdown
+    assert "| early_stopped (seed 43) |" in markdown and html.count('class="seed') == 4
+    assert "6 experiments" in markdown
+
+
+def test_held_out_rows_repeating_training_rows_are_a_warning(tmp_path, fresh_database):
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        test_rows=400, validation_rows=200, test_duplicates_of_train=12, test_rows_sharing_train_text=125,
+        validation_duplicates_of_train=0, validation_rows_sharing_train_text=0)))
+    _, html, markdown = render(fresh_database, tmp_path)
+    assert ("> **Leakage.** 12 of 400 test rows (3.0%) are exact duplicates of a training row, and 125 (31.2%) "
+            "share at least one text with a training row (the same function under another pair): test F1 is "
+            "optimistic for code the model has never seen.") in markdown
+    assert "validation rows" not in markdown and html.count("<strong>Leakage.</strong>") == 1
 
 
 def test_the_recommendation_follows_validation_not_test(tmp_path, fresh_database):

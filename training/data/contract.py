@@ -174,15 +174,24 @@ def normalised(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def row_digests(split, text_columns) -> list[str]:
-    """One digest per row of its whitespace-normalised texts, to find exact duplicates."""
-    columns = [list(split[column]) for column in text_columns]
-    return [hashlib.sha1("\x00".join(normalised(t) for t in texts).encode()).hexdigest()
-            for texts in zip(*columns)]
+def text_digest(text: str) -> str:
+    return hashlib.sha1(normalised(text).encode()).hexdigest()
 
 
-def duplicates_of_train(splits, text_columns) -> dict[str, int]:
-    """Rows of validation and test whose texts (whitespace-normalised) also occur in train."""
-    seen = set(row_digests(splits["train"], text_columns))
-    return {split: sum(digest in seen for digest in row_digests(splits[split], text_columns))
-            for split in ("validation", "test")}
+def leakage_counts(splits, text_columns) -> dict[str, int]:
+    """Held-out rows that leak training data, per split: exact duplicates of a training row (texts
+    whitespace-normalised; a pair in either order, since a clone pair is symmetric), and rows that
+    share at least one text with a training row (the same function under another pair, as in
+    BigCloneBench, where one function appears in many pairs). With one text column the two agree."""
+    def row_texts(split):
+        return list(zip(*[[text_digest(t) for t in split[column]] for column in text_columns]))
+
+    train = row_texts(splits["train"])
+    train_rows = {tuple(sorted(texts)) for texts in train}
+    train_texts = {digest for texts in train for digest in texts}
+    counts = {}
+    for split in ("validation", "test"):
+        rows = row_texts(splits[split])
+        counts[f"{split}_duplicates_of_train"] = sum(tuple(sorted(texts)) in train_rows for texts in rows)
+        counts[f"{split}_rows_sharing_train_text"] = sum(any(d in train_texts for d in texts) for texts in rows)
+    return counts

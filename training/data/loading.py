@@ -212,8 +212,11 @@ def files_fingerprint(paths) -> str:
     return digest.hexdigest()
 
 
-def cap(split, max_samples: int | None, seed: int):
-    """Take a seeded sample of at most max_samples rows (smoke runs and the demo)."""
-    if max_samples is None or len(split) <= max_samples:
-        return split
-    return split.shuffle(seed=seed).select(range(max_samples))
+def capped_rows(row_count: int, max_samples: int | None, seed: int) -> list[int]:
+    """The rows a cap keeps (smoke runs and the demo): a seeded sample of at most max_samples, in
+    the file's order, so predictions line up with the rows and an interval can be recomputed."""
+    if max_samples is None or row_count <= max_samples:
+        return list(range(row_count))
+    import numpy as np
+
+    return sorted(np.random.default_rng(seed).permutation(row_count)[:max_samples].tolist())

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from training.data import loading
-from training.data.contract import DataError
+from training.data.contract import DataError, leakage_counts
 from training.data.loading import LoadedDataset
 from training.engine.accounting import code_version
 from training.engine.models import resolve_model_source, stand_in_info
@@ -41,7 +41,8 @@ class Prepared:
     key: str
     output_dir: Path
     dataset: LoadedDataset  # checked against the contract, before any cap
-    splits: object  # the capped raw splits (a datasets.DatasetDict)
+    splits: object  # the capped raw splits (a datasets.DatasetDict), rows in file order
+    row_ids: dict[str, list[int]]  # each capped split's rows as positions in its file
     identity: ExperimentResult
 
     @property
@@ -74,7 +75,8 @@ def identity(spec: ExperimentSpec, key: str, dataset: LoadedDataset | None) -> E
     return ExperimentResult(
         dag_id=spec.dag_id, run_id=spec.run_id, run_type=spec.run_type, experiment_key=key, tier=spec.tier,
         model_id=spec.model_id, model_source=source, is_stand_in=stand_in_info(source) is not None,
-        **spec.hyperparameters.as_dict(), budget=spec.budget, dataset_source=spec.dataset.source,
+        **spec.hyperparameters.as_dict(), budget=spec.budget, seed=spec.seed, confirmation_of=spec.confirmation_of,
+        dataset_source=spec.dataset.source,
         dataset_fingerprint=dataset.fingerprint if dataset else None,
         positive_label=None if labels is None or labels.positive is None else str(labels.positive),
         class_count=len(labels.values) if labels else None, plan_version=spec.plan_version,
@@ -86,14 +88,17 @@ def prepare(spec: ExperimentSpec) -> Prepared:
     from datasets import DatasetDict
 
     dataset = loading.load_dataset(spec.dataset)
-    splits = DatasetDict(dataset.splits)  # a copy: capping must not change the checked splits
-    splits["train"] = loading.cap(splits["train"], spec.max_train_samples, spec.seed)
-    splits["validation"] = loading.cap(splits["validation"], spec.max_eval_samples, spec.seed)
-    splits["test"] = loading.cap(splits["test"], spec.max_test_samples, spec.seed)  # all rows unless a budget says
+    caps = {"train": spec.max_train_samples, "validation": spec.max_eval_samples,
+            "test": spec.max_test_samples}  # test: every row unless a budget names max_test_samples
+    row_ids = {split: loading.capped_rows(len(dataset.splits[split]), cap, spec.seed) for split, cap in caps.items()}
+    # A copy: capping must not change the checked splits.
+    splits = DatasetDict({split: dataset.splits[split] if len(ids) == len(dataset.splits[split])
+                          else dataset.splits[split].select(ids) for split, ids in row_ids.items()})
     key = experiment_key(spec, dataset.fingerprint)
-    rows = {f"{split}_rows": len(splits[split]) for split in ("train", "validation", "test")}
+    facts = {f"{split}_rows": len(splits[split]) for split in caps}
+    facts.update(leakage_counts(splits, dataset.spec.text_columns))
     return Prepared(spec, key, spec.runtime().experiment_dir(spec.dag_id, spec.run_id, key), dataset, splits,
-                    dataclasses.replace(identity(spec, key, dataset), **rows))
+                    row_ids, dataclasses.replace(identity(spec, key, dataset), **facts))
 
 
 def reuse_earlier_result(prepared: Prepared) -> ExperimentResult | None:

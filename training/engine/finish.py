@@ -10,10 +10,12 @@ from pathlib import Path
 
 from training.engine.accounting import peak_memory_bytes
 from training.engine.callbacks import learning_curve
-from training.engine.serving import bootstrap_f1_interval, inference_speed, model_size
+from training.engine.serving import inference_speed, model_size
 from training.engine.tokenization import LENGTH_COLUMN
 from training.engine.trainer import Training
+from training.results.predictions import write_predictions
 from training.results.record import ExperimentResult, StopReason
+from training.results.statistics import bootstrap_f1_interval
 
 METRIC_NAMES = ("f1", "precision", "recall", "accuracy")
 
@@ -35,13 +37,21 @@ def evaluate_best(training: Training) -> tuple[dict, dict, Path | None]:
     if trainer.state.best_model_checkpoint is None and training.watchers.nan_stop.triggered_at_step is not None:
         return {}, {}, None  # diverged before any evaluation: nothing trustworthy to keep
     validation = trainer.evaluate(metric_key_prefix="eval")
-    prediction = trainer.predict(training.tokenized["test"], metric_key_prefix="test")
+    # Test rows in file order, not length-grouped: the predictions file lines up with the test file
+    # (and with every other experiment on the same data), and the interval can be recomputed from it.
+    grouping, trainer.args.train_sampling_strategy = trainer.args.train_sampling_strategy, "sequential"
+    try:
+        prediction = trainer.predict(training.tokenized["test"], metric_key_prefix="test")
+    finally:
+        trainer.args.train_sampling_strategy = grouping
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     low, high = bootstrap_f1_interval(prediction.label_ids, logits.argmax(-1), len(prepared.label_values),
                                       prepared.spec.seed)
     best_dir = prepared.output_dir / "best"
     trainer.save_model(str(best_dir))
-    training.serving = {"test_f1_ci_low": low, "test_f1_ci_high": high,
+    predictions = write_predictions(best_dir, prepared.row_ids["test"], prediction.label_ids, logits,
+                                    prepared.label_values, prepared.spec.seed)
+    training.serving = {"test_f1_ci_low": low, "test_f1_ci_high": high, "predictions_path": str(predictions),
                         **inference_speed(trainer.model, training.tokenized["test"], trainer.data_collator),
                         **model_size(trainer.model, best_dir)}
     return validation, prediction.metrics, best_dir

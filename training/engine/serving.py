@@ -1,6 +1,6 @@
-"""What production needs to know about a best checkpoint: how sure its test F1 is (a bootstrap
-confidence interval), how fast it answers (latency at batch 1, throughput at batch 32, on the
-device it trained on), and how big it is."""
+"""What production needs to know about a best checkpoint: how fast it answers (latency at batch 1,
+throughput at batch 32, on the device it trained on) and how big it is. How sure its test F1 is
+(the bootstrap interval) is in training/results/statistics.py."""
 
 from __future__ import annotations
 
@@ -11,32 +11,8 @@ import numpy as np
 import torch
 
 
-BOOTSTRAP_RESAMPLES = 1000
 LATENCY_REPEATS = 20
 THROUGHPUT_BATCH = 32
-
-
-def f1_of_rows(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> np.ndarray:
-    """F1 of each row of a (resamples x examples) matrix, with the semantics of metrics.py:
-    positive-class F1 for two labels, macro F1 for more; 0 where a class has no support."""
-    classes = [1] if num_labels == 2 else range(num_labels)
-    scores = []
-    for label in classes:
-        true_positive = ((predictions == label) & (labels == label)).sum(axis=1)
-        predicted = (predictions == label).sum(axis=1)
-        actual = (labels == label).sum(axis=1)
-        denominator = predicted + actual
-        scores.append(np.where(denominator > 0, 2 * true_positive / np.maximum(denominator, 1), 0.0))
-    return np.mean(scores, axis=0)
-
-
-def bootstrap_f1_interval(labels, predictions, num_labels: int, seed: int,
-                          resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    """95% percentile interval of F1 over test examples resampled with replacement."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    sample = np.random.default_rng(seed).integers(0, len(labels), (resamples, len(labels)))
-    low, high = np.percentile(f1_of_rows(labels[sample], predictions[sample], num_labels), [2.5, 97.5])
-    return float(low), float(high)
 
 
 def _batches(dataset, collator, batch_size: int, count: int, device):

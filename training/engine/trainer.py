@@ -85,7 +85,7 @@ def train(prepared: Prepared, time_limit_seconds: float | None, started_at: date
     # The plan's length, but never past what the model can embed (CodeBERT: 512 positions).
     max_length = min(spec.max_length, tokenizer.model_max_length)
     caps = {"train": spec.max_train_samples, "eval": spec.max_eval_samples, "test": spec.max_test_samples,
-            "seed": spec.seed}
+            "seed": spec.seed, "row_sample": "file-order"}
     tokenized = tokenized_splits(prepared.splits, tokenizer, prepared.dataset_spec, prepared.label_values,
                                  max_length, prepared.fingerprint, caps, spec.runtime().tokenized_dir())
     hp = spec.hyperparameters

@@ -13,6 +13,7 @@ from pathlib import Path
 import jinja2
 
 from training.report import charts
+from training.report.comparisons import Comparison, SeedSummary, compare, leakage_notes, seed_summary
 from training.results.record import StopReason, StoredExperiment
 from training.results.store import evaluation_curves, previous_run_id, run_experiments
 
@@ -40,6 +41,9 @@ class ModelSection:
     peak_memory_bytes: int | None
     heatmaps: list = field(default_factory=list)
     curves: object = ""
+    confirmations: list[StoredExperiment] = field(default_factory=list)  # the chosen configuration, other seeds
+    seeds: SeedSummary | None = None
+    runner_up: Comparison | None = None  # the chosen configuration against the next one by validation F1
 
 
 @dataclass(frozen=True)
@@ -74,22 +78,36 @@ class RunReport:
     costs: dict[str, float]  # per model, in cost_unit
     failures: list[StoredExperiment]
     recommendations: list[Recommendation]
-    indistinguishable: str | None
+    verdict: Comparison | None  # the chosen model against the runner-up model, on the same test rows
     previous_run_id: str | None
     changes: list[Change]
     metric: str | None  # which F1: of which positive class, or macro over how many classes
+    leakage: list[str] = field(default_factory=list)
+    seed_cost_gpu_hours: float = 0.0  # what seed confirmation cost, in cost_unit
+
+
+def ranked_by_validation(experiments: list[StoredExperiment]) -> list[StoredExperiment]:
+    """The grid's successful runs, best first: validation F1 selects (test F1 is only reported);
+    ties go to the cheaper run. Seed-confirmation reruns never compete."""
+    candidates = [e for e in experiments if e.succeeded and e.confirmation_of is None]
+    return sorted(candidates, key=lambda e: (e.validation_f1, -(e.gpu_hours or 0), -(e.wall_seconds or 0)),
+                  reverse=True)
 
 
 def best_of(experiments: list[StoredExperiment]) -> StoredExperiment | None:
-    """Validation F1 selects (test F1 is only reported); ties go to the cheaper run."""
-    candidates = [e for e in experiments if e.succeeded]
-    return max(candidates, key=lambda e: (e.validation_f1, -(e.gpu_hours or 0), -(e.wall_seconds or 0)), default=None)
+    ranked = ranked_by_validation(experiments)
+    return ranked[0] if ranked else None
+
+
+def configuration(e: StoredExperiment) -> str:
+    return f"lr {e.learning_rate:g}, batch {e.batch_size}, {e.num_epochs} epochs, wd {e.weight_decay:g}"
 
 
 def heatmaps(model_id: str, experiments: list[StoredExperiment]) -> list:
     """Validation F1 (what chooses) over learning rate x batch size, one grid per (epochs, weight
     decay) that occurs."""
     grids = []
+    experiments = [e for e in experiments if e.confirmation_of is None]
     for epochs, decay in sorted({(e.num_epochs, e.weight_decay) for e in experiments}):
         subset = [e for e in experiments if (e.num_epochs, e.weight_decay) == (epochs, decay)]
         rates = sorted({e.learning_rate for e in subset})
@@ -106,26 +124,34 @@ def mean(values: list) -> float | None:
 
 
 def section(model_id: str, experiments: list[StoredExperiment], curves: dict[int, list]) -> ModelSection:
-    best = best_of(experiments)
+    grid = [e for e in experiments if e.confirmation_of is None]
+    confirmations = [e for e in experiments if e.confirmation_of is not None]
+    ranked = ranked_by_validation(grid)
+    best = ranked[0] if ranked else None
     memory = [e.peak_memory_bytes for e in experiments if e.peak_memory_bytes]
     curve = {f"{model_id} (best: lr {best.learning_rate:g}, batch {best.batch_size})": curves.get(best.experiment_id, [])}\
         if best else {}
+    runner_up = (compare(f"the chosen configuration ({configuration(ranked[0])})", ranked[0],
+                         f"the next by validation F1 ({configuration(ranked[1])})", ranked[1])
+                 if len(ranked) > 1 else None)
     return ModelSection(
-        model_id, experiments, best, sum(e.gpu_hours for e in experiments),
+        model_id, grid, best, sum(e.gpu_hours for e in experiments),
         sum(gpu_hours_saved(e) for e in experiments), sum(e.wall_seconds or 0 for e in experiments),
         [e for e in experiments if not e.succeeded],
-        mean([e.time_to_best_seconds for e in experiments if e.time_to_best_seconds is not None]),
-        max(memory) if memory else None, heatmaps(model_id, experiments),
-        charts.learning_curves(f"{model_id}: validation F1 of the best run", curve) if curve else "")
+        mean([e.time_to_best_seconds for e in grid if e.time_to_best_seconds is not None]),
+        max(memory) if memory else None, heatmaps(model_id, grid),
+        charts.learning_curves(f"{model_id}: validation F1 of the best run", curve) if curve else "",
+        confirmations, seed_summary(best, confirmations), runner_up)
 
 
 def cost_of(model: ModelSection, unit: str) -> float:
     return model.gpu_hours if unit == "GPU-hour" else model.wall_seconds / 3600
 
 
-def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendation], str | None]:
+def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendation], Comparison | None]:
     """Most accurate; best F1 per unit of cost; fastest within one F1 point of the best. Every
-    choice is made on validation F1; the test F1 of what was chosen is only reported."""
+    choice is made on validation F1; the test F1 of what was chosen is only reported, and the
+    verdict between the top two models comes from a paired test on the same test rows."""
     scored = [m for m in models if m.best and m.best.validation_f1 is not None]
     if not scored:
         return [Recommendation("Most accurate", None, "no model finished an experiment")], None
@@ -145,13 +171,11 @@ def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendatio
         fastest = min(close, key=lambda m: m.best.latency_batch1_ms)
         picks.append(Recommendation("Fastest within one F1 point of the best", fastest.model_id,
                                     f"{fastest.best.latency_batch1_ms:.1f} ms per example at batch 1"))
-    note = None
+    verdict = None
     if len(ranked) > 1:
-        first, second = ranked[0].best, ranked[1].best
-        if None not in (first.test_f1_ci_low, second.test_f1_ci_high) and second.test_f1_ci_high >= first.test_f1_ci_low:
-            note = (f"{ranked[0].model_id} and {ranked[1].model_id} are not distinguishable: their 95% "
-                    "confidence intervals of test F1 overlap.")
-    return picks, note
+        second = ranked[1]
+        verdict = compare(top.model_id, top.best, second.model_id, second.best, top.seeds, second.seeds)
+    return picks, verdict
 
 
 def _score(value: float | None) -> str:
@@ -198,12 +222,15 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
     rows = [e for m in models for e in m.experiments]
     gpu_hours = sum(m.gpu_hours for m in models)
     unit = "GPU-hour" if gpu_hours > 0 else "wall-clock hour"
-    picks, note = recommend(models, unit)
-    return RunReport(dag_id, run_id, models, len(rows), sum(not e.succeeded for e in rows), gpu_hours,
+    picks, verdict = recommend(models, unit)
+    every_row = rows + [e for m in models for e in m.confirmations]
+    seed_cost = sum(e.gpu_hours if unit == "GPU-hour" else (e.wall_seconds or 0) / 3600
+                    for m in models for e in m.confirmations)
+    return RunReport(dag_id, run_id, models, len(every_row), sum(not e.succeeded for e in every_row), gpu_hours,
                      sum(m.gpu_hours_saved for m in models), any(e.is_stand_in for e in rows), unit,
                      {m.model_id: cost_of(m, unit) for m in models}, [e for m in models for e in m.failures],
-                     picks, note, previous_id, changes(models, previous_records or []) if previous_id else [],
-                     metric_description(rows))
+                     picks, verdict, previous_id, changes(models, previous_records or []) if previous_id else [],
+                     metric_description(rows), leakage_notes(rows), seed_cost)
 
 
 def environment(autoescape: bool) -> jinja2.Environment:

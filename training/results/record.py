@@ -60,6 +60,8 @@ class ExperimentResult:
     weight_decay: float
     gradient_accumulation_steps: int
     budget: str
+    seed: int | None = None
+    confirmation_of: str | None = None  # a seed-confirmation run: the experiment key of the grid run it repeats
     dataset_source: str
     dataset_fingerprint: str | None = None
     positive_label: str | None = None  # the class binary F1 is of; None with more classes (macro F1)
@@ -67,6 +69,12 @@ class ExperimentResult:
     train_rows: int | None = None  # the rows each split really had in this run, after any budget cap
     validation_rows: int | None = None
     test_rows: int | None = None
+    # Leakage: held-out rows that are exact duplicates of a training row (whitespace-normalised; a
+    # pair in either order), and rows sharing at least one text with a training row.
+    validation_duplicates_of_train: int | None = None
+    test_duplicates_of_train: int | None = None
+    validation_rows_sharing_train_text: int | None = None
+    test_rows_sharing_train_text: int | None = None
     code_version: str | None = None
     versions: dict = field(default_factory=dict)
     plan_version: str | None = _file_only()
@@ -87,6 +95,7 @@ class ExperimentResult:
     steps_planned: int | None = None
     steps_run: int | None = None
     checkpoint_path: str | None = None
+    predictions_path: str | None = None  # the best checkpoint's per-row test predictions (Parquet)
     reused_from_run_id: str | None = None
     # How it ran and what it cost.
     model_revision: str | None = None

@@ -1,0 +1,127 @@
+"""The report's verdicts: whether the chosen model beats the runner-up (and, within each model,
+whether the chosen configuration beats the next one), from a paired test on the same test rows
+read back from the experiments' prediction files; training-seed spread where the plan asked for
+seed confirmation; and the leakage warning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from training.results.predictions import read_predictions
+from training.results.record import StoredExperiment
+from training.results.statistics import PairedTest, paired_bootstrap
+
+SEED_SPREAD_FACTOR = 2.0  # a seed-mean difference counts when it exceeds twice its standard error
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """The chosen configuration over its grid run and its reruns with other seeds."""
+
+    seeds: list[int]
+    mean_validation_f1: float
+    sd_validation_f1: float
+    mean_test_f1: float
+    sd_test_f1: float
+    gpu_hours: float  # what the reruns cost
+
+
+@dataclass(frozen=True)
+class Comparison:
+    first: str
+    second: str
+    test: PairedTest | None
+    verdict: str  # "better", "not distinguishable", "worse on test" (test contradicts the choice), "not compared"
+    sentence: str
+
+
+def _sd(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def seed_summary(best: StoredExperiment | None, confirmations: list[StoredExperiment]) -> SeedSummary | None:
+    if best is None:
+        return None
+    runs = [best, *[c for c in confirmations if c.confirmation_of == best.experiment_key and c.succeeded]]
+    if len(runs) < 2 or any(r.test_f1 is None for r in runs):
+        return None
+    validation, test = [r.validation_f1 for r in runs], [r.test_f1 for r in runs]
+    return SeedSummary(sorted(r.seed for r in runs if r.seed is not None), sum(validation) / len(runs),
+                       _sd(validation), sum(test) / len(runs), _sd(test),
+                       sum(c.gpu_hours for c in confirmations))
+
+
+def paired(first: StoredExperiment, second: StoredExperiment) -> tuple[PairedTest | None, str | None]:
+    """The paired test of two experiments' test predictions, or why there is none."""
+    for experiment in (first, second):
+        if not experiment.predictions_path:
+            return None, "no predictions file was recorded for one of them"
+    try:
+        a, b = read_predictions(first.predictions_path), read_predictions(second.predictions_path)
+    except (OSError, KeyError, ValueError) as error:
+        return None, f"a predictions file could not be read ({type(error).__name__}: {error})"
+    if not a.same_rows(b):
+        return None, "they were not scored on the same test rows"
+    return paired_bootstrap(a.label_index, a.predicted_index, b.predicted_index, a.class_count, a.seed), None
+
+
+def seeds_agree(first: SeedSummary | None, second: SeedSummary | None) -> bool | None:
+    """Whether the seed means of test F1 differ by more than SEED_SPREAD_FACTOR standard errors;
+    None without seed confirmation on both sides."""
+    if first is None or second is None:
+        return None
+    error = math.sqrt(first.sd_test_f1 ** 2 / len(first.seeds) + second.sd_test_f1 ** 2 / len(second.seeds))
+    return first.mean_test_f1 - second.mean_test_f1 > SEED_SPREAD_FACTOR * error
+
+
+def compare(first_name: str, first: StoredExperiment, second_name: str, second: StoredExperiment,
+            first_seeds: SeedSummary | None = None, second_seeds: SeedSummary | None = None) -> Comparison:
+    """First is the one validation F1 chose; the verdict says whether test rows back that choice."""
+    test, why_not = paired(first, second)
+    if test is None:
+        return Comparison(first_name, second_name, None, "not compared",
+                          f"{first_name} against {second_name}: not compared, {why_not}.")
+    figures = (f"test F1 difference {test.difference:+.3f}, 95% paired-bootstrap interval {test.low:+.3f} to "
+               f"{test.high:+.3f}; McNemar p = {test.mcnemar_p:.3g} on {test.only_a_right} against "
+               f"{test.only_b_right} rows only one of them gets right")
+    verdict = {"better": "better", "worse": "worse on test"}.get(test.verdict, "not distinguishable")
+    agree = seeds_agree(first_seeds, second_seeds)
+    seeds = ""
+    if agree is not None:
+        seeds = (f"; over {len(first_seeds.seeds)} and {len(second_seeds.seeds)} training seeds, mean test F1 "
+                 f"{first_seeds.mean_test_f1:.3f} ± {first_seeds.sd_test_f1:.3f} against "
+                 f"{second_seeds.mean_test_f1:.3f} ± {second_seeds.sd_test_f1:.3f}")
+        if verdict == "better" and not agree:  # one seed's luck is not a better model
+            verdict = "not distinguishable"
+            seeds += ", a gap within the seeds' spread"
+    if verdict == "better":
+        sentence = f"{first_name} is better than {second_name} on the same test rows ({figures}{seeds})."
+    elif verdict == "worse on test":  # the choice stays on validation; the reader must know test disagrees
+        sentence = (f"{second_name} scores better than {first_name} on the same test rows ({figures}{seeds}): "
+                    "validation chose otherwise, so the choice is not confirmed by test.")
+    else:
+        sentence = f"{first_name} and {second_name} are not distinguishable on the same test rows ({figures}{seeds})."
+    return Comparison(first_name, second_name, test, verdict, sentence)
+
+
+def leakage_notes(rows: list[StoredExperiment]) -> list[str]:
+    """One warning per split whose held-out rows repeat training rows (the same for every experiment
+    on the same data and caps, so the largest count is shown)."""
+    notes = []
+    for split in ("validation", "test"):
+        total = max((getattr(r, f"{split}_rows") or 0 for r in rows), default=0)
+        duplicates = max((getattr(r, f"{split}_duplicates_of_train") or 0 for r in rows), default=0)
+        sharing = max((getattr(r, f"{split}_rows_sharing_train_text") or 0 for r in rows), default=0)
+        if not total or not (duplicates or sharing):
+            continue
+        text = f"{duplicates} of {total} {split} rows ({duplicates / total:.1%}) are exact duplicates of a training row"
+        if sharing > duplicates:
+            text += (f", and {sharing} ({sharing / total:.1%}) share at least one text with a training row "
+                     "(the same function under another pair)")
+        notes.append(text + f": {split} F1 is optimistic for code the model has never seen.")
+    return notes
