@@ -1,8 +1,8 @@
 """`make demo`: the small tier end to end through Airflow, offline, on this machine.
 
 Starts the embedded Postgres, creates and migrates the results and Airflow databases, generates
-the stdlib bug-detection dataset and the stand-in models (once), runs the small-tier DAG with
-the `demo` budget, and prints the report's path. Safe to run again.
+the stdlib clone-pair dataset and pre-trains the stand-in models on it (once), runs the small-tier
+DAG with the `demo` budget, and prints the report's path. Safe to run again.
 """
 
 from __future__ import annotations

@@ -113,9 +113,12 @@ def check_plan_command(args) -> int:
 
 
 def make_dataset_command(args) -> int:
-    from training.offline.synthetic import generate
+    from training.offline import pairs, synthetic
 
-    counts = generate(Path(args.out), max_examples=args.max_examples, seed=args.seed)
+    if args.kind == "clones":
+        counts = pairs.generate(Path(args.out), max_pairs=args.max_examples, seed=args.seed)
+    else:
+        counts = synthetic.generate(Path(args.out), max_examples=args.max_examples, seed=args.seed)
     print(f"wrote {counts} to {args.out}")
     return 0
 
@@ -126,7 +129,8 @@ def build_standins_command(args) -> int:
 
     models = args.models.split(",") if args.models else None
     for folder in build_stand_ins(load_plan(args.plan), Path(args.data), Path(args.out), args.max_length,
-                                  model_ids=models, full_size=args.full_size):
+                                  model_ids=models, full_size=args.full_size, pretrain_steps=args.pretrain_steps,
+                                  pretrain_seconds=args.pretrain_seconds):
         print(folder)
     return 0
 
@@ -189,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     add_grid_point_arguments(spec, required=True)
     spec.set_defaults(handler=spec_command)
 
-    dataset = commands.add_parser("make-dataset", help="generate the offline stdlib bug-detection dataset")
+    dataset = commands.add_parser("make-dataset", help="generate an offline dataset from the standard library")
     dataset.add_argument("--out", required=True)
+    dataset.add_argument("--kind", choices=["clones", "bugs"], default="clones",
+                         help="clones: func1/func2 pairs, the default task's shape (the demo's); bugs: single "
+                              "snippets, half with an injected operator bug")
     dataset.add_argument("--max-examples", type=int, default=3000)
     dataset.add_argument("--seed", type=int, default=42)
     dataset.set_defaults(handler=make_dataset_command)
@@ -203,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     standins.add_argument("--models", default=None, help="comma-separated hub ids (default: every model of the plan)")
     standins.add_argument("--full-size", action="store_true",
                           help="the published sizes with random weights: to measure real cost without the hub")
+    standins.add_argument("--pretrain-steps", type=int, default=0,
+                          help="pre-train each stand-in on the data's training split first (masked LM / denoising)")
+    standins.add_argument("--pretrain-seconds", type=float, default=60.0, help="time limit of each pre-training")
     standins.set_defaults(handler=build_standins_command)
 
     db = commands.add_parser("db", help="results database: up | migrate | sync | add-user | stop")

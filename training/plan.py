@@ -23,7 +23,7 @@ PRIORITY_WEIGHTS = {"low": 1, "medium": 2, "high": 3}
 GRID_FIELDS = ("learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps")
 BUDGET_FIELDS = ("max_train_samples", "max_eval_samples", "max_test_samples", "max_length", "eval_steps",
                  "logging_steps", "max_steps",
-                 "max_train_seconds")
+                 "max_train_seconds", "learning_rate_scale")
 NO_SCHEDULE = "none"  # a tier that only runs when triggered
 ARCHITECTURES = ("roberta", "t5")
 
@@ -94,6 +94,9 @@ class Budget:
     logging_steps: int | None = None
     max_steps: int | None = None
     max_train_seconds: int | None = None  # stop training after this long (stop reason "timeout")
+    # Multiplies every learning rate of the grid (the records keep the grid's values): scaled-down
+    # stand-ins need larger steps than the 60M-770M-parameter models the grid was chosen for.
+    learning_rate_scale: float | None = None
 
 
 @dataclass(frozen=True)

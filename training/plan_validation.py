@@ -132,7 +132,9 @@ class PlanValidator:
         if not isinstance(raw, dict):
             self.fail(f"budgets.{name}", raw, "must be a table")
         self.known_keys(raw, BUDGET_FIELDS, f"budgets.{name}")
-        return Budget(name, **{key: self.positive(f"budgets.{name}.{key}", value, int) for key, value in raw.items()})
+        return Budget(name, **{key: self.positive(f"budgets.{name}.{key}", value,
+                                                  float if key == "learning_rate_scale" else int)
+                               for key, value in raw.items()})
 
     def tier(self, name: str, raw: dict, architectures: dict[str, str]) -> Tier:
         prefix = f"tiers.{name}"

@@ -48,6 +48,7 @@ class ExperimentSpec:
     reuse_results: bool = False  # copy an earlier run's result for the same experiment key
     max_train_seconds: int | None = None  # the budget's time cap (stop reason "timeout")
     max_test_samples: int | None = None  # None: every test row
+    learning_rate_scale: float | None = None  # the budget's multiplier of the grid's learning rate
     confirmation_of: str | None = None  # a seed-confirmation run: the experiment key of the grid run it repeats
     storage: Storage | None = None  # every location on disk (see training/settings.py)
     database_url: str | None = None  # the results DB; None: the result file only
@@ -59,7 +60,7 @@ class ExperimentSpec:
         for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results", "confirmation_of",
                      *RUNTIME_FIELDS):
             data.pop(name)
-        for optional in ("max_train_seconds", "max_test_samples"):
+        for optional in ("max_train_seconds", "max_test_samples", "learning_rate_scale"):
             if data[optional] is None:
                 data.pop(optional)  # keys of experiments without these caps stay as they were
         if any(data.get(cap) is not None for cap in ("max_train_samples", "max_eval_samples", "max_test_samples")):
@@ -145,6 +146,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         reuse_results=reuse_results,
         max_train_seconds=budget.max_train_seconds,
         max_test_samples=budget.max_test_samples,
+        learning_rate_scale=budget.learning_rate_scale,
         confirmation_of=confirmation_of,
         storage=storage or Storage.from_environment(),
         database_url=database_url,

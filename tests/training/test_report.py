@@ -217,3 +217,16 @@ def test_only_a_successful_run_on_the_same_data_and_budget_is_compared(tmp_path,
     assert run("comparable", "24", test_f1=0.7) == "success"
     _, _, markdown = render(fresh_database, tmp_path, "latest")
     assert "Compared with `comparable`" in markdown and "| 0.750 | 0.700 | +0.050" in markdown
+
+
+def test_a_chosen_model_no_better_than_a_constant_is_called_out(tmp_path, fresh_database):
+    labels = [1, 0] * 50
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        validation_f1=0.67, test_f1=0.667, predictions_path=predictions_file(tmp_path / "a", labels, [1] * 100))))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, validation_f1=0.6, predictions_path=predictions_file(tmp_path / "b", labels, labels))))
+    _, html, markdown = render(fresh_database, tmp_path)
+    assert ("> **Learned little.** microsoft/codebert-base: the chosen configuration is no better than always "
+            "predicting the positive class (F1 0.667 on these rows; difference +0.000, 95% paired interval +0.000 "
+            "to +0.000); it predicts the positive class for 100% of test rows, so it has learned little.") in markdown
+    assert "Salesforce/codet5-small: the chosen" not in markdown and "<strong>Learned little.</strong>" in html

@@ -29,7 +29,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, precision: str, o
     hp = spec.hyperparameters
     return TrainingArguments(
         output_dir=str(output_dir),
-        learning_rate=hp.learning_rate,
+        learning_rate=hp.learning_rate * (spec.learning_rate_scale or 1.0),
         weight_decay=hp.weight_decay,
         num_train_epochs=hp.num_epochs,
         max_steps=spec.max_steps or -1,

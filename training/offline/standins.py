@@ -72,14 +72,22 @@ def size_of(model_id: str, tier: str, full_size: bool) -> dict:
 
 
 def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512, seed: int = 42,
-                    model_ids=None, full_size: bool = False) -> list[Path]:
+                    model_ids=None, full_size: bool = False, pretrain_steps: int = 0,
+                    pretrain_seconds: float | dict[str, float] = 60.0, pretrain_max_length: int = 64,
+                    log=print) -> list[Path]:
     """Build a stand-in per model of the plan (or of model_ids) under out_root/<hub id>; return their
-    folders. full_size: the published sizes (random weights) instead of the scaled-down ones."""
+    folders. full_size: the published sizes (random weights) instead of the scaled-down ones.
+    pretrain_steps: pre-train each on the training split's inputs first (pretraining.py), for at
+    most that many steps and pretrain_seconds (or its value for the model's tier), on sequences of at
+    most pretrain_max_length tokens. Models of the same architecture and size (CodeT5 and CodeT5+ of
+    a tier) are the same stand-in: pre-trained once, saved under each name."""
     unknown = sorted(set(model_ids or ()) - set(plan.architectures))
     if unknown:
         raise ValueError(f"models not in the plan: {unknown}; the plan has {sorted(plan.architectures)}")
     import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM
+
+    from training.offline.pretraining import corpus, pretrain
 
     from training.data.loading import load_dataset
     from training.plan import DatasetSpec
@@ -88,7 +96,9 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
     splits, spec, fingerprint = dataset.splits, dataset.spec, dataset.fingerprint
     texts = [row[column] for row in splits["train"] for column in spec.text_columns]
     tokenizer = train_tokenizer(texts, max_length)
-    folders = []
+    encoded = corpus(splits, spec.text_columns, tokenizer, min(max_length, pretrain_max_length), seed) \
+        if pretrain_steps else []
+    folders, pretrained_weights = [], {}
     for tier in plan.tiers.values():
         for model_id in tier.models:
             if model_ids is not None and model_id not in model_ids:
@@ -97,17 +107,35 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
             architecture = plan.architectures[model_id]
             config = stand_in_config(architecture, size_of(model_id, tier.name, full_size), len(tokenizer),
                                      max_length)
-            # Saved as the hub checkpoints are (CodeT5 as a seq2seq LM), so loading adds a fresh
-            # classification head exactly as it does for the real models.
-            auto = AutoModelForSeq2SeqLM if architecture == "t5" else AutoModelForSequenceClassification
+            # Saved as the hub checkpoints are (CodeBERT with its masked-LM head, CodeT5 as a seq2seq
+            # LM), so loading adds a fresh classification head exactly as it does for the real models.
+            auto = AutoModelForSeq2SeqLM if architecture == "t5" else AutoModelForMaskedLM
             model = auto.from_config(config)
+            pretrained = None
+            if pretrain_steps:
+                shape = (architecture, json.dumps(config.to_diff_dict(), sort_keys=True))
+                if shape not in pretrained_weights:
+                    seconds = pretrain_seconds[tier.name] if isinstance(pretrain_seconds, dict) else pretrain_seconds
+                    outcome = pretrain(model, architecture, tokenizer, encoded, max_steps=pretrain_steps,
+                                       max_seconds=seconds, seed=seed)
+                    pretrained_weights[shape] = (outcome, {k: v.clone() for k, v in model.state_dict().items()})
+                    log(f"pre-trained the {model_id} stand-in: {outcome.steps} steps in {outcome.seconds:.0f} s, "
+                        f"loss {outcome.first_loss:.2f} -> {outcome.last_loss:.2f}")
+                pretrained, weights = pretrained_weights[shape]
+                model.load_state_dict(weights)
             folder = out_root / model_id
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             info = {"stands_in_for": model_id, "architecture": type(model).__name__,
                     "size": "published size, random weights" if full_size else "scaled down",
                     "parameters": sum(p.numel() for p in model.parameters()),
-                    "tokenizer_trained_on": str(data_dir), "dataset_fingerprint": fingerprint}
+                    "tokenizer_trained_on": str(data_dir), "dataset_fingerprint": fingerprint,
+                    "pretraining": None if pretrained is None else {
+                        "objective": "masked language modelling" if architecture == "roberta"
+                        else "span-corruption denoising",
+                        "corpus": "the training split's inputs, without labels", "steps": pretrained.steps,
+                        "seconds": round(pretrained.seconds, 1), "first_loss": round(pretrained.first_loss, 3),
+                        "last_loss": round(pretrained.last_loss, 3)}}
             (folder / STAND_IN_MARKER).write_text(json.dumps(info, indent=2))
             folders.append(folder)
     return folders

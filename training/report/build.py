@@ -13,7 +13,8 @@ from pathlib import Path
 import jinja2
 
 from training.report import charts
-from training.report.comparisons import Comparison, SeedSummary, compare, leakage_notes, seed_summary
+from training.report.comparisons import (Comparison, SeedSummary, compare, leakage_notes, one_class_notes,
+                                        seed_summary)
 from training.results.record import StopReason, StoredExperiment
 from training.results.store import evaluation_curves, previous_run_id, run_experiments
 
@@ -83,6 +84,8 @@ class RunReport:
     changes: list[Change]
     metric: str | None  # which F1: of which positive class, or macro over how many classes
     leakage: list[str] = field(default_factory=list)
+    one_class: list[str] = field(default_factory=list)  # chosen models that predict (nearly) one class
+    positive_baseline_f1: float | None = None  # F1 of always predicting the positive class on the test rows
     seed_cost_gpu_hours: float = 0.0  # what seed confirmation cost, in cost_unit
 
 
@@ -223,6 +226,7 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
     gpu_hours = sum(m.gpu_hours for m in models)
     unit = "GPU-hour" if gpu_hours > 0 else "wall-clock hour"
     picks, verdict = recommend(models, unit)
+    one_class, baseline = one_class_notes({m.model_id: m.best for m in models})
     every_row = rows + [e for m in models for e in m.confirmations]
     seed_cost = sum(e.gpu_hours if unit == "GPU-hour" else (e.wall_seconds or 0) / 3600
                     for m in models for e in m.confirmations)
@@ -230,7 +234,8 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
                      sum(m.gpu_hours_saved for m in models), any(e.is_stand_in for e in rows), unit,
                      {m.model_id: cost_of(m, unit) for m in models}, [e for m in models for e in m.failures],
                      picks, verdict, previous_id, changes(models, previous_records or []) if previous_id else [],
-                     metric_description(rows), leakage_notes(rows), seed_cost)
+                     metric_description(rows), leakage=leakage_notes(rows), seed_cost_gpu_hours=seed_cost,
+                     one_class=one_class, positive_baseline_f1=baseline)
 
 
 def environment(autoescape: bool) -> jinja2.Environment:

@@ -125,3 +125,30 @@ def leakage_notes(rows: list[StoredExperiment]) -> list[str]:
                      "(the same function under another pair)")
         notes.append(text + f": {split} F1 is optimistic for code the model has never seen.")
     return notes
+
+
+def one_class_notes(chosen: dict[str, StoredExperiment]) -> tuple[list[str], float | None]:
+    """(a warning per chosen model whose test F1 is no better than always predicting the positive
+    class, by the paired test on the same rows; the F1 of that constant prediction). Without them an
+    F1 of 0.667 on balanced data reads as learning."""
+    import numpy as np
+
+    notes, baseline = [], None
+    for model_id, best in chosen.items():
+        try:
+            rows = read_predictions(best.predictions_path) if best and best.predictions_path else None
+        except (OSError, KeyError, ValueError):
+            rows = None
+        if rows is None or rows.class_count != 2 or not len(rows.row_ids):
+            continue
+        positive_rate = float(np.mean(rows.label_index == 1))
+        baseline = 2 * positive_rate / (1 + positive_rate)
+        always = np.ones_like(rows.label_index)
+        test = paired_bootstrap(rows.label_index, rows.predicted_index, always, 2, rows.seed)
+        if test.verdict != "better":
+            share = float(np.mean(rows.predicted_index == 1))
+            notes.append(f"{model_id}: the chosen configuration is no better than always predicting the positive "
+                         f"class (F1 {baseline:.3f} on these rows; difference {test.difference:+.3f}, 95% paired "
+                         f"interval {test.low:+.3f} to {test.high:+.3f}); it predicts the positive class for "
+                         f"{share:.0%} of test rows, so it has learned little.")
+    return notes, baseline
