@@ -7,7 +7,8 @@ at --max-steps. Then a real CUDA out-of-memory: a ballast process takes the GPU 
 medium experiment needs beyond about 70% of its activations, and the same experiment must back
 off to a smaller per-device batch and finish. Writes one JSON of measurements to --out.
 
-    python scripts/gpu_check.py --data .sweep/data/stdlib-bugs --out /tmp/gpu-check.json
+    python scripts/gpu_check.py --data .sweep/data/stdlib-clones --out /tmp/gpu-check.json
+    (the figures in docs/gpu-check.md came from the single-snippet set: `make-dataset --kind bugs`)
 """
 
 from __future__ import annotations

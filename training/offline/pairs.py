@@ -26,18 +26,14 @@ import random
 import sysconfig
 from pathlib import Path
 
+from training.offline.synthetic import function_nodes, strip_docstring
+
 MIN_LINES, MAX_LINES = 4, 14  # long enough to have a shape, short enough that a pair fits 128 tokens
 NAMES = ("value", "item", "result", "data", "key", "node", "entry", "total", "count", "index", "text",
          "obj", "elem", "current", "other", "target", "source", "buffer", "part", "state")
 COMMENTS = ("# keep going", "# edge case", "# main work", "# done here", "# see above", "# check first",
             "# update", "# the result")
 PROTECTED = set(dir(builtins)) | set(keyword.kwlist) | {"self", "cls"}
-
-
-def strip_docstring(function: ast.FunctionDef) -> None:
-    body = function.body
-    if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-        function.body = body[1:]
 
 
 NESTED_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
@@ -231,12 +227,8 @@ def compiles(code: str) -> bool:
 
 
 def functions_of(path: Path):
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
-        return
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.end_lineno:
+    for node in function_nodes(path):
+        if isinstance(node, ast.FunctionDef):
             strip_docstring(node)
             lines = node.end_lineno - node.lineno + 1
             if MIN_LINES <= lines <= MAX_LINES and local_names(node)[1:] and compiles(ast.unparse(node)):

@@ -55,15 +55,20 @@ def strip_docstring(function: ast.FunctionDef) -> None:
         function.body = body[1:]
 
 
-def functions_of(path: Path):
+def function_nodes(path: Path):
+    """Every function definition of a file that parses (a few standard-library files do not)."""
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (SyntaxError, UnicodeDecodeError, ValueError):
         return
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno:
-            if MIN_LINES <= node.end_lineno - node.lineno + 1 <= MAX_LINES and mutation_sites(node):
-                yield node
+    yield from (node for node in ast.walk(tree)
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno)
+
+
+def functions_of(path: Path):
+    for node in function_nodes(path):
+        if MIN_LINES <= node.end_lineno - node.lineno + 1 <= MAX_LINES and mutation_sites(node):
+            yield node
 
 
 def split_of(path: Path, stdlib: Path) -> str:
