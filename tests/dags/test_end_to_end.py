@@ -19,6 +19,7 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
     reports = session_dir / "e2e-reports"
     plan = session_dir / "e2e-plan.toml"
     plan.write_text(DEFAULT_PLAN_PATH.read_text().replace("confirm_seeds = 0", "confirm_seeds = 1"))
+    assert "\nconfirm_seeds = 1" in plan.read_text()
     # The pipeline writes as a login of the writer role, as `make demo` sets it up.
     env = airflow_env(session_dir / "e2e", database.pipeline_url(fresh_database), database.airflow_url(metadata_url),
                       SWEEP_MODEL_ROOT=str(model_root), SWEEP_REPORTS_DIR=str(reports), SWEEP_PLAN_FILE=str(plan))
