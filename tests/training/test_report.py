@@ -230,3 +230,15 @@ def test_a_chosen_model_no_better_than_a_constant_is_called_out(tmp_path, fresh_
             "predicting the positive class (F1 0.667 on these rows; difference +0.000, 95% paired interval +0.000 "
             "to +0.000); it predicts the positive class for 100% of test rows, so it has learned little.") in markdown
     assert "Salesforce/codet5-small: the chosen" not in markdown and "<strong>Learned little.</strong>" in html
+
+
+def test_stand_ins_are_never_ranked_against_real_models(tmp_path, fresh_database):
+    """A run where one model loaded from a mirror of the real weights and the other fell back to a
+    stand-in: the stand-in's higher validation F1 does not make it the recommendation."""
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(validation_f1=0.70)))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, validation_f1=0.95, is_stand_in=True)))
+    _, html, markdown = render(fresh_database, tmp_path)
+    assert "**Most accurate:** microsoft/codebert-base (validation F1 0.700" in markdown
+    assert "| Salesforce/codet5-small (stand-in) | 0.950 |" in markdown and "(stand-in)</td>" in html
+    assert "not ranked against the real models" in markdown and "**Verdict" not in markdown

@@ -87,6 +87,7 @@ class RunReport:
     one_class: list[str] = field(default_factory=list)  # chosen models that predict (nearly) one class
     positive_baseline_f1: float | None = None  # F1 of always predicting the positive class on the test rows
     seed_cost_gpu_hours: float = 0.0  # what seed confirmation cost, in cost_unit
+    any_real: bool = False  # with any_stand_in: a run that mixes both, whose stand-ins are not ranked
 
 
 def ranked_by_validation(experiments: list[StoredExperiment]) -> list[StoredExperiment]:
@@ -154,8 +155,11 @@ def cost_of(model: ModelSection, unit: str) -> float:
 def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendation], Comparison | None]:
     """Most accurate; best F1 per unit of cost; fastest within one F1 point of the best. Every
     choice is made on validation F1; the test F1 of what was chosen is only reported, and the
-    verdict between the top two models comes from a paired test on the same test rows."""
+    verdict between the top two models comes from a paired test on the same test rows. Stand-ins
+    are never ranked against real models: where a run has both, only the real ones compete."""
     scored = [m for m in models if m.best and m.best.validation_f1 is not None]
+    if any(not m.best.is_stand_in for m in scored):
+        scored = [m for m in scored if not m.best.is_stand_in]
     if not scored:
         return [Recommendation("Most accurate", None, "no model finished an experiment")], None
     ranked = sorted(scored, key=lambda m: m.best.validation_f1, reverse=True)
@@ -235,7 +239,8 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
                      {m.model_id: cost_of(m, unit) for m in models}, [e for m in models for e in m.failures],
                      picks, verdict, previous_id, changes(models, previous_records or []) if previous_id else [],
                      metric_description(rows), leakage=leakage_notes(rows), seed_cost_gpu_hours=seed_cost,
-                     one_class=one_class, positive_baseline_f1=baseline)
+                     one_class=one_class, positive_baseline_f1=baseline,
+                     any_real=any(not e.is_stand_in for e in rows))
 
 
 def environment(autoescape: bool) -> jinja2.Environment:
