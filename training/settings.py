@@ -63,6 +63,9 @@ class Storage:
     def tokenized_dir(self) -> Path:
         return Path(self.cache_dir) / "tokenized"
 
+    def leakage_dir(self) -> Path:
+        return Path(self.cache_dir) / "leakage"
+
     def _run_dir(self, dag_id: str, run_id: str) -> Path:
         return Path(self.experiments_dir) / safe_name(dag_id or "cli") / safe_name(run_id or "adhoc")
 

@@ -141,7 +141,7 @@ def seed_confirmations(dag_id: str, run_id: str, model_id: str, count: int, seed
     """The reruns of a model's chosen configuration (by validation F1, among this run's grid) with
     `count` more seeds (seed+1 ... seed+count), as the confirm task's mapped arguments; none when no
     grid point succeeded."""
-    from training.report.build import best_of
+    from training.results.selection import best_of
     from training.results.store import run_experiments
 
     records = [r for r in run_experiments(database_url("the seed-confirmation task"), dag_id, run_id)

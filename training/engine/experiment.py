@@ -83,6 +83,22 @@ def identity(spec: ExperimentSpec, key: str, dataset: LoadedDataset | None) -> E
         code_version=code_version(), versions={"torch": torch.__version__, "transformers": transformers.__version__})
 
 
+def cached_leakage_counts(spec: ExperimentSpec, dataset: LoadedDataset, splits, caps: dict) -> dict[str, int]:
+    """The leakage counts of these rows, computed once per dataset and row selection: every
+    experiment of a sweep (and every retry) asks the same question of the same rows, and on the full
+    data hashing every text takes longer than a small model's training step."""
+    material = json.dumps({"data": dataset.fingerprint, "caps": caps, "seed": spec.seed}, sort_keys=True)
+    path = spec.runtime().leakage_dir() / f"{hashlib.sha256(material.encode()).hexdigest()[:20]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    counts = leakage_counts(splits, dataset.spec.text_columns)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(f".{os.getpid()}.tmp")
+    staging.write_text(json.dumps(counts))
+    staging.replace(path)  # whole or absent, whichever experiment writes it first
+    return counts
+
+
 def prepare(spec: ExperimentSpec) -> Prepared:
     """Load and check the data (a DataError names every problem), and place the experiment."""
     from datasets import DatasetDict
@@ -96,7 +112,7 @@ def prepare(spec: ExperimentSpec) -> Prepared:
                           else dataset.splits[split].select(ids) for split, ids in row_ids.items()})
     key = experiment_key(spec, dataset.fingerprint)
     facts = {f"{split}_rows": len(splits[split]) for split in caps}
-    facts.update(leakage_counts(splits, dataset.spec.text_columns))
+    facts.update(cached_leakage_counts(spec, dataset, splits, caps))
     return Prepared(spec, key, spec.runtime().experiment_dir(spec.dag_id, spec.run_id, key), dataset, splits,
                     row_ids, dataclasses.replace(identity(spec, key, dataset), **facts))
 

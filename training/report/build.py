@@ -16,6 +16,7 @@ from training.report import charts
 from training.report.comparisons import (Comparison, SeedSummary, compare, leakage_notes, one_class_notes,
                                         seed_summary)
 from training.results.record import StopReason, StoredExperiment
+from training.results.selection import best_of, ranked_by_validation
 from training.results.store import evaluation_curves, previous_run_id, run_experiments
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -88,19 +89,6 @@ class RunReport:
     positive_baseline_f1: float | None = None  # F1 of always predicting the positive class on the test rows
     seed_cost_gpu_hours: float = 0.0  # what seed confirmation cost, in cost_unit
     any_real: bool = False  # with any_stand_in: a run that mixes both, whose stand-ins are not ranked
-
-
-def ranked_by_validation(experiments: list[StoredExperiment]) -> list[StoredExperiment]:
-    """The grid's successful runs, best first: validation F1 selects (test F1 is only reported);
-    ties go to the cheaper run. Seed-confirmation reruns never compete."""
-    candidates = [e for e in experiments if e.succeeded and e.confirmation_of is None]
-    return sorted(candidates, key=lambda e: (e.validation_f1, -(e.gpu_hours or 0), -(e.wall_seconds or 0)),
-                  reverse=True)
-
-
-def best_of(experiments: list[StoredExperiment]) -> StoredExperiment | None:
-    ranked = ranked_by_validation(experiments)
-    return ranked[0] if ranked else None
 
 
 def configuration(e: StoredExperiment) -> str:

@@ -1,0 +1,20 @@
+"""Which experiment a sweep chooses, in one place for the report and the seed-rerun task: the
+best validation F1 among the grid's successful runs (test F1 is only reported); ties go to the
+cheaper run. Seed-confirmation reruns never compete."""
+
+from __future__ import annotations
+
+from training.results.record import StoredExperiment
+
+
+def ranked_by_validation(experiments: list[StoredExperiment]) -> list[StoredExperiment]:
+    """The grid's successful runs, best first: validation F1 selects (test F1 is only reported);
+    ties go to the cheaper run. Seed-confirmation reruns never compete."""
+    candidates = [e for e in experiments if e.succeeded and e.confirmation_of is None]
+    return sorted(candidates, key=lambda e: (e.validation_f1, -(e.gpu_hours or 0), -(e.wall_seconds or 0)),
+                  reverse=True)
+
+
+def best_of(experiments: list[StoredExperiment]) -> StoredExperiment | None:
+    ranked = ranked_by_validation(experiments)
+    return ranked[0] if ranked else None
