@@ -55,6 +55,14 @@ def trigger_params(plan: Plan, tier: Tier, defaults: RunDefaults) -> dict[str, P
                                        "a whole number of at least 1, or empty for none"),
         "seed": Param(plan.settings.seed, type="integer", exclusiveMinimum=-1, title="Seed",
                       description="random seed of data order and initialisation (0 or more)"),
+        "pruning": Param(None, type=["null", "boolean"], title="Pruning",
+                         description="successive halving across each model's grid: stop a run that is behind "
+                                     "its peers at a rung; empty = the plan's setting for this tier ("
+                                     + ("on" if tier.pruning else "off") + ")"),
+        "max_gpu_hours": Param(None, type=["null", "number"], exclusiveMinimum=0, title="Budget (GPU-hours)",
+                               description="refuse the run before any training when its estimate (from this "
+                                           "deployment's earlier runs) is above this; empty = the plan's setting "
+                                           f"for this tier ({tier.max_gpu_hours or 'none'})"),
         "reuse_results": Param(False, type="boolean", title="Reuse earlier results",
                                description="copy the result of an experiment whose full fingerprint (model, "
                                            "hyperparameters, data, settings) already succeeded, instead of training"),
@@ -70,6 +78,7 @@ def training_arguments(plan: Plan, tier: Tier, model_id: str) -> dict:
         selected_models="{{ params.models }}",
         max_steps="{{ params.max_steps }}",
         reuse_results="{{ params.reuse_results }}",
+        pruning="{{ params.pruning }}",
         plan_path=plan.path,
         pool="gpu",
         queue="gpu",  # CeleryExecutor: only the GPU workers take these

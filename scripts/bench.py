@@ -7,7 +7,17 @@ models of both architectures, against the CodeXGLUE scripts' way in the same pro
   512, random order, re-tokenize for every experiment);
 - prep reuse ratio: the second experiment's data preparation time / the first's (tokenized cache).
 
-Usage: python scripts/bench.py [--data DIR] [--json OUT.json] [--train-samples N]
+And what successive halving saves (training/engine/pruning.py), with a real (embedded) Postgres: the
+small tier's grid for both models at the demo budget, three times in one process: as the plan is
+written, again as written (the second run's GPU-hour estimate, from the first, against its actual
+cost: CPU-hours here), and with pruning on (reduction factor 3, rungs from 10%):
+
+- pruning_samples_ratio: training samples of the pruned run / of the first unpruned run;
+- pruning_same_best: whether each model's best configuration by validation F1 is the same (if not,
+  which it picked and how much validation F1 it lost is printed);
+- estimate_ratio: the second unpruned run's estimate / its actual cost (the tier).
+
+Usage: python scripts/bench.py [--data DIR] [--json OUT.json] [--train-samples N] [--no-pruning]
 """
 
 from __future__ import annotations
@@ -94,6 +104,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("SWEEP_BENCH_DATA", DEFAULT_DATA)))
     parser.add_argument("--json", type=Path, default=None, help="write the three figures here")
     parser.add_argument("--train-samples", type=int, default=2000)
+    parser.add_argument("--no-pruning", action="store_true", help="leave out the pruning and estimate figures")
     args = parser.parse_args()
     if not (args.data / "train.jsonl").is_file():
         print(f"benchmark skipped: no BigCloneBench subsets at {args.data} (set --data or SWEEP_BENCH_DATA)")
@@ -144,10 +155,86 @@ def main() -> int:
     print(f"\npadding_ratio {figures['padding_ratio']:.3f} (target <= 1.10), epoch_time_ratio "
           f"{figures['epoch_time_ratio']:.3f} (target <= 0.6), prep_reuse_ratio {figures['prep_reuse_ratio']:.3f} "
           f"(target <= 0.1); worst of the two models each")
+    if not args.no_pruning:
+        figures.update(pruning_figures(plan, args.data, work))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
         print(f"figures written to {args.json}")
     return 0
+
+
+def tier_run(plan, data: Path, url: str, run_id: str, pruning: bool) -> list:
+    """The small tier's grid for both models, one experiment after another (as the gpu pool's one
+    slot runs them), each recorded as it finishes so later ones see it."""
+    from training.engine.experiment import run_experiment
+    from training.results.store import record_experiment, run_experiments
+    from training.spec import build_spec
+
+    tier = plan.tiers["small"]
+    for model_id in tier.models:
+        for hp in tier.combinations():
+            spec = build_spec(plan, model_id, hp, budget_name="demo", dataset_source=str(data), dag_id="sweep_small",
+                              run_id=run_id, database_url=url, pruning=pruning)
+            record_experiment(url, run_experiment(spec))
+    return run_experiments(url, "sweep_small", run_id)
+
+
+def pruning_figures(plan, data: Path, work: Path) -> dict:
+    import contextlib
+    import io
+
+    from training.engine.models import resolve_model_source
+    from training.results import database
+    from training.results.estimates import estimate_tier
+    from training.results.selection import best_of
+    from training.settings import Storage
+
+    base = database.start_embedded_server(work / "pgdata")
+    try:
+        url = database.ensure_database(base, "bench")
+        database.migrate(url)
+        tier, quiet = plan.tiers["small"], io.StringIO()
+        print("\npruning: the small tier at the demo budget, three runs of 16 experiments (a few minutes each)")
+
+        def cost(rows):
+            return sum(r.gpu_hours if r.gpu_count else (r.wall_seconds or 0) / 3600 for r in rows)
+
+        with contextlib.redirect_stdout(quiet):
+            first = tier_run(plan, data, url, "unpruned-1", pruning=False)
+            storage = Storage.from_environment()
+            estimate = estimate_tier(url, tier, list(tier.models), plan.budgets["demo"], str(data), None, 0,
+                                     {m: resolve_model_source(m, storage.model_root) for m in tier.models}, None)
+            second = tier_run(plan, data, url, "unpruned-2", pruning=False)
+            pruned = tier_run(plan, data, url, "pruned", pruning=True)
+        samples = {name: sum(r.samples_seen or 0 for r in rows)
+                   for name, rows in (("unpruned", first), ("pruned", pruned))}
+        same, lines = True, []
+        for model_id in tier.models:
+            a = best_of([r for r in first if r.model_id == model_id])
+            b = best_of([r for r in pruned if r.model_id == model_id])
+            key = lambda r: (r.learning_rate, r.batch_size, r.num_epochs, r.weight_decay)  # noqa: E731
+            agrees = a is not None and b is not None and key(a) == key(b)
+            same &= agrees
+            lines.append(f"  {model_id}: unpruned best {key(a) if a else None} (validation F1 "
+                         f"{a.validation_f1 if a else float('nan'):.3f}), pruned best {key(b) if b else None} "
+                         f"(validation F1 {b.validation_f1 if b else float('nan'):.3f})"
+                         + ("" if agrees else f": not the same, {(a.validation_f1 - b.validation_f1):+.3f} F1 lost"
+                            if a and b else ""))
+        pruned_count = sum(r.stop_reason == "pruned" for r in pruned)
+        actual = cost(second)
+        figures = {"pruning_samples_ratio": samples["pruned"] / samples["unpruned"], "pruning_same_best": same,
+                   "estimate_ratio": estimate.total() / actual if actual and not estimate.unpriced else None}
+        print(f"  training samples: unpruned {samples['unpruned']:,}, pruned {samples['pruned']:,} "
+              f"({pruned_count} of {len(pruned)} runs pruned)")
+        print("\n".join(lines))
+        print(f"  CPU-hours: unpruned {cost(first):.4f}, second unpruned {actual:.4f} (estimated "
+              f"{estimate.total():.4f}, {len(estimate.unpriced)} unpriced), pruned {cost(pruned):.4f}")
+        ratio = figures["estimate_ratio"]
+        print(f"\npruning_samples_ratio {figures['pruning_samples_ratio']:.3f} (target <= 0.5), pruning_same_best "
+              f"{same}, estimate_ratio " + (f"{ratio:.3f} (target 0.75-1.25)" if ratio else "unavailable"))
+        return figures
+    finally:
+        database.stop_embedded_server(work / "pgdata")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -112,6 +113,26 @@ class Hyperparameters:
 
 
 @dataclass(frozen=True)
+class Pruning:
+    """Asynchronous successive halving across a model's grid (training/engine/pruning.py): rungs at
+    min_fraction, min_fraction x reduction_factor, ... of the largest planned run of the model's grid
+    (in training samples); at each, a run continues only if it is in the top 1/reduction_factor of
+    the runs of the same model in the same sweep run that reached it."""
+
+    method: str = "asha"
+    reduction_factor: int = 3
+    min_fraction: float = 0.1
+
+    def rungs(self) -> list[float]:
+        """The rungs as fractions of the reference (largest planned) run, below 1."""
+        rungs, fraction = [], self.min_fraction
+        while fraction < 1 - 1e-9:
+            rungs.append(round(fraction, 6))
+            fraction *= self.reduction_factor
+        return rungs
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     priority: str
@@ -119,6 +140,8 @@ class Tier:
     gradient_checkpointing: bool
     schedule: str | None  # cron expression of the nightly rerun, UTC; None: only when triggered
     grid: dict[str, tuple] = field(hash=False)
+    pruning: Pruning | None = None  # None: every grid point trains until its own early stopping (the plan as written)
+    max_gpu_hours: float | None = None  # the budget gate: a run estimated above this fails before training
 
     @property
     def priority_weight(self) -> int:
@@ -143,6 +166,17 @@ class Plan:
 
     def tier_of(self, model_id: str) -> Tier:
         return next(tier for tier in self.tiers.values() if model_id in tier.models)
+
+
+def planned_steps(train_rows: int, batch: int, accumulation: int, epochs: int, max_steps: int | None) -> int:
+    """Optimizer steps the Trainer plans: a step cap replaces the epochs when set."""
+    if max_steps:
+        return max_steps
+    return epochs * max(math.ceil(math.ceil(train_rows / batch) / accumulation), 1)
+
+
+def planned_samples(train_rows: int, batch: int, accumulation: int, epochs: int, max_steps: int | None) -> int:
+    return planned_steps(train_rows, batch, accumulation, epochs, max_steps) * batch * accumulation
 
 
 def load_plan(path: Path | str | None = None) -> Plan:

@@ -12,7 +12,7 @@ from typing import Any
 from croniter import croniter
 
 from training.plan import (ARCHITECTURES, BUDGET_FIELDS, GRID_FIELDS, NO_SCHEDULE, PRIORITY_WEIGHTS, TIER_NAMES,
-                           Budget, DatasetSpec, Plan, PlanError, Scheduling, Settings, Tier, closest)
+                           Budget, DatasetSpec, Plan, PlanError, Pruning, Scheduling, Settings, Tier, closest)
 
 PLAN_FORMAT_VERSION = 1  # the plan file's `version`: the layout this code reads
 TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models")
@@ -20,7 +20,9 @@ SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_
                  "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "confirm_seeds")
 SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date", "late_start_tolerance_minutes")
 DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
-TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "grid")
+TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "grid", "pruning", "max_gpu_hours")
+PRUNING_KEYS = ("method", "reduction_factor", "min_fraction")
+PRUNING_METHODS = ("asha", "none")
 MODEL_KEYS = ("architecture",)
 
 class PlanValidator:
@@ -164,7 +166,32 @@ class PlanValidator:
         elif not isinstance(schedule, str) or not croniter.is_valid(schedule):
             self.fail(f"{prefix}.schedule", schedule,
                       f"must be a cron expression, e.g. \"0 2 * * *\", or \"{NO_SCHEDULE}\" (triggered only)")
-        return Tier(name, raw["priority"], tuple(models), raw["gradient_checkpointing"], schedule, grid)
+        max_gpu_hours = raw.get("max_gpu_hours")
+        if max_gpu_hours is not None:
+            max_gpu_hours = self.positive(f"{prefix}.max_gpu_hours", max_gpu_hours, float)
+        return Tier(name, raw["priority"], tuple(models), raw["gradient_checkpointing"], schedule, grid,
+                    self.pruning(f"{prefix}.pruning", raw.get("pruning")), max_gpu_hours)
+
+    def pruning(self, name: str, raw: Any) -> Pruning | None:
+        """`pruning = { method = "asha", reduction_factor = 3, min_fraction = 0.1 }`; absent or
+        method "none": off."""
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            self.fail(name, raw, 'must be a table, e.g. { method = "asha", reduction_factor = 3, min_fraction = 0.1 }')
+        self.known_keys(raw, PRUNING_KEYS, name)
+        method = raw.get("method", "asha")
+        if method not in PRUNING_METHODS:
+            self.fail(f"{name}.method", method, f"must be one of {list(PRUNING_METHODS)}")
+        if method == "none":
+            return None
+        factor = raw.get("reduction_factor", 3)
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+            self.fail(f"{name}.reduction_factor", factor, "must be a whole number >= 2")
+        fraction = self.positive(f"{name}.min_fraction", raw.get("min_fraction", 0.1), float)
+        if fraction >= 1:
+            self.fail(f"{name}.min_fraction", fraction, "must be below 1 (a fraction of the largest planned run)")
+        return Pruning(method, factor, fraction)
 
     def grid_values(self, name: str, values: Any, key: str) -> tuple:
         if not isinstance(values, list) or not values:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.plan import Budget, DatasetSpec, Hyperparameters, ParamError, Plan, closest
+from training.plan import Budget, DatasetSpec, Hyperparameters, ParamError, Plan, Pruning, Tier, closest
 from training.settings import Storage
 
 # Where and into what a run writes: resolved where the run starts, never part of what it trains.
@@ -50,6 +50,10 @@ class ExperimentSpec:
     max_test_samples: int | None = None  # None: every test row
     learning_rate_scale: float | None = None  # the budget's multiplier of the grid's learning rate
     confirmation_of: str | None = None  # a seed-confirmation run: the experiment key of the grid run it repeats
+    # Successive halving across the model's grid (training/engine/pruning.py): reduction_factor,
+    # min_fraction and the model's grid as [batch, accumulation, epochs] (the reference run is the
+    # largest of them). None: off, as the plan is written.
+    pruning: dict | None = None
     storage: Storage | None = None  # every location on disk (see training/settings.py)
     database_url: str | None = None  # the results DB; None: the result file only
 
@@ -60,7 +64,7 @@ class ExperimentSpec:
         for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results", "confirmation_of",
                      *RUNTIME_FIELDS):
             data.pop(name)
-        for optional in ("max_train_seconds", "max_test_samples", "learning_rate_scale"):
+        for optional in ("max_train_seconds", "max_test_samples", "learning_rate_scale", "pruning"):
             if data[optional] is None:
                 data.pop(optional)  # keys of experiments without these caps stay as they were
         if any(data.get(cap) is not None for cap in ("max_train_samples", "max_eval_samples", "max_test_samples")):
@@ -101,11 +105,14 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
                dataset_source: str | None = None, dag_id: str = "", run_id: str = "",
                run_type: str = "manual", max_steps: int | None = None, seed: int | None = None,
                reuse_results: bool = False, storage: Storage | None = None,
-               database_url: str | None = None, confirmation_of: str | None = None) -> ExperimentSpec:
+               database_url: str | None = None, confirmation_of: str | None = None,
+               pruning: bool | None = None) -> ExperimentSpec:
     """Resolve the plan for one grid point; raise ParamError naming a bad budget, model, step cap or seed.
 
     Storage defaults to the environment's locations (this is where a run starts); the database URL
-    is passed explicitly, so a spec built without one records its result in the file only."""
+    is passed explicitly, so a spec built without one records its result in the file only.
+    pruning: None = the tier's plan setting, True = on (the tier's settings, or the defaults), False
+    = off; a seed-confirmation run is never pruned (it measures the chosen configuration whole)."""
     if budget_name not in plan.budgets:
         raise ParamError("budget", budget_name, f"not a budget of the plan; {closest(budget_name, plan.budgets)}")
     if model_id not in plan.architectures:
@@ -148,6 +155,19 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         max_test_samples=budget.max_test_samples,
         learning_rate_scale=budget.learning_rate_scale,
         confirmation_of=confirmation_of,
+        pruning=None if confirmation_of else pruning_settings(tier, pruning),
         storage=storage or Storage.from_environment(),
         database_url=database_url,
     )
+
+
+def pruning_settings(tier: Tier, switch: bool | None) -> dict | None:
+    """What a run's pruning callback needs: the settings and the model's grid shapes."""
+    if switch is not None and not isinstance(switch, bool):
+        raise ParamError("pruning", switch, "must be true, false, or empty for the plan's setting")
+    settings = tier.pruning if switch is None else (tier.pruning or Pruning()) if switch else None
+    if settings is None:
+        return None
+    shapes = sorted({(c.batch_size, c.gradient_accumulation_steps, c.num_epochs) for c in tier.combinations()})
+    return {"method": settings.method, "reduction_factor": settings.reduction_factor,
+            "min_fraction": settings.min_fraction, "grid": [list(shape) for shape in shapes]}

@@ -18,6 +18,7 @@ def start_sweep(tier: str, plan_path: str | None, params: dict, dag_run, **_) ->
     from datetime import datetime, timezone
 
     from training import tasks
+    from training.results.estimates import BudgetExceeded
 
     log = logging.getLogger(__name__)
     log.info("params of this run: %s", {name: params[name] for name in sorted(params)})
@@ -25,9 +26,12 @@ def start_sweep(tier: str, plan_path: str | None, params: dict, dag_run, **_) ->
     scheduled_for = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
     try:
         go, why = tasks.start_decision(tier=tier, params=dict(params), run_type=run_type, scheduled_for=scheduled_for,
-                                       now=datetime.now(timezone.utc), plan_path=plan_path)
+                                       now=datetime.now(timezone.utc), plan_path=plan_path, dag_id=dag_run.dag_id,
+                                       run_id=dag_run.run_id, log=log.info)
     except tasks.CONFIGURATION_ERRORS as error:
         raise AirflowFailException(f"this run's params break the plan's rules: {error}") from None
+    except BudgetExceeded as error:  # the same on every retry: fail once, before any training
+        raise AirflowFailException(f"budget gate: {error}") from None
     log.info(why)
     return go
 
@@ -44,15 +48,17 @@ class TrainExperimentOperator(BaseOperator):
     Runs on the GPU the worker exposes (CUDA_VISIBLE_DEVICES), or on the CPU where there is none.
     """
 
-    template_fields = ("budget", "dataset_source", "selected_models", "max_steps", "seed", "reuse_results")
+    template_fields = ("budget", "dataset_source", "selected_models", "max_steps", "seed", "reuse_results", "pruning")
     ui_color = "#e8f1fb"
 
     def __init__(self, *, model_id: str, learning_rate: float, batch_size: int, num_epochs: int,
                  weight_decay: float, gradient_accumulation_steps: int, budget: str = "full",
                  dataset_source: str | None = None, plan_path: str | None = None,
                  selected_models: list[str] | None = None, max_steps: int | None = None, seed: int | None = None,
-                 reuse_results: bool = False, confirmation_of: str | None = None, **kwargs) -> None:
+                 reuse_results: bool = False, confirmation_of: str | None = None, pruning: bool | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        self.pruning = pruning
         self.model_id = model_id
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -79,7 +85,7 @@ class TrainExperimentOperator(BaseOperator):
                 model_id=self.model_id, hyperparameters={name: getattr(self, name) for name in GRID_FIELDS},
                 plan_path=self.plan_path, budget=self.budget, dataset=self.dataset_source, max_steps=self.max_steps,
                 seed=self.seed, reuse_results=self.reuse_results, dag_id=self.dag_id, run_id=context["run_id"],
-                run_type=_run_type(context), confirmation_of=self.confirmation_of)
+                run_type=_run_type(context), confirmation_of=self.confirmation_of, pruning=self.pruning)
         except tasks.CONFIGURATION_ERRORS as error:  # the same on every retry: fail once, now
             raise AirflowFailException(str(error)) from None
         ti = context["ti"]

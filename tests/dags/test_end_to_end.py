@@ -1,7 +1,8 @@
 """The small tier through Airflow (`airflow dags test`, the demo's path) against a real Postgres,
-on stand-in models with the tiny budget, and with one seed rerun of each model's chosen
-configuration (a plan copy with confirm_seeds = 1): 16 grid rows and 2 reruns for the run, and a
-report listing them."""
+on stand-in models with the tiny budget, with one seed rerun of each model's chosen configuration
+and successive halving on (a plan copy with confirm_seeds = 1 and the small tier's pruning): 16 grid
+rows, some pruned, and 2 reruns for the run, and a report listing them. Then a second trigger with
+a GPU-hour budget below the estimate, which the first task refuses before any training."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
     metadata_url = database.ensure_database(postgres, "airflow_e2e")
     reports = session_dir / "e2e-reports"
     plan = session_dir / "e2e-plan.toml"
-    plan.write_text(DEFAULT_PLAN_PATH.read_text().replace("confirm_seeds = 0", "confirm_seeds = 1"))
-    assert "\nconfirm_seeds = 1" in plan.read_text()
+    plan.write_text(DEFAULT_PLAN_PATH.read_text().replace("confirm_seeds = 0", "confirm_seeds = 1").replace(
+        "[tiers.small]\n", '[tiers.small]\npruning = { method = "asha", reduction_factor = 3, min_fraction = 0.1 }\n'))
+    assert "\nconfirm_seeds = 1" in plan.read_text() and '\npruning = { method = "asha"' in plan.read_text()
     # The pipeline writes as a login of the writer role, as `make demo` sets it up.
     env = airflow_env(session_dir / "e2e", database.pipeline_url(fresh_database), database.airflow_url(metadata_url),
                       SWEEP_MODEL_ROOT=str(model_root), SWEEP_REPORTS_DIR=str(reports), SWEEP_PLAN_FILE=str(plan))
@@ -33,17 +35,28 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
     reruns = [row for row in every_row if row["confirmation_of"] is not None]
     assert len(rows) == 16 and len(reruns) == 2
     chosen = {row["model_id"]: row for row in
-              sorted(rows, key=lambda r: (r["validation_f1"], -r["gpu_hours"], -r["wall_seconds"]))}
+              sorted(rows, key=lambda r: (r["validation_f1"], r["stop_reason"] != "pruned", -r["gpu_hours"],
+                                       -r["wall_seconds"]))}
     for rerun in reruns:  # the chosen configuration of its model, with the next seed
         best = chosen[rerun["model_id"]]
         assert (rerun["confirmation_of"], rerun["seed"], best["seed"]) == (best["experiment_key"], 43, 42)
         assert rerun["learning_rate"] == best["learning_rate"] and rerun["batch_size"] == best["batch_size"]
-        assert rerun["stop_reason"] in ("completed", "early_stopped") and rerun["predictions_path"]
+        assert rerun["stop_reason"] in ("completed", "early_stopped") and rerun["predictions_path"]  # never pruned
     assert {row["dag_id"] for row in rows} == {"sweep_small"}
     assert len({row["run_id"] for row in rows}) == 1
     assert {row["model_id"] for row in rows} == {"microsoft/codebert-base", "Salesforce/codet5-small"}
     assert len({(r["model_id"], r["learning_rate"], r["batch_size"], r["num_epochs"]) for r in rows}) == 16
-    assert all(row["stop_reason"] in ("completed", "early_stopped") for row in rows)
+    assert all(row["stop_reason"] in ("completed", "early_stopped", "pruned") for row in rows)
+    # Successive halving: the first reduction_factor (3) runs of each model never have enough peers
+    # to be pruned; later ones that stand below the top third at a rung are.
+    pruned = [row for row in rows if row["stop_reason"] == "pruned"]
+    assert pruned, [(r["model_id"], r["stop_reason"], r["validation_f1"]) for r in rows]
+    for model_id in {row["model_id"] for row in rows}:
+        in_order = sorted((r for r in rows if r["model_id"] == model_id), key=lambda r: r["started_at"])
+        assert all(r["stop_reason"] != "pruned" for r in in_order[:3])
+    for row in pruned:
+        assert row["pruning_peers"] >= 3 and row["samples_seen"] < row["samples_planned"]
+        assert row["pruning_f1"] <= row["pruning_threshold_f1"] and row["test_f1"] is not None
     assert all(row["test_f1"] is not None and row["is_stand_in"] for row in rows)
     assert all(row["run_type"] == "manual" for row in rows)
 
@@ -51,7 +64,9 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
     assert report is not None and report.parent.name.startswith("manual__")
     markdown = report.with_suffix(".md").read_text()
     assert "18 experiments, 0 failed" in markdown
-    assert markdown.count("| early_stopped |") + markdown.count("| completed |") == 16
+    assert markdown.count("| early_stopped |") + markdown.count("| completed |") + markdown.count("| pruned |") == 16
+    assert f"{len(pruned)} run(s) stopped behind their peers" in markdown and "Pruned by successive halving" in markdown
+    assert "Estimate before the run" in markdown and "unpriced" in markdown  # a first run: no history to price it
     assert markdown.count("(seed 43) |") == 2 and markdown.count("training seeds (42, 43)") == 2
     assert "**Verdict: " in markdown  # the two models, compared on the same test rows
     assert "Stand-in models" in markdown
@@ -88,3 +103,30 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
         assert count("SELECT count(*) FROM analytics.resource_usage") == 2
         assert count("SELECT count(DISTINCT model_id) FROM analytics.hyperparameter_effects") == 2
         assert count("SELECT count(*) FROM analytics.f1_trend_across_runs") == 2
+        assert count("SELECT count(*) FROM analytics.pruned_experiments") == len(pruned)
+        assert count("SELECT count(*) FROM gpu_hour_estimates") == 18  # 16 grid points, a rerun row per model
+        run_id = rows[0]["run_id"]
+
+    # A second trigger, with a budget below what the first run cost: refused at the first task,
+    # naming the estimate, and no training task starts.
+    gate_log = session_dir / "e2e" / "dags-test-gate.log"
+    try:
+        run_tier("small", json.dumps({"budget": "tiny", "dataset": str(dataset_dir), "max_gpu_hours": 1e-6}), env,
+                 gate_log)
+    except RuntimeError:
+        pass  # `dags test` of a failed run exits non-zero; the states below are what counts
+    log = gate_log.read_text()
+    assert "budget gate: estimated" in log and "above max_gpu_hours = 1e-06" in log, log[-3000:]
+    assert "same configuration: its last 1 run(s)" in log  # priced from the first run
+    with sa.create_engine(metadata_url).connect() as connection:
+        states = dict(connection.execute(sa.text(
+            "SELECT task_id || ':' || map_index, state FROM task_instance WHERE dag_id = 'sweep_small' "
+            "AND run_id <> :first"), {"first": run_id}).all())
+    assert states["start:-1"] == "failed"
+    assert not any(state in ("success", "running", "failed") for name, state in states.items()
+                   if ".train" in name or ".confirm" in name), states
+    with sa.create_engine(fresh_database).connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM experiments WHERE run_id <> :first"),
+                                  {"first": run_id}).scalar() == 0
+    refused = latest_report(reports, "sweep_small").with_suffix(".md").read_text()
+    assert "**Refused by the budget gate.** The estimate" in refused and "0 experiments" in refused

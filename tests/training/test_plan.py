@@ -86,6 +86,16 @@ def broken(tmp_path, old: str, new: str):
     ("start_date = 2026-01-01", 'start_date = "2026-01-01"', "scheduling.start_date", "'2026-01-01'"),
     ("retries = 2", "retries = -1", "scheduling.retries", "-1"),
     ('label_column = "label"', 'label_column = "label"\npositive_label = [1]', "dataset.positive_label", "[1]"),
+    # pruning and the budget gate
+    ('priority = "low"', 'priority = "low"\npruning = { method = "hyperband" }', "tiers.small.pruning.method",
+     "'hyperband'"),
+    ('priority = "low"', 'priority = "low"\npruning = { reduction_factor = 1 }', "tiers.small.pruning.reduction_factor",
+     "must be a whole number >= 2"),
+    ('priority = "low"', 'priority = "low"\npruning = { min_fraction = 1.5 }', "tiers.small.pruning.min_fraction",
+     "must be below 1"),
+    ('priority = "low"', 'priority = "low"\npruning = { reduction = 3 }', "tiers.small.pruning.reduction",
+     "did you mean 'reduction_factor'"),
+    ('priority = "low"', 'priority = "low"\nmax_gpu_hours = -4', "tiers.small.max_gpu_hours", "must be positive"),
 ])
 def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value):
     path = broken(tmp_path, old, new)
@@ -148,3 +158,24 @@ def test_a_tier_can_run_only_when_triggered_and_a_budget_can_cap_time(tmp_path):
     assert "max_train_seconds" in spec.settings_for_key()  # a time cap changes the model, so the key
     uncapped = build_spec(plan, "Salesforce/codet5-base", plan.tiers["medium"].combinations()[0], budget_name="demo")
     assert "max_train_seconds" not in uncapped.settings_for_key()  # keys recorded before the field stay valid
+
+
+def test_pruning_and_the_budget_gate_are_read_per_tier(tmp_path):
+    from training.plan import Pruning
+    from training.spec import pruning_settings
+
+    path = broken(tmp_path, 'priority = "low"',
+                  'priority = "low"\npruning = { reduction_factor = 2 }\nmax_gpu_hours = 12.5')
+    plan = load_plan(path)
+    small = plan.tiers["small"]
+    assert small.pruning == Pruning("asha", 2, 0.1) and small.max_gpu_hours == 12.5
+    assert plan.tiers["large"].pruning is None and plan.tiers["large"].max_gpu_hours is None
+    assert pruning_settings(small, None)["grid"] == [[16, 1, 3], [16, 1, 5], [32, 1, 3], [32, 1, 5]]
+    assert pruning_settings(small, False) is None  # the trigger param turns it off for one run
+    assert pruning_settings(plan.tiers["large"], True)["reduction_factor"] == 3  # or on, with the defaults
+    spec = build_spec(plan, "microsoft/codebert-base", small.combinations()[0])
+    assert spec.pruning is not None and "pruning" in spec.settings_for_key()
+    rerun = build_spec(plan, "microsoft/codebert-base", small.combinations()[0], confirmation_of="abc")
+    assert rerun.pruning is None  # a seed rerun measures the chosen configuration whole
+    unpruned = build_spec(load_plan(), "microsoft/codebert-base", small.combinations()[0])
+    assert "pruning" not in unpruned.settings_for_key()  # keys of runs without pruning are unchanged

@@ -47,6 +47,8 @@ def test_only_a_late_scheduled_run_is_skipped(run_type, started_after, go):
     ({"max_steps": 0}, "max_steps = 0"),
     ({"seed": -1}, "seed = -1"),
     ({"dataset": "  "}, "dataset = '  '"),
+    ({"max_gpu_hours": 0}, "max_gpu_hours = 0: must be a number above 0"),
+    ({"pruning": "yes"}, "pruning = 'yes': must be true, false"),
 ])
 def test_params_the_plan_refuses_are_named(change, named):
     with pytest.raises(ParamError, match=named.replace("[", r"\[").replace("]", r"\]")):

@@ -124,6 +124,7 @@ class LiveResults(TrainerCallback):
     def __init__(self, database_url: str | None, identity: ExperimentResult, attempt_count: int):
         self.identity = dataclasses.replace(identity, attempt_count=attempt_count)
         self.experiment_id = None
+        self.training = True  # the best checkpoint's evaluations after training are not curve points
         self.engine = results.engine_for(database_url) if database_url else None
 
     def _write(self, action) -> None:
@@ -141,12 +142,13 @@ class LiveResults(TrainerCallback):
         self._write(start)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if self.experiment_id is None or not metrics or "eval_f1" not in metrics:
+        if not self.training or self.experiment_id is None or not metrics or "eval_f1" not in metrics:
             return
         point = {"experiment_id": self.experiment_id, "step": state.global_step, "epoch": state.epoch,
                  "loss": metrics.get("eval_loss"), "f1": metrics["eval_f1"], "elapsed_seconds": None}
         self._write(lambda connection: connection.execute(results.INSERT_POINT, point))
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
         if self.engine is not None:
             self.engine.dispose()

@@ -26,6 +26,8 @@ def stop_reason(training: Training, stopped_early: bool) -> StopReason:
         return training.stop_reason  # out of memory at every batch size
     if watchers.nan_stop.triggered_at_step is not None:
         return StopReason.NAN_LOSS
+    if watchers.pruning is not None and watchers.pruning.pruned is not None:
+        return StopReason.PRUNED
     if watchers.time_budget.triggered:
         return StopReason.TIMEOUT
     return StopReason.EARLY_STOPPED if stopped_early else training.stop_reason
@@ -84,6 +86,8 @@ def result(training: Training, reason: StopReason, validation: dict, test: dict,
     best_point = next((p for p in points if p["step"] == best_step), None)
     steps_run = state.global_step if state else 0
     samples = steps_run * training.per_device_batch * training.accumulation
+    planned = state.max_steps * training.per_device_batch * training.accumulation if state and state.max_steps else None
+    pruned = training.watchers.pruning.pruned if training.watchers and training.watchers.pruning else None
     tokens = sum(training.tokenized["train"][LENGTH_COLUMN]) * (state.epoch or 0) if state else 0
     return dataclasses.replace(
         training.prepared.identity,
@@ -94,6 +98,10 @@ def result(training: Training, reason: StopReason, validation: dict, test: dict,
         **{f"validation_{n}": validation.get(f"eval_{n}") for n in METRIC_NAMES},
         **{f"test_{n}": test.get(f"test_{n}") for n in METRIC_NAMES},
         best_step=best_step, steps_planned=state.max_steps if state else None, steps_run=steps_run,
+        samples_planned=planned, samples_seen=samples if state else None,
+        pruned_at_fraction=pruned.fraction if pruned else None, pruned_at_samples=pruned.samples if pruned else None,
+        pruning_f1=pruned.f1 if pruned else None, pruning_threshold_f1=pruned.threshold_f1 if pruned else None,
+        pruning_peers=pruned.peers if pruned else None,
         stop_reason=reason, attempt_count=len(ledger.attempts), attempts=ledger.attempts,
         resumed_from_step=ledger.current["resumed_from_step"], wall_seconds=round(ledger.total_seconds, 3),
         gpu_hours=ledger.total_gpu_seconds / 3600,

@@ -22,6 +22,7 @@ from training.engine.callbacks import (CheckpointCounter, EvaluationRecorder, He
 from training.engine.experiment import Prepared
 from training.engine.metrics import metrics_for_trainer
 from training.engine.models import load_tokenizer_and_model
+from training.engine.pruning import SuccessiveHalving
 from training.engine.tokenization import tokenized_splits
 from training.results.record import StopReason
 
@@ -37,6 +38,10 @@ class Watchers:
     nan_stop: NonFiniteLossStop
     time_budget: TimeBudget
     checkpoints: CheckpointCounter
+    pruning: SuccessiveHalving | None = None  # only with pruning on
+
+    def callbacks(self) -> list:
+        return [watcher for watcher in vars(self).values() if watcher is not None]
 
 
 @dataclass
@@ -108,7 +113,8 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
         EarlyStoppingCallback(spec.early_stopping_patience, spec.early_stopping_min_delta),
         EvaluationRecorder(training.started, training.ledger.total_seconds - training.ledger.current["seconds"]),
         NonFiniteLossStop(), TimeBudget(training.started, time_limit_seconds),
-        CheckpointCounter(prepared.output_dir))
+        CheckpointCounter(prepared.output_dir),
+        SuccessiveHalving(spec, len(training.tokenized["train"]), prepared.key) if spec.pruning else None)
     args = training_arguments(spec, prepared.output_dir, training.precision, training.gpu_count > 0,
                               training.per_device_batch, training.accumulation)
     live = LiveResults(spec.database_url, prepared.identity, len(training.ledger.attempts))
@@ -117,7 +123,7 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
         eval_dataset=training.tokenized["validation"], processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=metrics_for_trainer(len(prepared.label_values)),
-        callbacks=[*vars(training.watchers).values(), Heartbeat(training.ledger), live,
+        callbacks=[*training.watchers.callbacks(), Heartbeat(training.ledger), live,
                    *simulated_memory_limit()])
 
 

@@ -7,6 +7,7 @@ resources used, and a recommendation matrix for production; plus the change sinc
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from training.report.comparisons import (Comparison, SeedSummary, compare, leaka
                                         seed_summary)
 from training.results.record import StopReason, StoredExperiment
 from training.results.selection import best_of, ranked_by_validation
+from training.results.estimates import basis_kind, run_estimate
 from training.results.store import evaluation_curves, previous_run_id, run_experiments
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -28,6 +30,55 @@ def gpu_hours_saved(experiment: StoredExperiment) -> float:
     if experiment.stop_reason != StopReason.EARLY_STOPPED or not experiment.steps_run or not experiment.steps_planned:
         return 0.0
     return experiment.gpu_hours * max(experiment.steps_planned - experiment.steps_run, 0) / experiment.steps_run
+
+
+def run_cost(experiment: StoredExperiment, unit: str) -> float:
+    """One experiment's cost in the report's unit: GPU-hours, or wall-clock hours without a GPU."""
+    return experiment.gpu_hours if unit == "GPU-hour" else (experiment.wall_seconds or 0) / 3600
+
+
+@dataclass(frozen=True)
+class PrunedRun:
+    """A run successive halving stopped: where, against what, and what stopping saved at most (the
+    samples it did not train, at its own cost per sample; it might have stopped early anyway)."""
+
+    experiment: StoredExperiment
+    saved: float  # in the report's cost unit
+
+    @classmethod
+    def of(cls, e: StoredExperiment, unit: str) -> PrunedRun:
+        left = max((e.samples_planned or 0) - (e.samples_seen or 0), 0)
+        return cls(e, run_cost(e, unit) * left / e.samples_seen if e.samples_seen else 0.0)
+
+
+@dataclass(frozen=True)
+class EstimateLine:
+    """What the run's first task estimated for one model, beside what it cost."""
+
+    model_id: str
+    estimated: float | None  # None: some experiment was unpriced
+    low: float | None
+    high: float | None
+    actual: float
+    bases: list[str]
+
+    @property
+    def ratio(self) -> float | None:
+        return self.estimated / self.actual if self.estimated is not None and self.actual else None
+
+
+def estimate_lines(rows: list[dict], models: list, unit: str) -> list[EstimateLine]:
+    lines = []
+    for model_id in sorted({row["model_id"] for row in rows}):
+        mine = [row for row in rows if row["model_id"] == model_id]
+        priced = all(row["hours"] is not None for row in mine)
+        total = lambda name: sum(row[name] * row["runs"] for row in mine) if priced else None  # noqa: E731
+        section_of = next((m for m in models if m.model_id == model_id), None)
+        actual = sum(run_cost(e, unit) for e in section_of.experiments + section_of.confirmations) if section_of else 0.0
+        kinds = Counter(basis_kind(row["basis"]) for row in mine)
+        bases = [f"{count} {kind}" for kind, count in sorted(kinds.items())]
+        lines.append(EstimateLine(model_id, total("hours"), total("low_hours"), total("high_hours"), actual, bases))
+    return lines
 
 
 @dataclass(frozen=True)
@@ -89,6 +140,31 @@ class RunReport:
     positive_baseline_f1: float | None = None  # F1 of always predicting the positive class on the test rows
     seed_cost_gpu_hours: float = 0.0  # what seed confirmation cost, in cost_unit
     any_real: bool = False  # with any_stand_in: a run that mixes both, whose stand-ins are not ranked
+    pruned: list[PrunedRun] = field(default_factory=list)
+    estimates: list[EstimateLine] = field(default_factory=list)  # per model, from the run's first task
+    estimate_unit: str | None = None  # the estimate's own unit ("GPU-hour", "CPU-hour")
+    max_gpu_hours: float | None = None  # the run's budget gate, if it had one
+
+    @property
+    def pruning_saved(self) -> float:
+        return sum(p.saved for p in self.pruned)
+
+    @property
+    def estimated_total(self) -> float | None:
+        if not self.estimates or any(line.estimated is None for line in self.estimates):
+            return None
+        return sum(line.estimated for line in self.estimates)
+
+    @property
+    def actual_total(self) -> float:
+        return sum(line.actual for line in self.estimates)
+
+    @property
+    def refused_by_gate(self) -> bool:
+        """The first task refused this run: it has a budget gate, no experiment, and an estimate
+        above the gate or one that could not be priced."""
+        return (self.max_gpu_hours is not None and self.experiment_count == 0
+                and (self.estimated_total is None or self.estimated_total > self.max_gpu_hours))
 
 
 def configuration(e: StoredExperiment) -> str:
@@ -212,7 +288,8 @@ def metric_description(rows: list[StoredExperiment]) -> str | None:
 
 
 def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curves: dict[int, list] | None = None,
-                 previous_id: str | None = None, previous_records: list[StoredExperiment] | None = None) -> RunReport:
+                 previous_id: str | None = None, previous_records: list[StoredExperiment] | None = None,
+                 estimate_rows: list[dict] | None = None) -> RunReport:
     models = sections(records, curves or {})
     rows = [e for m in models for e in m.experiments]
     gpu_hours = sum(m.gpu_hours for m in models)
@@ -220,15 +297,21 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
     picks, verdict = recommend(models, unit)
     one_class, baseline = one_class_notes({m.model_id: m.best for m in models})
     every_row = rows + [e for m in models for e in m.confirmations]
-    seed_cost = sum(e.gpu_hours if unit == "GPU-hour" else (e.wall_seconds or 0) / 3600
-                    for m in models for e in m.confirmations)
+    seed_cost = sum(run_cost(e, unit) for m in models for e in m.confirmations)
+    estimate_rows = estimate_rows or []
+    # The estimate's unit decides how actual cost is counted beside it: CPU-hours are wall-clock hours.
+    estimate_unit = estimate_rows[0]["unit"] if estimate_rows else None
+    compare_unit = "GPU-hour" if estimate_unit == "GPU-hour" else "wall-clock hour"
     return RunReport(dag_id, run_id, models, len(every_row), sum(not e.succeeded for e in every_row), gpu_hours,
                      sum(m.gpu_hours_saved for m in models), any(e.is_stand_in for e in rows), unit,
                      {m.model_id: cost_of(m, unit) for m in models}, [e for m in models for e in m.failures],
                      picks, verdict, previous_id, changes(models, previous_records or []) if previous_id else [],
                      metric_description(rows), leakage=leakage_notes(rows), seed_cost_gpu_hours=seed_cost,
                      one_class=one_class, positive_baseline_f1=baseline,
-                     any_real=any(not e.is_stand_in for e in rows))
+                     any_real=any(not e.is_stand_in for e in rows),
+                     pruned=[PrunedRun.of(e, unit) for e in rows if e.stop_reason == StopReason.PRUNED],
+                     estimates=estimate_lines(estimate_rows, models, compare_unit), estimate_unit=estimate_unit,
+                     max_gpu_hours=next((r["max_gpu_hours"] for r in estimate_rows if r["max_gpu_hours"]), None))
 
 
 def environment(autoescape: bool) -> jinja2.Environment:
@@ -256,5 +339,6 @@ def render_run_report(url: str, dag_id: str, run_id: str, out_dir: Path) -> Path
     records = run_experiments(url, dag_id, run_id)
     previous_id = previous_run_id(url, dag_id, run_id)
     report = build_report(dag_id, run_id, records, evaluation_curves(url, [r.experiment_id for r in records]),
-                          previous_id, run_experiments(url, dag_id, previous_id) if previous_id else [])
+                          previous_id, run_experiments(url, dag_id, previous_id) if previous_id else [],
+                          run_estimate(url, dag_id, run_id))
     return render(report, out_dir)

@@ -15,6 +15,7 @@ from typing import Any
 class StopReason(StrEnum):
     COMPLETED = "completed"  # reached its last planned step
     EARLY_STOPPED = "early_stopped"  # validation F1 stopped improving
+    PRUNED = "pruned"  # behind its peers at a successive-halving rung; its best checkpoint is kept and tested
     TIMEOUT = "timeout"  # the time budget ran out; the best checkpoint so far is kept
     OOM = "oom"  # out of GPU memory even at the smallest per-device batch
     NAN_LOSS = "nan_loss"  # the training loss became NaN or infinite
@@ -32,7 +33,7 @@ class StopReason(StrEnum):
         return self is StopReason.FAILED
 
 
-SUCCEEDED = frozenset({StopReason.COMPLETED, StopReason.EARLY_STOPPED, StopReason.TIMEOUT})
+SUCCEEDED = frozenset({StopReason.COMPLETED, StopReason.EARLY_STOPPED, StopReason.TIMEOUT, StopReason.PRUNED})
 
 FILE_ONLY = {"column": False}  # in result.json, not a column of `experiments`
 
@@ -94,6 +95,16 @@ class ExperimentResult:
     best_step: int | None = None
     steps_planned: int | None = None
     steps_run: int | None = None
+    samples_planned: int | None = None  # training samples the run planned (steps x batch x accumulation)
+    samples_seen: int | None = None  # and those it trained on
+    # Successive halving (with pruning on): the rung that stopped it, as a fraction of the largest
+    # planned run of the grid, its best validation F1 there, the F1 it had to reach, and how many
+    # peers had reached the rung.
+    pruned_at_fraction: float | None = None
+    pruned_at_samples: int | None = None
+    pruning_f1: float | None = None
+    pruning_threshold_f1: float | None = None
+    pruning_peers: int | None = None
     checkpoint_path: str | None = None
     predictions_path: str | None = None  # the best checkpoint's per-row test predictions (Parquet)
     reused_from_run_id: str | None = None

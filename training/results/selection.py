@@ -4,15 +4,16 @@ cheaper run. Seed-confirmation reruns never compete."""
 
 from __future__ import annotations
 
-from training.results.record import StoredExperiment
+from training.results.record import StopReason, StoredExperiment
 
 
 def ranked_by_validation(experiments: list[StoredExperiment]) -> list[StoredExperiment]:
     """The grid's successful runs, best first: validation F1 selects (test F1 is only reported);
-    ties go to the cheaper run. Seed-confirmation reruns never compete."""
+    ties go to a run that was not pruned (a pruned run is cheap only because it was cut short), then
+    to the cheaper run. Seed-confirmation reruns never compete."""
     candidates = [e for e in experiments if e.succeeded and e.confirmation_of is None]
-    return sorted(candidates, key=lambda e: (e.validation_f1, -(e.gpu_hours or 0), -(e.wall_seconds or 0)),
-                  reverse=True)
+    return sorted(candidates, key=lambda e: (e.validation_f1, e.stop_reason != StopReason.PRUNED,
+                                             -(e.gpu_hours or 0), -(e.wall_seconds or 0)), reverse=True)
 
 
 def best_of(experiments: list[StoredExperiment]) -> StoredExperiment | None:
