@@ -34,11 +34,18 @@ def spec_command(args) -> int:
 
 
 def run_experiment_command(args) -> int:
-    from training.engine.experiment import ExperimentRunning, run_experiment
-    from training.results.record import StopReason
+    import os
+
     from training.spec import ExperimentSpec
 
     spec = ExperimentSpec.read(args.spec) if args.spec else grid_point_spec(args)
+    if spec.compile and spec.storage is not None:
+        # Before torch is imported. One cache for every experiment of this deployment, kept across
+        # runs, so only the first pays the full compile. Set, not defaulted: a parent process that
+        # ever touched inductor exports its own default folder (torch writes the variable back).
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(spec.runtime().compile_cache_dir())
+    from training.engine.experiment import ExperimentRunning, run_experiment
+    from training.results.record import StopReason
     try:
         result = run_experiment(spec, args.time_limit_seconds)
     except ExperimentRunning as error:  # no result of ours to write or record: it is the other run's

@@ -137,11 +137,12 @@ class Tier:
     name: str
     priority: str
     models: tuple[str, ...]
-    gradient_checkpointing: bool
+    gradient_checkpointing: bool | str  # True, False or "auto": on only after an out-of-memory, before halving
     schedule: str | None  # cron expression of the nightly rerun, UTC; None: only when triggered
     grid: dict[str, tuple] = field(hash=False)
     pruning: Pruning | None = None  # None: every grid point trains until its own early stopping (the plan as written)
     max_gpu_hours: float | None = None  # the budget gate: a run estimated above this fails before training
+    compile: bool | str = False  # torch.compile the model: True, False, or "auto" (on CUDA only)
 
     @property
     def priority_weight(self) -> int:

@@ -20,7 +20,8 @@ SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_
                  "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "confirm_seeds")
 SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date", "late_start_tolerance_minutes")
 DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
-TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "grid", "pruning", "max_gpu_hours")
+TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "compile", "grid", "pruning",
+             "max_gpu_hours")
 PRUNING_KEYS = ("method", "reduction_factor", "min_fraction")
 PRUNING_METHODS = ("asha", "none")
 MODEL_KEYS = ("architecture",)
@@ -153,8 +154,10 @@ class PlanValidator:
                 self.fail(f"{prefix}.models", model_id, "unknown model; add it to the [models] table first")
         if len(set(models)) != len(models):
             self.fail(f"{prefix}.models", models, "duplicated model")
-        if not isinstance(raw.get("gradient_checkpointing"), bool):
-            self.fail(f"{prefix}.gradient_checkpointing", raw.get("gradient_checkpointing"), "must be true or false")
+        checkpointing = raw.get("gradient_checkpointing")
+        if not (isinstance(checkpointing, bool) or checkpointing == "auto"):
+            self.fail(f"{prefix}.gradient_checkpointing", checkpointing,
+                      'must be true, false or "auto" (off until a CUDA out-of-memory, then on before the batch is halved)')
         grid_raw = raw.get("grid")
         if not isinstance(grid_raw, dict):
             self.fail(f"{prefix}.grid", grid_raw, "missing grid")
@@ -166,11 +169,14 @@ class PlanValidator:
         elif not isinstance(schedule, str) or not croniter.is_valid(schedule):
             self.fail(f"{prefix}.schedule", schedule,
                       f"must be a cron expression, e.g. \"0 2 * * *\", or \"{NO_SCHEDULE}\" (triggered only)")
+        compiled = raw.get("compile", False)
+        if not (isinstance(compiled, bool) or compiled == "auto"):
+            self.fail(f"{prefix}.compile", compiled, 'must be true, false or "auto" (compiled on CUDA only)')
         max_gpu_hours = raw.get("max_gpu_hours")
         if max_gpu_hours is not None:
             max_gpu_hours = self.positive(f"{prefix}.max_gpu_hours", max_gpu_hours, float)
         return Tier(name, raw["priority"], tuple(models), raw["gradient_checkpointing"], schedule, grid,
-                    self.pruning(f"{prefix}.pruning", raw.get("pruning")), max_gpu_hours)
+                    self.pruning(f"{prefix}.pruning", raw.get("pruning")), max_gpu_hours, compiled)
 
     def pruning(self, name: str, raw: Any) -> Pruning | None:
         """`pruning = { method = "asha", reduction_factor = 3, min_fraction = 0.1 }`; absent or

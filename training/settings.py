@@ -63,6 +63,10 @@ class Storage:
     def tokenized_dir(self) -> Path:
         return Path(self.cache_dir) / "tokenized"
 
+    def compile_cache_dir(self) -> Path:
+        """torch.compile's inductor cache: shared by every experiment of a model, kept across runs."""
+        return Path(self.cache_dir) / "inductor"
+
     def leakage_dir(self) -> Path:
         return Path(self.cache_dir) / "leakage"
 

@@ -25,7 +25,7 @@ class ExperimentSpec:
     architecture: str
     tier: str
     hyperparameters: Hyperparameters
-    gradient_checkpointing: bool
+    gradient_checkpointing: bool | str  # True, False or "auto" (see training/engine/trainer.py)
     dataset: DatasetSpec
     budget: str
     # The plan's settings after the budget's overrides.
@@ -54,6 +54,7 @@ class ExperimentSpec:
     # min_fraction and the model's grid as [batch, accumulation, epochs] (the reference run is the
     # largest of them). None: off, as the plan is written.
     pruning: dict | None = None
+    compile: bool | str = False  # torch.compile: True, False or "auto" (on CUDA); see engine/arguments.py
     storage: Storage | None = None  # every location on disk (see training/settings.py)
     database_url: str | None = None  # the results DB; None: the result file only
 
@@ -64,6 +65,8 @@ class ExperimentSpec:
         for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results", "confirmation_of",
                      *RUNTIME_FIELDS):
             data.pop(name)
+        if data["compile"] is False:
+            data.pop("compile")  # keys of eager experiments stay as they were
         for optional in ("max_train_seconds", "max_test_samples", "learning_rate_scale", "pruning"):
             if data[optional] is None:
                 data.pop(optional)  # keys of experiments without these caps stay as they were
@@ -156,6 +159,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         learning_rate_scale=budget.learning_rate_scale,
         confirmation_of=confirmation_of,
         pruning=None if confirmation_of else pruning_settings(tier, pruning),
+        compile=tier.compile,
         storage=storage or Storage.from_environment(),
         database_url=database_url,
     )

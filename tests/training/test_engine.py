@@ -93,6 +93,64 @@ def test_oom_back_off_keeps_the_effective_batch(tmp_path, env, dataset_dir, simu
         assert result["test_f1"] is None and result["checkpoint_path"] is None
 
 
+@pytest.mark.parametrize("batch, per_device", [(8, 8), (16, 8)])
+def test_auto_checkpointing_turns_on_under_out_of_memory_before_the_batch_is_halved(tmp_path, env, dataset_dir,
+                                                                                     batch, per_device):
+    # Batch 4 fits without activation checkpointing, 8 with it (the simulated limit doubles).
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, batch_size=batch),
+                               gradient_checkpointing="auto")
+    code, result, output = run_cli(tmp_path, spec, {**env, "SWEEP_SIMULATED_MAX_BATCH": "4"})
+    assert code == 0, output
+    turned_on = output.index("turning activation checkpointing on")
+    if batch == 8:  # on at the same batch: it fits
+        assert "retrying with" not in output
+    else:  # on first, and only then halved
+        assert turned_on < output.index("retrying with per-device batch 8, accumulation 2")
+    assert result["activation_checkpointing"] is True and result["per_device_batch_size"] == per_device
+    assert result["per_device_batch_size"] * result["effective_accumulation_steps"] == batch
+    assert effective_arguments(result)["activation_checkpointing"] is True
+    assert result["stop_reason"] in ("completed", "early_stopped") and result["test_f1"] is not None
+
+
+def test_auto_checkpointing_stays_off_while_memory_suffices(tmp_path, env, dataset_dir):
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, batch_size=8),
+                               gradient_checkpointing="auto")
+    code, result, output = run_cli(tmp_path, spec, env)
+    assert code == 0, output
+    assert result["activation_checkpointing"] is False and "turning activation checkpointing on" not in output
+    assert effective_arguments(result)["activation_checkpointing"] is False
+
+
+COMPILED_F1_TOLERANCE = 0.02  # |compiled - eager| validation and test F1; fp32 on the CPU matches far closer
+
+
+def test_compiled_training_matches_eager_and_reuses_its_cache(tmp_path, env, dataset_dir):
+    """compile = true on the CPU (inductor builds C++ kernels): the same metrics as eager within the
+    stated tolerance; a second compiled experiment (another learning rate: another key, same shapes)
+    finds the inductor cache under $SWEEP_HOME/cache/ and compiles in at most 0.3x the first's time."""
+    import pyarrow.parquet as pq
+
+    def run(name, compiled, learning_rate=5e-5):
+        spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, learning_rate=learning_rate),
+                                   compile=compiled)
+        (tmp_path / name).mkdir()
+        code, result, output = run_cli(tmp_path / name, spec, env)
+        assert code == 0, output
+        return result
+
+    eager, first, second = run("eager", False), run("compiled", True), run("compiled-again", True, 2e-5)
+    assert eager["compiled"] is False and eager["compile_seconds"] is None
+    assert first["compiled"] is True and effective_arguments(first)["torch_compile"] is True
+    assert abs(first["validation_f1"] - eager["validation_f1"]) <= COMPILED_F1_TOLERANCE
+    assert abs(first["test_f1"] - eager["test_f1"]) <= COMPILED_F1_TOLERANCE
+    same = [a == b for a, b in zip(pq.read_table(first["predictions_path"])["predicted_index"].to_pylist(),
+                                   pq.read_table(eager["predictions_path"])["predicted_index"].to_pylist())]
+    assert sum(same) >= 0.95 * len(same)
+    assert (Path(env["SWEEP_HOME"]) / "cache" / "inductor").is_dir()
+    assert first["compile_seconds"] > 0 and second["compile_seconds"] <= 0.3 * first["compile_seconds"], \
+        (first["compile_seconds"], second["compile_seconds"])
+
+
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, env, dataset_dir):
     # 40 steps of batch 1 with a checkpoint every 4; patience so large that nothing stops it early.
     spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=1),

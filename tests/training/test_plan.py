@@ -96,6 +96,10 @@ def broken(tmp_path, old: str, new: str):
     ('priority = "low"', 'priority = "low"\npruning = { reduction = 3 }', "tiers.small.pruning.reduction",
      "did you mean 'reduction_factor'"),
     ('priority = "low"', 'priority = "low"\nmax_gpu_hours = -4', "tiers.small.max_gpu_hours", "must be positive"),
+    # compiling and activation checkpointing
+    ('priority = "low"', 'priority = "low"\ncompile = "yes"', "tiers.small.compile", 'or "auto"'),
+    ("gradient_checkpointing = true", 'gradient_checkpointing = "sometimes"', "tiers.large.gradient_checkpointing",
+     'or "auto"'),
 ])
 def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value):
     path = broken(tmp_path, old, new)
@@ -179,3 +183,12 @@ def test_pruning_and_the_budget_gate_are_read_per_tier(tmp_path):
     assert rerun.pruning is None  # a seed rerun measures the chosen configuration whole
     unpruned = build_spec(load_plan(), "microsoft/codebert-base", small.combinations()[0])
     assert "pruning" not in unpruned.settings_for_key()  # keys of runs without pruning are unchanged
+    assert "compile" not in unpruned.settings_for_key() and unpruned.compile is False  # nor of eager runs
+
+
+def test_compile_and_auto_checkpointing_are_read_per_tier(tmp_path):
+    path = broken(tmp_path, "gradient_checkpointing = true", 'gradient_checkpointing = "auto"\ncompile = "auto"')
+    large = load_plan(path).tiers["large"]
+    assert (large.gradient_checkpointing, large.compile) == ("auto", "auto")
+    spec = build_spec(load_plan(path), "Salesforce/codet5-large", large.combinations()[0])
+    assert spec.compile == "auto" and spec.settings_for_key()["compile"] == "auto"

@@ -242,3 +242,16 @@ def test_stand_ins_are_never_ranked_against_real_models(tmp_path, fresh_database
     assert "**Most accurate:** microsoft/codebert-base (validation F1 0.700" in markdown
     assert "| Salesforce/codet5-small (stand-in) | 0.950 |" in markdown and "(stand-in)</td>" in html
     assert "not ranked against the real models" in markdown and "**Verdict" not in markdown
+
+
+def test_the_resource_section_states_what_checkpointing_and_compiling_cost(tmp_path, fresh_database):
+    """Runs of one model that went both ways with gradient_checkpointing = "auto": the throughput
+    with and without is set side by side; compiled runs say how long compiling took."""
+    for lr, checkpointed, speed, compile_seconds in ((2e-5, True, 60.0, 50.0), (5e-5, False, 100.0, 4.0)):
+        record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+            learning_rate=lr, activation_checkpointing=checkpointed, samples_per_second=speed, compiled=True,
+            compile_seconds=compile_seconds)))
+    _, html, markdown = render(fresh_database, tmp_path)
+    line = (f"- {CODEBERT}: compiled in 2 of 2 runs (compiling: 50.0 s at most, 4.0 s at least); activation "
+            "checkpointing on in 1 runs at 60.0 samples/s, off in 1 at 100.0 samples/s: it cost 40% of the throughput.")
+    assert line in markdown and "it cost 40% of the throughput" in html

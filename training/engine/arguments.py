@@ -12,6 +12,15 @@ from transformers import TrainingArguments
 from training.spec import ExperimentSpec
 
 
+# Compiled runs pad each batch to a multiple of this many tokens, so length-grouped batches give at
+# most max_length / 64 shapes per batch size (8 at 512) instead of one per distinct length.
+COMPILE_PAD_MULTIPLE = 64
+
+
+def compiles(spec: ExperimentSpec, on_gpu: bool) -> bool:
+    return spec.compile is True or (spec.compile == "auto" and on_gpu)
+
+
 def choose_precision(mixed_precision: bool) -> tuple[str, str, int]:
     """(device name, precision, GPUs held): bf16 where the GPU has it, else fp16; fp32 on CPU."""
     if not torch.cuda.is_available():
@@ -23,9 +32,12 @@ def choose_precision(mixed_precision: bool) -> tuple[str, str, int]:
 
 
 def training_arguments(spec: ExperimentSpec, output_dir: Path, precision: str, on_gpu: bool,
-                       per_device_batch: int, accumulation: int) -> TrainingArguments:
+                       per_device_batch: int, accumulation: int, checkpointing: bool | None = None) -> TrainingArguments:
     """per_device_batch x accumulation is always the plan's batch x accumulation; the split
-    between them changes only when OOM back-off halves the per-device batch."""
+    between them changes only when OOM back-off halves the per-device batch. checkpointing: whether
+    activation checkpointing is on now (None: the plan's value, with "auto" starting off)."""
+    if checkpointing is None:
+        checkpointing = spec.gradient_checkpointing is True
     hp = spec.hyperparameters
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -36,7 +48,8 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, precision: str, o
         per_device_train_batch_size=per_device_batch,
         per_device_eval_batch_size=per_device_batch,
         gradient_accumulation_steps=accumulation,
-        activation_checkpointing=spec.gradient_checkpointing,  # transformers 5's name for it
+        activation_checkpointing=checkpointing,  # transformers 5's name for it
+        torch_compile=compiles(spec, on_gpu),
         eval_strategy="steps",
         eval_steps=spec.eval_steps,
         save_strategy="steps",

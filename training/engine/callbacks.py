@@ -73,6 +73,29 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
 
 
+class CompileTimer(TrainerCallback):
+    """How long compiling took, as the first training step's excess over the median of the next
+    ones (the first step of a compiled model traces and compiles it; later steps only run it)."""
+
+    def __init__(self):
+        self.durations: list[float] = []
+        self.started = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.started is not None and len(self.durations) < 12:
+            self.durations.append(time.perf_counter() - self.started)
+
+    @property
+    def seconds(self) -> float | None:
+        if len(self.durations) < 2:
+            return None
+        rest = sorted(self.durations[1:])
+        return max(self.durations[0] - rest[len(rest) // 2], 0.0)
+
+
 class CheckpointCounter(TrainerCallback):
     """Records the most checkpoint folders on disk at once (best and last: at most two)."""
 
@@ -104,16 +127,19 @@ def simulated_memory_limit() -> list[TrainerCallback]:
 
 
 class SimulatedMemoryLimit(TrainerCallback):
-    """Raises CUDA's out-of-memory error when the per-device batch exceeds a limit."""
+    """Raises CUDA's out-of-memory error when the per-device batch exceeds a limit; activation
+    checkpointing, which keeps fewer activations, doubles the batch that fits."""
 
     def __init__(self, max_batch: int):
         self.max_batch = max_batch
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if args.per_device_train_batch_size > self.max_batch:
+        checkpointing = bool(getattr(args, "activation_checkpointing", False))
+        limit = self.max_batch * (2 if checkpointing else 1)
+        if args.per_device_train_batch_size > limit:
             raise torch.cuda.OutOfMemoryError(
-                f"CUDA out of memory (simulated: per-device batch {args.per_device_train_batch_size} > "
-                f"{self.max_batch})")
+                f"CUDA out of memory (simulated: per-device batch {args.per_device_train_batch_size} > {limit}"
+                f"{', with activation checkpointing' if checkpointing else ''})")
 
 
 class LiveResults(TrainerCallback):

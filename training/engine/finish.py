@@ -20,6 +20,10 @@ from training.results.statistics import bootstrap_f1_interval
 METRIC_NAMES = ("f1", "precision", "recall", "accuracy")
 
 
+def trainer_args_compiled(training: Training) -> bool:
+    return training.watchers is not None and training.watchers.compile_timer is not None
+
+
 def stop_reason(training: Training, stopped_early: bool) -> StopReason:
     watchers = training.watchers
     if training.trainer is None:
@@ -92,6 +96,10 @@ def result(training: Training, reason: StopReason, validation: dict, test: dict,
     return dataclasses.replace(
         training.prepared.identity,
         model_revision=training.model_revision, per_device_batch_size=training.per_device_batch,
+        activation_checkpointing=training.checkpointing,
+        compiled=bool(trainer_args_compiled(training)),
+        compile_seconds=(training.watchers.compile_timer.seconds
+                         if training.watchers and training.watchers.compile_timer else None),
         effective_accumulation_steps=training.accumulation, device=training.device,
         gpu_count=training.gpu_count, precision=training.precision,
         attention_implementation=training.attention, max_length=training.max_length,

@@ -16,8 +16,8 @@ import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 
 from training.engine.accounting import AttemptLedger, UtilisationSampler, model_fingerprint
-from training.engine.arguments import choose_precision, training_arguments
-from training.engine.callbacks import (CheckpointCounter, EvaluationRecorder, Heartbeat, LiveResults,
+from training.engine.arguments import COMPILE_PAD_MULTIPLE, choose_precision, compiles, training_arguments
+from training.engine.callbacks import (CheckpointCounter, CompileTimer, EvaluationRecorder, Heartbeat, LiveResults,
                                        NonFiniteLossStop, TimeBudget, simulated_memory_limit)
 from training.engine.experiment import Prepared
 from training.engine.metrics import metrics_for_trainer
@@ -39,6 +39,7 @@ class Watchers:
     time_budget: TimeBudget
     checkpoints: CheckpointCounter
     pruning: SuccessiveHalving | None = None  # only with pruning on
+    compile_timer: CompileTimer | None = None  # only when compiled
 
     def callbacks(self) -> list:
         return [watcher for watcher in vars(self).values() if watcher is not None]
@@ -59,6 +60,7 @@ class Training:
     ledger: AttemptLedger
     per_device_batch: int
     accumulation: int
+    checkpointing: bool = False  # activation checkpointing as it is now ("auto" turns it on after an OOM)
     stop_reason: StopReason = StopReason.COMPLETED
     trainer: Trainer | None = None
     watchers: Watchers | None = None
@@ -95,7 +97,8 @@ def train(prepared: Prepared, time_limit_seconds: float | None, started_at: date
                                  max_length, prepared.fingerprint, caps, spec.runtime().tokenized_dir())
     hp = spec.hyperparameters
     training = Training(prepared, started_at, time.monotonic(), device, precision, gpu_count, max_length, tokenized,
-                        AttemptLedger(prepared.output_dir, gpu_count), hp.batch_size, hp.gradient_accumulation_steps)
+                        AttemptLedger(prepared.output_dir, gpu_count), hp.batch_size, hp.gradient_accumulation_steps,
+                        checkpointing=spec.gradient_checkpointing is True)
     # The tighter of the task's limit (from its execution_timeout) and the budget's time cap.
     limit = min(filter(None, (time_limit_seconds, spec.max_train_seconds)), default=None)
     with UtilisationSampler() as sampler:
@@ -114,14 +117,16 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
         EvaluationRecorder(training.started, training.ledger.total_seconds - training.ledger.current["seconds"]),
         NonFiniteLossStop(), TimeBudget(training.started, time_limit_seconds),
         CheckpointCounter(prepared.output_dir),
-        SuccessiveHalving(spec, len(training.tokenized["train"]), prepared.key) if spec.pruning else None)
+        SuccessiveHalving(spec, len(training.tokenized["train"]), prepared.key) if spec.pruning else None,
+        CompileTimer() if compiles(spec, training.gpu_count > 0) else None)
     args = training_arguments(spec, prepared.output_dir, training.precision, training.gpu_count > 0,
-                              training.per_device_batch, training.accumulation)
+                              training.per_device_batch, training.accumulation, training.checkpointing)
     live = LiveResults(spec.database_url, prepared.identity, len(training.ledger.attempts))
     return Trainer(
         model=model, args=args, train_dataset=training.tokenized["train"],
         eval_dataset=training.tokenized["validation"], processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=DataCollatorWithPadding(
+            tokenizer, pad_to_multiple_of=COMPILE_PAD_MULTIPLE if args.torch_compile else None),
         compute_metrics=metrics_for_trainer(len(prepared.label_values)),
         callbacks=[*training.watchers.callbacks(), Heartbeat(training.ledger), live,
                    *simulated_memory_limit()])
@@ -129,8 +134,10 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
 
 def train_with_oom_backoff(training: Training, tokenizer, time_limit_seconds: float | None) -> StopReason:
     """Train; on CUDA OOM halve the per-device batch and double accumulation (same effective
-    batch) and resume, up to MAX_OOM_HALVINGS times."""
-    for halvings in range(MAX_OOM_HALVINGS + 1):
+    batch) and resume, up to MAX_OOM_HALVINGS times. With gradient_checkpointing = "auto", the
+    first OOM turns activation checkpointing on at the same batch instead; only a second one halves."""
+    halvings = 0
+    while True:
         training.trainer = build_trainer(training, tokenizer, time_limit_seconds)
         write_effective_arguments(training)
         last = last_complete_checkpoint(training.prepared.output_dir)
@@ -151,8 +158,14 @@ def train_with_oom_backoff(training: Training, tokenizer, time_limit_seconds: fl
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()  # the peak reported is that of the batch size that ran
+        if training.prepared.spec.gradient_checkpointing == "auto" and not training.checkpointing:
+            training.checkpointing = True
+            print(f"turning activation checkpointing on (gradient_checkpointing = \"auto\"), same per-device batch "
+                  f"{training.per_device_batch}")
+            continue
         if training.per_device_batch == 1 or halvings == MAX_OOM_HALVINGS:
             break
+        halvings += 1
         training.per_device_batch //= 2
         training.accumulation *= 2
         print(f"retrying with per-device batch {training.per_device_batch}, accumulation {training.accumulation}")

@@ -81,6 +81,30 @@ def estimate_lines(rows: list[dict], models: list, unit: str) -> list[EstimateLi
     return lines
 
 
+def training_modes(experiments: list[StoredExperiment]) -> str | None:
+    """How a model's runs trained, where the plan leaves it to the run (compile, "auto"
+    checkpointing), and what activation checkpointing cost where runs went both ways."""
+    ran = [e for e in experiments if e.samples_per_second]
+    if not ran:
+        return None
+    parts = []
+    compiled = [e for e in ran if e.compiled]
+    if compiled:
+        seconds = [e.compile_seconds for e in compiled if e.compile_seconds is not None]
+        parts.append(f"compiled in {len(compiled)} of {len(ran)} runs"
+                     + (f" (compiling: {max(seconds):.1f} s at most, {min(seconds):.1f} s at least)" if seconds else ""))
+    on = [e.samples_per_second for e in ran if e.activation_checkpointing]
+    off = [e.samples_per_second for e in ran if e.activation_checkpointing is False]
+    if on and off:
+        parts.append(f"activation checkpointing on in {len(on)} runs at {mean(on):.1f} samples/s, off in {len(off)} "
+                     f"at {mean(off):.1f} samples/s: it cost {1 - mean(on) / mean(off):.0%} of the throughput")
+    elif on:
+        parts.append(f"activation checkpointing on in all {len(on)} runs ({mean(on):.1f} samples/s); its cost is "
+                     "not measured here (gradient_checkpointing = \"auto\" turns it on only when memory runs out, "
+                     "and `make gpu-bench` measures both)")
+    return "; ".join(parts) if parts else None
+
+
 @dataclass(frozen=True)
 class ModelSection:
     model_id: str
@@ -97,6 +121,7 @@ class ModelSection:
     confirmations: list[StoredExperiment] = field(default_factory=list)  # the chosen configuration, other seeds
     seeds: SeedSummary | None = None
     runner_up: Comparison | None = None  # the chosen configuration against the next one by validation F1
+    modes: str | None = None  # compiled, activation checkpointing and its cost (training_modes)
 
 
 @dataclass(frozen=True)
@@ -209,7 +234,7 @@ def section(model_id: str, experiments: list[StoredExperiment], curves: dict[int
         mean([e.time_to_best_seconds for e in grid if e.time_to_best_seconds is not None]),
         max(memory) if memory else None, heatmaps(model_id, grid),
         charts.learning_curves(f"{model_id}: validation F1 of the best run", curve) if curve else "",
-        confirmations, seed_summary(best, confirmations), runner_up)
+        confirmations, seed_summary(best, confirmations), runner_up, training_modes(experiments))
 
 
 def cost_of(model: ModelSection, unit: str) -> float:

@@ -116,6 +116,9 @@ class ExperimentResult:
     attention_implementation: str | None = None
     max_length: int | None = None
     per_device_batch_size: int | None = None
+    activation_checkpointing: bool | None = None  # whether it trained with activation checkpointing (at the end)
+    compiled: bool | None = None  # trained through torch.compile
+    compile_seconds: float | None = None  # the first step's excess over the median step (compiling)
     effective_accumulation_steps: int | None = None
     attempt_count: int = 1
     resumed_from_step: int | None = None
