@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from transformers import (RobertaConfig, RobertaForSequenceClassification, T5Config,  # noqa: E402
                           T5ForSequenceClassification, Trainer, TrainerCallback)
 
+from gpu_step_time import Batches  # noqa: E402  (random fixed-length batches, one </s> a row)
 from training.engine.arguments import choose_precision, training_arguments  # noqa: E402
 from training.plan import load_plan  # noqa: E402
 from training.spec import build_spec  # noqa: E402
@@ -60,21 +61,6 @@ def build_model(model_id: str, smoke: bool):
     config = T5Config(vocab_size=vocab, d_model=hidden, d_kv=hidden // heads, d_ff=ffn, num_layers=layers,
                       num_heads=heads, num_labels=2, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)
     return T5ForSequenceClassification(config), vocab
-
-
-class Batches(torch.utils.data.Dataset):
-    def __init__(self, count: int, length: int, vocab: int):
-        generator = torch.Generator().manual_seed(0)
-        self.ids = torch.randint(5, vocab, (count, length), generator=generator)
-        self.ids[:, -1] = 2  # one </s> a row: T5's classifier reads its hidden state
-        self.labels = torch.randint(0, 2, (count,), generator=generator)
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, index):
-        return {"input_ids": self.ids[index], "attention_mask": torch.ones_like(self.ids[index]),
-                "labels": self.labels[index]}
 
 
 class StepTimer(TrainerCallback):

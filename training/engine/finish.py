@@ -20,10 +20,6 @@ from training.results.statistics import bootstrap_f1_interval
 METRIC_NAMES = ("f1", "precision", "recall", "accuracy")
 
 
-def trainer_args_compiled(training: Training) -> bool:
-    return training.watchers is not None and training.watchers.compile_timer is not None
-
-
 def stop_reason(training: Training, stopped_early: bool) -> StopReason:
     watchers = training.watchers
     if training.trainer is None:
@@ -92,14 +88,13 @@ def result(training: Training, reason: StopReason, validation: dict, test: dict,
     samples = steps_run * training.per_device_batch * training.accumulation
     planned = state.max_steps * training.per_device_batch * training.accumulation if state and state.max_steps else None
     pruned = training.watchers.pruning.pruned if training.watchers and training.watchers.pruning else None
+    timer = training.watchers.compile_timer if training.watchers else None  # set only when compiled
     tokens = sum(training.tokenized["train"][LENGTH_COLUMN]) * (state.epoch or 0) if state else 0
     return dataclasses.replace(
         training.prepared.identity,
         model_revision=training.model_revision, per_device_batch_size=training.per_device_batch,
         activation_checkpointing=training.checkpointing,
-        compiled=bool(trainer_args_compiled(training)),
-        compile_seconds=(training.watchers.compile_timer.seconds
-                         if training.watchers and training.watchers.compile_timer else None),
+        compiled=timer is not None, compile_seconds=timer.seconds if timer else None,
         effective_accumulation_steps=training.accumulation, device=training.device,
         gpu_count=training.gpu_count, precision=training.precision,
         attention_implementation=training.attention, max_length=training.max_length,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from transformers import TrainerCallback
 
-from training.plan import planned_samples
+from training.plan import Pruning, planned_samples
 
 PEER_POINTS = sa.text(
     "SELECT e.experiment_key, e.batch_size * e.gradient_accumulation_steps AS samples_per_step, p.step, p.f1, p.loss "
@@ -67,10 +67,7 @@ class SuccessiveHalving(TrainerCallback):
         hp = spec.hyperparameters
         self.samples_per_step = hp.batch_size * hp.gradient_accumulation_steps
         reference = max(planned_samples(train_rows, b, a, e, spec.max_steps) for b, a, e in settings["grid"])
-        fractions, fraction = [], settings["min_fraction"]
-        while fraction < 1 - 1e-9:
-            fractions.append(fraction)
-            fraction *= self.factor
+        fractions = Pruning(settings["method"], self.factor, settings["min_fraction"]).rungs()
         self.rungs = [(f, f * reference) for f in fractions]
         self.points: list[tuple[int, float, float | None]] = []
         self.decided: set[int] = set()

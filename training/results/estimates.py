@@ -161,20 +161,19 @@ def cost(row: dict) -> float:
     return row["gpu_hours"] if row["gpu_count"] else row["wall_seconds"] / 3600
 
 
+def _samples(row: dict, samples: str, steps: str) -> int | None:
+    """A sample count of a row; rows from before migration 011 have only the step count."""
+    if row[samples]:
+        return row[samples]
+    return row[steps] * row["batch_size"] * row["gradient_accumulation_steps"] if row[steps] else None
+
+
 def seen(row: dict) -> int | None:
-    if row["samples_seen"]:
-        return row["samples_seen"]
-    if row["steps_run"]:
-        return row["steps_run"] * row["batch_size"] * row["gradient_accumulation_steps"]
-    return None
+    return _samples(row, "samples_seen", "steps_run")
 
 
 def planned(row: dict) -> int | None:
-    if row["samples_planned"]:
-        return row["samples_planned"]
-    if row["steps_planned"]:
-        return row["steps_planned"] * row["batch_size"] * row["gradient_accumulation_steps"]
-    return None
+    return _samples(row, "samples_planned", "steps_planned")
 
 
 def read_history(url: str, dataset: str, budget: str) -> _History:
@@ -193,10 +192,6 @@ def read_history(url: str, dataset: str, budget: str) -> _History:
     return _History(rows, device, unit, parameters)
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def price(model_id: str, hp: Hyperparameters, samples: int | None, history: _History,
           parameter_count: int | None) -> tuple[float | None, float | None, float | None, str]:
     """(hours, low, high, basis) of one run of one grid point."""
@@ -210,7 +205,7 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: _His
              and (samples is None or planned(row) == samples)][:3]
     if exact:
         costs = [cost(row) for row in exact]
-        hours = _median(costs)
+        hours = statistics.median(costs)
         spread = max(0.15, (max(costs) - min(costs)) / hours if hours else 0.15)
         return hours, hours * (1 - min(spread, 0.9)), hours * (1 + spread), \
             f"same configuration: its last {len(exact)} run(s)"
@@ -221,17 +216,17 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: _His
     mine = [row for row in usable if row["model_id"] == model_id]
     if mine:
         same_batch = [row for row in mine if row["batch_size"] == hp.batch_size] or mine
-        per_sample = _median([cost(row) / seen(row) for row in same_batch])
-        share = _median([min(seen(row) / planned(row), 1.0) for row in mine])
+        per_sample = statistics.median([cost(row) / seen(row) for row in same_batch])
+        share = statistics.median([min(seen(row) / planned(row), 1.0) for row in mine])
         hours = samples * per_sample * share
         return hours, hours * 0.6, hours * 1.4, (f"same model: cost per sample over {len(same_batch)} run(s), "
                                                  f"x {share:.2f} of planned samples trained")
     others = [row for row in usable if (row["parameter_count"] or history.parameters.get(row["model_id"]))]
     if others and parameter_count:
-        per_sample_parameter = _median([cost(row) / (seen(row) * (row["parameter_count"]
+        per_sample_parameter = statistics.median([cost(row) / (seen(row) * (row["parameter_count"]
                                                                   or history.parameters[row["model_id"]]))
                                         for row in others])
-        share = _median([min(seen(row) / planned(row), 1.0) for row in others])
+        share = statistics.median([min(seen(row) / planned(row), 1.0) for row in others])
         hours = samples * per_sample_parameter * parameter_count * share
         return hours, hours * 0.5, hours * 2.0, (f"parameter count: {parameter_count:,}, scaled from "
                                                  f"{len({row['model_id'] for row in others})} other model(s)")
@@ -267,7 +262,7 @@ def estimate_tier(url: str | None, tier, models: list[str], budget, dataset: str
             priced = [e for e in grid if e.hours is not None]
             if len(priced) == len(grid):
                 estimates.append(Estimate(model_id, "seed confirmation", None, confirm_seeds, None,
-                                          _median([e.hours for e in priced]), min(e.low for e in priced),
+                                          statistics.median([e.hours for e in priced]), min(e.low for e in priced),
                                           max(e.high for e in priced),
                                           "seed reruns: the chosen configuration is not known yet: the "
                                           "grid's median, between its cheapest and dearest"))
