@@ -128,7 +128,10 @@ def test_the_ui_in_chromium_lists_the_tiers_shows_the_form_and_names_mapped_inst
             page.get_by_label("Username").fill("admin")
             page.get_by_label("Password").fill(stack.admin_password())
             page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(f"{stack.url}/**")
+            # The login page itself matches "<url>/**": wait until sign-in has navigated away from it,
+            # or the next goto can race the redirect and be aborted (net::ERR_ABORTED, seen once in CI).
+            page.wait_for_url(lambda url: url.startswith(stack.url) and "/auth/login" not in url)
+            page.wait_for_load_state()
 
             page.goto(f"{stack.url}/dags")
             for dag_id in ("sweep_small", "sweep_medium", "sweep_large"):
