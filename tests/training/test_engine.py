@@ -195,8 +195,14 @@ def test_a_second_run_of_the_same_experiment_exits_and_leaves_the_first_intact(t
     deadline = time.monotonic() + 180
     while not list(home.glob("experiments/*/*/*/checkpoint-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert first.poll() is None, "the first run ended before the second started"
-    code, second, output = run_cli(second_dir, spec, env)  # the same spec while the first trains
+    # Paused, the first run still holds its lock, however long the second takes to start: without
+    # the pause, a slow start on a loaded machine let the first finish and the second reuse it.
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        assert first.poll() is None, "the first run ended before the second started"
+        code, second, output = run_cli(second_dir, spec, env)  # the same spec while the first trains
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert code == 75 and second == {}  # nothing written: the folder and its files are the first run's
     assert re.search(r"already running \(pid \d+ on ", output), output
     assert first.wait(300) == 0
