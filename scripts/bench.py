@@ -17,6 +17,13 @@ cost: CPU-hours here), and with pruning on (reduction factor 3, rungs from 10%):
   which it picked and how much validation F1 it lost is printed);
 - estimate_ratio: the second unpruned run's estimate / its actual cost (the tier).
 
+And what the saves write (training/engine/checkpoints.py): the CodeBERT stand-in's eight grid points
+of the first unpruned run (a new best saves the model only, the full state every 30 minutes) against
+the same eight again with the full state at every evaluation (full_checkpoint_minutes = 0, how every
+save was written before):
+
+- checkpoint_bytes_ratio: bytes written by the saves, full state at every evaluation / as planned.
+
 Usage: python scripts/bench.py [--data DIR] [--json OUT.json] [--train-samples N] [--no-pruning]
 """
 
@@ -163,19 +170,20 @@ def main() -> int:
     return 0
 
 
-def tier_run(plan, data: Path, url: str, run_id: str, pruning: bool) -> list:
-    """The small tier's grid for both models, one experiment after another (as the gpu pool's one
-    slot runs them), each recorded as it finishes so later ones see it."""
+def tier_run(plan, data: Path, url: str, run_id: str, pruning: bool, models=None, **overrides) -> list:
+    """The small tier's grid for both models (or those given), one experiment after another (as the
+    gpu pool's one slot runs them), each recorded as it finishes so later ones see it; overrides
+    replace spec fields."""
     from training.engine.experiment import run_experiment
     from training.results.store import record_experiment, run_experiments
     from training.spec import build_spec
 
     tier = plan.tiers["small"]
-    for model_id in tier.models:
+    for model_id in models or tier.models:
         for hp in tier.combinations():
             spec = build_spec(plan, model_id, hp, budget_name="demo", dataset_source=str(data), dag_id="sweep_small",
                               run_id=run_id, database_url=url, pruning=pruning)
-            record_experiment(url, run_experiment(spec))
+            record_experiment(url, run_experiment(dataclasses.replace(spec, **overrides)))
     return run_experiments(url, "sweep_small", run_id)
 
 
@@ -194,7 +202,8 @@ def pruning_figures(plan, data: Path, work: Path) -> dict:
         url = database.ensure_database(base, "bench")
         database.migrate(url)
         tier, quiet = plan.tiers["small"], io.StringIO()
-        print("\npruning: the small tier at the demo budget, three runs of 16 experiments (a few minutes each)")
+        print("\npruning: the small tier at the demo budget, three runs of 16 experiments (a few minutes each), "
+              "then 8 with the full state saved at every evaluation")
 
         def cost(rows):
             return sum(r.gpu_hours if r.gpu_count else (r.wall_seconds or 0) / 3600 for r in rows)
@@ -206,6 +215,8 @@ def pruning_figures(plan, data: Path, work: Path) -> dict:
                                      {m: resolve_model_source(m, storage.model_root) for m in tier.models}, None)
             second = tier_run(plan, data, url, "unpruned-2", pruning=False)
             pruned = tier_run(plan, data, url, "pruned", pruning=True)
+            every = tier_run(plan, data, url, "full-state-every-evaluation", pruning=False, models=MODELS[:1],
+                             full_checkpoint_minutes=0)
         samples = {name: sum(r.samples_seen or 0 for r in rows)
                    for name, rows in (("unpruned", first), ("pruned", pruned))}
         same, lines = True, []
@@ -222,14 +233,22 @@ def pruning_figures(plan, data: Path, work: Path) -> dict:
                             if a and b else ""))
         pruned_count = sum(r.stop_reason == "pruned" for r in pruned)
         actual = cost(second)
+        written = {name: sum(r.checkpoint_bytes_written or 0 for r in rows if r.model_id == MODELS[0])
+                   for name, rows in (("planned", first), ("every", every))}
         figures = {"pruning_samples_ratio": samples["pruned"] / samples["unpruned"], "pruning_same_best": same,
-                   "estimate_ratio": estimate.total() / actual if actual and not estimate.unpriced else None}
+                   "estimate_ratio": estimate.total() / actual if actual and not estimate.unpriced else None,
+                   "checkpoint_bytes_ratio": written["every"] / written["planned"] if written["planned"] else None}
         print(f"  training samples: unpruned {samples['unpruned']:,}, pruned {samples['pruned']:,} "
               f"({pruned_count} of {len(pruned)} runs pruned)")
         print("\n".join(lines))
         print(f"  CPU-hours: unpruned {cost(first):.4f}, second unpruned {actual:.4f} (estimated "
               f"{estimate.total():.4f}, {len(estimate.unpriced)} unpriced), pruned {cost(pruned):.4f}")
-        ratio = figures["estimate_ratio"]
+        print(f"  saves of {MODELS[0]}'s 8 runs: {written['planned'] / 2**20:,.1f} MiB as planned "
+              f"({sum(r.full_checkpoints_saved or 0 for r in first if r.model_id == MODELS[0])} full, "
+              f"{sum(r.model_checkpoints_saved or 0 for r in first if r.model_id == MODELS[0])} model-only), "
+              f"{written['every'] / 2**20:,.1f} MiB with the full state at every evaluation")
+        ratio, saves = figures["estimate_ratio"], figures["checkpoint_bytes_ratio"]
+        print("checkpoint_bytes_ratio " + (f"{saves:.2f} (target >= 3)" if saves else "unavailable"))
         print(f"\npruning_samples_ratio {figures['pruning_samples_ratio']:.3f} (target <= 0.5), pruning_same_best "
               f"{same}, estimate_ratio " + (f"{ratio:.3f} (target 0.75-1.25)" if ratio else "unavailable"))
         return figures

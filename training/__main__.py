@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL: try again later
+EXIT_INTERRUPTED = 143  # 128 + SIGTERM: stopped on request after saving its full state
 
 
 def grid_point_spec(args):
@@ -44,13 +45,16 @@ def run_experiment_command(args) -> int:
         # runs, so only the first pays the full compile. Set, not defaulted: a parent process that
         # ever touched inductor exports its own default folder (torch writes the variable back).
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(spec.runtime().compile_cache_dir())
-    from training.engine.experiment import ExperimentRunning, run_experiment
+    from training.engine.experiment import ExperimentRunning, TrainingInterrupted, run_experiment
     from training.results.record import StopReason
     try:
         result = run_experiment(spec, args.time_limit_seconds)
     except ExperimentRunning as error:  # no result of ours to write or record: it is the other run's
         print(error, file=sys.stderr)
         return EXIT_ALREADY_RUNNING
+    except TrainingInterrupted as error:  # no result yet: the retry resumes from the full save
+        print(error, file=sys.stderr)
+        return EXIT_INTERRUPTED
     # 1: failed, a retry may succeed; 2: the data is invalid, no retry can help; 0: a result to keep.
     exit_code = {StopReason.FAILED: 1, StopReason.INVALID_DATA: 2}.get(result.stop_reason, 0)
     Path(args.result).write_text(json.dumps(result.to_dict(), indent=2, default=str))

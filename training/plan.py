@@ -64,6 +64,9 @@ class Settings:
     max_length: int
     seed: int
     confirm_seeds: int = 0  # after the grid, retrain each model's chosen configuration with this many more seeds
+    # The full resumable state (optimizer, scheduler, RNG) is saved at most this often (and on
+    # SIGTERM); a new best saves the model only. 0: the full state at every evaluation.
+    full_checkpoint_minutes: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from training.plan import (ARCHITECTURES, BUDGET_FIELDS, GRID_FIELDS, NO_SCHEDUL
 PLAN_FORMAT_VERSION = 1  # the plan file's `version`: the layout this code reads
 TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models")
 SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_stopping_patience",
-                 "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "confirm_seeds")
+                 "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "confirm_seeds",
+                 "full_checkpoint_minutes")
 SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date", "late_start_tolerance_minutes")
 DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
 TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "compile", "grid", "pruning",
@@ -105,6 +106,12 @@ class PlanValidator:
         if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) or not 0 <= confirm_seeds <= 10:
             self.fail("settings.confirm_seeds", confirm_seeds, "must be a whole number from 0 (off) to 10")
         values["confirm_seeds"] = confirm_seeds
+        minutes = raw.get("full_checkpoint_minutes", Settings.full_checkpoint_minutes)
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) \
+                or minutes < 0:
+            self.fail("settings.full_checkpoint_minutes", minutes,
+                      "must be a number of minutes >= 0 (0: the full state at every evaluation)")
+        values["full_checkpoint_minutes"] = float(minutes)
         return Settings(metric_for_best_model="f1", mixed_precision=raw["mixed_precision"],
                         pin_memory=raw["pin_memory"], **values)
 

@@ -55,6 +55,9 @@ class ExperimentSpec:
     # largest of them). None: off, as the plan is written.
     pruning: dict | None = None
     compile: bool | str = False  # torch.compile: True, False or "auto" (on CUDA); see engine/arguments.py
+    # How often the full resumable state is saved (engine/checkpoints.py); not in the key: it
+    # changes what a retry resumes from, never the model trained.
+    full_checkpoint_minutes: float = 30.0
     storage: Storage | None = None  # every location on disk (see training/settings.py)
     database_url: str | None = None  # the results DB; None: the result file only
 
@@ -63,7 +66,7 @@ class ExperimentSpec:
         data = dataclasses.asdict(self)
         # confirmation_of only says why a run exists; its seed is what makes it another experiment.
         for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results", "confirmation_of",
-                     *RUNTIME_FIELDS):
+                     "full_checkpoint_minutes", *RUNTIME_FIELDS):
             data.pop(name)
         if data["compile"] is False:
             data.pop("compile")  # keys of eager experiments stay as they were
@@ -160,6 +163,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         confirmation_of=confirmation_of,
         pruning=None if confirmation_of else pruning_settings(tier, pruning),
         compile=tier.compile,
+        full_checkpoint_minutes=settings.full_checkpoint_minutes,
         storage=storage or Storage.from_environment(),
         database_url=database_url,
     )

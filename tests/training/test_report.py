@@ -244,14 +244,20 @@ def test_stand_ins_are_never_ranked_against_real_models(tmp_path, fresh_database
     assert "not ranked against the real models" in markdown and "**Verdict" not in markdown
 
 
-def test_the_resource_section_states_what_checkpointing_and_compiling_cost(tmp_path, fresh_database):
+def test_the_resource_section_states_what_checkpointing_compiling_and_saves_cost(tmp_path, fresh_database):
     """Runs of one model that went both ways with gradient_checkpointing = "auto": the throughput
-    with and without is set side by side; compiled runs say how long compiling took."""
-    for lr, checkpointed, speed, compile_seconds in ((2e-5, True, 60.0, 50.0), (5e-5, False, 100.0, 4.0)):
+    with and without is set side by side; compiled runs say how long compiling took; the saves,
+    what they wrote and of which kind."""
+    for lr, checkpointed, speed, compile_seconds, saves in ((2e-5, True, 60.0, 50.0, (3, 1)),
+                                                             (5e-5, False, 100.0, 4.0, (2, 0))):
         record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
             learning_rate=lr, activation_checkpointing=checkpointed, samples_per_second=speed, compiled=True,
-            compile_seconds=compile_seconds)))
+            compile_seconds=compile_seconds, model_checkpoints_saved=saves[0], full_checkpoints_saved=saves[1],
+            checkpoint_bytes_written=(saves[0] + 3 * saves[1]) * 2**20)))
     _, html, markdown = render(fresh_database, tmp_path)
     line = (f"- {CODEBERT}: compiled in 2 of 2 runs (compiling: 50.0 s at most, 4.0 s at least); activation "
-            "checkpointing on in 1 runs at 60.0 samples/s, off in 1 at 100.0 samples/s: it cost 40% of the throughput.")
-    assert line in markdown and "it cost 40% of the throughput" in html
+            "checkpointing on in 1 runs at 60.0 samples/s, off in 1 at 100.0 samples/s: it cost 40% of the throughput; "
+            "saves wrote 8.0 MiB over 2 runs: 5 of the model only (a new best), 1 with the full resumable state "
+            "(every full_checkpoint_minutes, and on SIGTERM).")
+    assert line in markdown, markdown
+    assert "it cost 40% of the throughput" in html and "saves wrote 8.0 MiB over 2 runs" in html

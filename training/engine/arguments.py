@@ -54,7 +54,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, precision: str, o
         eval_steps=spec.eval_steps,
         save_strategy="steps",
         save_steps=spec.eval_steps,  # every evaluation can become the best checkpoint
-        save_total_limit=1,  # with load_best_model_at_end: the best and the last survive
+        save_total_limit=None,  # CheckpointPolicy keeps the best, the newest full save and the best it names
         load_best_model_at_end=True,
         metric_for_best_model="f1",
         greater_is_better=True,
@@ -70,5 +70,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, precision: str, o
         data_seed=spec.seed,
         report_to="none",
         disable_tqdm=True,
-        save_only_model=False,  # optimizer and scheduler state too: a retry resumes where it stopped
+        # CheckpointPolicy sets it per save: model only for a new best, the optimizer, scheduler and
+        # RNG state too at a bounded interval (full_checkpoint_minutes) and on SIGTERM.
+        save_only_model=False,
     )

@@ -1,5 +1,5 @@
 """Trainer callbacks that watch a run: the learning curve, a non-finite loss, the time budget,
-the checkpoints on disk, the attempt's heartbeat, the live rows, and a simulated GPU memory limit for tests."""
+the attempt's heartbeat, the live rows, and a simulated GPU memory limit for tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import dataclasses
 import math
 import os
 import time
-from pathlib import Path
 
 import sqlalchemy
 import torch
@@ -94,16 +93,6 @@ class CompileTimer(TrainerCallback):
             return None
         rest = sorted(self.durations[1:])
         return max(self.durations[0] - rest[len(rest) // 2], 0.0)
-
-
-class CheckpointCounter(TrainerCallback):
-    """Records the most checkpoint folders on disk at once (best and last: at most two)."""
-
-    def __init__(self, output_dir: Path):
-        self.output_dir, self.most_on_disk = output_dir, 0
-
-    def on_save(self, args, state, control, **kwargs):
-        self.most_on_disk = max(self.most_on_disk, len(list(self.output_dir.glob("checkpoint-*"))))
 
 
 class Heartbeat(TrainerCallback):

@@ -166,6 +166,15 @@ class ExperimentRunning(RuntimeError):
     """Another process is running this experiment (a lost worker and its retry, say)."""
 
 
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGTERM after saving its full state (engine/checkpoints.py): the
+    experiment is neither finished nor failed, and its retry resumes from that save."""
+
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"stopped on SIGTERM at step {step}; the full state is saved: a retry resumes from it")
+
+
 @contextmanager
 def experiment_lock(folder: Path):
     """One run per experiment at a time: an flock on the experiment folder, released by the kernel
@@ -224,6 +233,8 @@ def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None
     with experiment_lock(prepared.output_dir):
         try:
             return complete(prepared, time_limit_seconds, started_at)
+        except TrainingInterrupted:
+            raise  # not finished, not failed: the retry resumes from the full save
         except Exception as error:  # recorded as a failed experiment; the task then fails
             traceback.print_exc()
             return failed_result(spec, prepared, error, started_at)

@@ -114,5 +114,8 @@ def result(training: Training, reason: StopReason, validation: dict, test: dict,
         samples_per_second=samples / train_seconds if train_seconds else None,
         tokens_per_second=tokens / train_seconds if train_seconds else None,
         most_checkpoints_on_disk=training.watchers.checkpoints.most_on_disk if training.watchers else 0,
+        checkpoint_bytes_written=sum(a.get("checkpoint_bytes", 0) for a in ledger.attempts),
+        full_checkpoints_saved=sum(a.get("full_saves", 0) for a in ledger.attempts),
+        model_checkpoints_saved=sum(a.get("model_saves", 0) for a in ledger.attempts),
         checkpoint_path=str(best_dir) if best_dir else None, eval_points=points, **training.serving,
         started_at=training.started_at.isoformat(), finished_at=datetime.now(timezone.utc).isoformat())

@@ -1,25 +1,25 @@
 """The training phase: tokenize (cached), build the Trainer with the plan's settings and the
 watching callbacks, and train, halving the per-device batch on CUDA out-of-memory and resuming
-from the last checkpoint saved whole."""
+from the last full save (training/engine/checkpoints.py)."""
 
 from __future__ import annotations
 
 import gc
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 
 from training.engine.accounting import AttemptLedger, UtilisationSampler, model_fingerprint
 from training.engine.arguments import COMPILE_PAD_MULTIPLE, choose_precision, compiles, training_arguments
-from training.engine.callbacks import (CheckpointCounter, CompileTimer, EvaluationRecorder, Heartbeat, LiveResults,
-                                       NonFiniteLossStop, TimeBudget, simulated_memory_limit)
-from training.engine.experiment import Prepared
+from training.engine.callbacks import (CompileTimer, EvaluationRecorder, Heartbeat, LiveResults, NonFiniteLossStop,
+                                       TimeBudget, simulated_memory_limit)
+from training.engine.checkpoints import (CheckpointPolicy, StopRequest, last_full_checkpoint, simulated_clock,
+                                         simulated_kill)
+from training.engine.experiment import Prepared, TrainingInterrupted
 from training.engine.metrics import metrics_for_trainer
 from training.engine.models import load_tokenizer_and_model
 from training.engine.pruning import SuccessiveHalving
@@ -37,7 +37,7 @@ class Watchers:
     recorder: EvaluationRecorder
     nan_stop: NonFiniteLossStop
     time_budget: TimeBudget
-    checkpoints: CheckpointCounter
+    checkpoints: CheckpointPolicy
     pruning: SuccessiveHalving | None = None  # only with pruning on
     compile_timer: CompileTimer | None = None  # only when compiled
 
@@ -70,18 +70,7 @@ class Training:
     attention: str | None = None
     mean_utilisation: float | None = None
     serving: dict = field(default_factory=dict)
-
-
-def last_complete_checkpoint(output_dir: Path) -> str | None:
-    """The newest checkpoint that was saved whole. The Trainer writes trainer_state.json last, so a
-    folder without it is what a kill during a save left behind; it is removed, not resumed from."""
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), reverse=True)
-    for checkpoint in checkpoints:
-        if (checkpoint / "trainer_state.json").is_file():
-            return str(checkpoint)
-        print(f"removing {checkpoint}: incomplete (the previous attempt was stopped while saving it)")
-        shutil.rmtree(checkpoint)
-    return None
+    stop: StopRequest = field(default_factory=StopRequest)  # SIGTERM during training: save the full state, stop
 
 
 def train(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime) -> Training:
@@ -101,7 +90,7 @@ def train(prepared: Prepared, time_limit_seconds: float | None, started_at: date
                         checkpointing=spec.gradient_checkpointing is True)
     # The tighter of the task's limit (from its execution_timeout) and the budget's time cap.
     limit = min(filter(None, (time_limit_seconds, spec.max_train_seconds)), default=None)
-    with UtilisationSampler() as sampler:
+    with UtilisationSampler() as sampler, training.stop:
         training.stop_reason = train_with_oom_backoff(training, tokenizer, limit)
     training.mean_utilisation = sampler.mean_percent
     return training
@@ -116,7 +105,8 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
         EarlyStoppingCallback(spec.early_stopping_patience, spec.early_stopping_min_delta),
         EvaluationRecorder(training.started, training.ledger.total_seconds - training.ledger.current["seconds"]),
         NonFiniteLossStop(), TimeBudget(training.started, time_limit_seconds),
-        CheckpointCounter(prepared.output_dir),
+        CheckpointPolicy(prepared.output_dir, spec.full_checkpoint_minutes * 60, training.ledger, training.stop,
+                         simulated_clock()),
         SuccessiveHalving(spec, len(training.tokenized["train"]), prepared.key) if spec.pruning else None,
         CompileTimer() if compiles(spec, training.gpu_count > 0) else None)
     args = training_arguments(spec, prepared.output_dir, training.precision, training.gpu_count > 0,
@@ -129,7 +119,7 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
             tokenizer, pad_to_multiple_of=COMPILE_PAD_MULTIPLE if args.torch_compile else None),
         compute_metrics=metrics_for_trainer(len(prepared.label_values)),
         callbacks=[*training.watchers.callbacks(), Heartbeat(training.ledger), live,
-                   *simulated_memory_limit()])
+                   *simulated_memory_limit(), *simulated_kill()])
 
 
 def train_with_oom_backoff(training: Training, tokenizer, time_limit_seconds: float | None) -> StopReason:
@@ -140,13 +130,16 @@ def train_with_oom_backoff(training: Training, tokenizer, time_limit_seconds: fl
     while True:
         training.trainer = build_trainer(training, tokenizer, time_limit_seconds)
         write_effective_arguments(training)
-        last = last_complete_checkpoint(training.prepared.output_dir)
+        last = last_full_checkpoint(training.prepared.output_dir)
         if last and training.ledger.current["resumed_from_step"] is None:
             training.ledger.current["resumed_from_step"] = int(last.rsplit("-", 1)[1])
             print(f"resuming from {last}")
         try:
             output = training.trainer.train(resume_from_checkpoint=last)
             training.train_seconds, training.state = output.metrics["train_runtime"], training.trainer.state
+            if training.watchers.checkpoints.interrupted:
+                training.ledger.finish("interrupted")
+                raise TrainingInterrupted(training.state.global_step)
             return StopReason.COMPLETED
         except torch.cuda.OutOfMemoryError as error:
             print(f"out of memory at per-device batch {training.per_device_batch}: {error}")

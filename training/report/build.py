@@ -83,7 +83,8 @@ def estimate_lines(rows: list[dict], models: list, unit: str) -> list[EstimateLi
 
 def training_modes(experiments: list[StoredExperiment]) -> str | None:
     """How a model's runs trained, where the plan leaves it to the run (compile, "auto"
-    checkpointing), and what activation checkpointing cost where runs went both ways."""
+    checkpointing), what activation checkpointing cost where runs went both ways, and what the
+    saves wrote."""
     ran = [e for e in experiments if e.samples_per_second]
     if not ran:
         return None
@@ -102,6 +103,12 @@ def training_modes(experiments: list[StoredExperiment]) -> str | None:
         parts.append(f"activation checkpointing on in all {len(on)} runs ({mean(on):.1f} samples/s); its cost is "
                      "not measured here (gradient_checkpointing = \"auto\" turns it on only when memory runs out, "
                      "and `make gpu-bench` measures both)")
+    saved = [e for e in ran if e.checkpoint_bytes_written is not None]
+    if saved:
+        full, model = sum(e.full_checkpoints_saved or 0 for e in saved), sum(e.model_checkpoints_saved or 0 for e in saved)
+        parts.append(f"saves wrote {sum(e.checkpoint_bytes_written for e in saved) / 2**20:,.1f} MiB over "
+                     f"{len(saved)} runs: {model} of the model only (a new best), {full} with the full resumable "
+                     "state (every full_checkpoint_minutes, and on SIGTERM)")
     return "; ".join(parts) if parts else None
 
 

@@ -119,6 +119,11 @@ class ExperimentResult:
     activation_checkpointing: bool | None = None  # whether it trained with activation checkpointing (at the end)
     compiled: bool | None = None  # trained through torch.compile
     compile_seconds: float | None = None  # the first step's excess over the median step (compiling)
+    # What its saves wrote over every attempt: bytes, full saves (with the optimizer, scheduler and
+    # RNG state) and model-only saves of a new best.
+    checkpoint_bytes_written: int | None = None
+    full_checkpoints_saved: int | None = None
+    model_checkpoints_saved: int | None = None
     effective_accumulation_steps: int | None = None
     attempt_count: int = 1
     resumed_from_step: int | None = None

@@ -1,0 +1,197 @@
+"""What each save writes and what stays on disk: a new best saves the model only, the full
+resumable state is saved at a bounded interval and when the process is asked to stop, and a retry
+resumes from the newest full save."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+from transformers import TrainerCallback
+
+# Written by a full save only (with the scheduler, scaler and RNG state); the Trainer writes
+# trainer_state.json last, after it, in both kinds of save.
+FULL_STATE_FILE = "optimizer.pt"
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_step(folder: Path) -> int:
+    return int(folder.name.split("-")[1])
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """The checkpoint folders, oldest first."""
+    return sorted(output_dir.glob("checkpoint-*"), key=checkpoint_step)
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / TRAINER_STATE_FILE).is_file()
+
+
+def is_full(folder: Path) -> bool:
+    """Saved whole, with the optimizer, scheduler and RNG state a retry resumes from."""
+    return is_complete(folder) and (folder / FULL_STATE_FILE).is_file()
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def last_full_checkpoint(output_dir: Path) -> str | None:
+    """The newest full save, the one a retry resumes from. Removed first: folders that a kill
+    during a save left incomplete, and every folder newer than that full save (model-only bests of
+    the lost steps: the state resumed from does not know them, and the steps are trained again).
+    Older model-only folders stay: the resumed state may name one as its best."""
+    folders = checkpoints(output_dir)
+    fulls = [folder for folder in folders if is_full(folder)]
+    resume = fulls[-1] if fulls else None
+    for folder in folders:
+        if not is_complete(folder):
+            print(f"removing {folder}: incomplete (the previous attempt was stopped while saving it)")
+            shutil.rmtree(folder)
+        elif resume is None or checkpoint_step(folder) > checkpoint_step(resume):
+            print(f"removing {folder}: saved after the last full save, which the retry resumes from")
+            shutil.rmtree(folder)
+    return str(resume) if resume else None
+
+
+class StopRequest:
+    """SIGTERM while training (Airflow stopping the task: on_kill, a worker shutting down) becomes a
+    request: the current step ends, the full state is saved, and the process exits without a
+    result, so the retry resumes there. Installed for the training phase only; outside it SIGTERM
+    ends the process as usual."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        print("SIGTERM: saving the full state at the end of this step, then stopping")
+        self.requested = True
+
+
+class CheckpointPolicy(TrainerCallback):
+    """Decides what each save writes, so the disk written per run stays small:
+
+    - An evaluation with a new best F1 saves the model only: all that selection
+      (load_best_model_at_end) needs.
+    - The full resumable state (model, optimizer, scheduler, RNG, trainer state) is saved at the
+      end of the first step at least `full_every_seconds` after the attempt began or after the last
+      full save, and at the end of the step in which SIGTERM arrived. With 0, every evaluation saves
+      the full state (the Trainer's default).
+    - An evaluation without a new best saves nothing.
+
+    On disk stay the best, the newest full save and the best that save's state names (a resume
+    from it must find it): at most three folders, two of them model only. Each save's size is
+    counted into the attempt ledger."""
+
+    def __init__(self, output_dir: Path, full_every_seconds: float, ledger, stop: StopRequest | None = None,
+                 clock: Callable[[object], float] | None = None):
+        self.output_dir, self.full_every, self.ledger, self.stop = output_dir, full_every_seconds, ledger, stop
+        self.clock = clock or (lambda state: time.monotonic())
+        self.last_full = None
+        self.pending = None  # "full" or "model": what the save about to happen writes
+        self.training = True  # the best checkpoint's evaluations after training save nothing
+        self.interrupted = False
+        self.most_on_disk = 0
+        for name in ("checkpoint_bytes", "full_saves", "model_saves"):
+            ledger.current.setdefault(name, 0)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.last_full is None:  # the first step of this attempt (a resumed state is loaded by now)
+            self.last_full = self.clock(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.pending = None
+        if self.stop is not None and self.stop.requested:
+            control.should_save = control.should_training_stop = True
+            self.interrupted, self.pending = True, "full"
+        elif self.full_every == 0:
+            self.pending = "full" if control.should_save else None
+        elif self.clock(state) - self.last_full >= self.full_every:
+            control.should_save, self.pending = True, "full"
+        elif control.should_save and not control.should_evaluate:
+            control.should_save = False  # the Trainer's save at the last step, unevaluated: nothing selection needs
+        args.save_only_model = self.pending != "full"
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not self.training or self.pending == "full" or not control.should_save:
+            return
+        # Called before the Trainer updates state.best_metric, by the same rule (strictly greater).
+        f1 = (metrics or {}).get("eval_f1")
+        if f1 is not None and (state.best_metric is None or f1 > state.best_metric):
+            self.pending, args.save_only_model = "model", True
+        else:
+            control.should_save = False
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = self.output_dir / f"checkpoint-{state.global_step}"
+        kind = self.pending or ("model" if args.save_only_model else "full")
+        current = self.ledger.current
+        current["checkpoint_bytes"] += folder_bytes(folder) if folder.is_dir() else 0
+        current[f"{kind}_saves"] += 1
+        if kind == "full":
+            self.last_full = self.clock(state)
+        self.pending = None
+        self.most_on_disk = max(self.most_on_disk, len(checkpoints(self.output_dir)))
+        self.rotate(state)
+
+    def rotate(self, state) -> None:
+        """Remove every folder but the best, the newest full save and the best that save names."""
+        keep = set()
+        if state.best_model_checkpoint:
+            keep.add(Path(state.best_model_checkpoint).name)
+        fulls = [folder for folder in checkpoints(self.output_dir) if is_full(folder)]
+        if fulls:
+            keep.add(fulls[-1].name)
+            named = json.loads((fulls[-1] / TRAINER_STATE_FILE).read_text()).get("best_model_checkpoint")
+            if named:
+                keep.add(Path(named).name)
+        for folder in checkpoints(self.output_dir):
+            if folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def simulated_clock() -> Callable[[object], float] | None:
+    """The test hook for the full-save interval: SWEEP_SIMULATED_SECONDS_PER_STEP makes the policy's
+    clock the step count times that, so which save is full is fixed; never set in a real run."""
+    value = os.environ.get("SWEEP_SIMULATED_SECONDS_PER_STEP")
+    return (lambda state: state.global_step * float(value)) if value else None
+
+
+def simulated_kill() -> list[TrainerCallback]:
+    """The test hook for a lost machine at a known step: SWEEP_SIMULATED_KILL_AT_STEP=N SIGKILLs this
+    process at the end of step N (after that step's save), with no cleanup; never set in a real run."""
+    value = os.environ.get("SWEEP_SIMULATED_KILL_AT_STEP")
+    return [SimulatedKill(int(value))] if value else []
+
+
+class SimulatedKill(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        self._maybe_kill(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not control.should_save:  # a step that saves is killed after its save (on_save)
+            self._maybe_kill(state)
+
+    def _maybe_kill(self, state) -> None:
+        if state.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
