@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -38,6 +39,7 @@ def test_grids_and_settings_match_the_plan():
     assert (s.eval_steps, s.logging_steps, s.metric_for_best_model) == (100, 25, "f1")
     assert (s.early_stopping_patience, s.early_stopping_min_delta) == (2, 0.001)
     assert s.mixed_precision and s.pin_memory
+    assert s.full_checkpoint_minutes == 30.0
 
 
 def test_combinations_are_sorted_and_unique():
@@ -100,6 +102,10 @@ def broken(tmp_path, old: str, new: str):
     ('priority = "low"', 'priority = "low"\ncompile = "yes"', "tiers.small.compile", 'or "auto"'),
     ("gradient_checkpointing = true", 'gradient_checkpointing = "sometimes"', "tiers.large.gradient_checkpointing",
      'or "auto"'),
+    # what a save writes
+    ("full_checkpoint_minutes = 30", "full_checkpoint_minutes = -5", "settings.full_checkpoint_minutes", ">= 0"),
+    ("full_checkpoint_minutes = 30", 'full_checkpoint_minutes = "hourly"', "settings.full_checkpoint_minutes",
+     "'hourly'"),
 ])
 def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value):
     path = broken(tmp_path, old, new)
@@ -184,6 +190,9 @@ def test_pruning_and_the_budget_gate_are_read_per_tier(tmp_path):
     unpruned = build_spec(load_plan(), "microsoft/codebert-base", small.combinations()[0])
     assert "pruning" not in unpruned.settings_for_key()  # keys of runs without pruning are unchanged
     assert "compile" not in unpruned.settings_for_key() and unpruned.compile is False  # nor of eager runs
+    # How often the full state is saved changes what a retry resumes from, never the model: not in the key.
+    assert unpruned.full_checkpoint_minutes == 30.0
+    assert dataclasses.replace(unpruned, full_checkpoint_minutes=0).settings_for_key() == unpruned.settings_for_key()
 
 
 def test_compile_and_auto_checkpointing_are_read_per_tier(tmp_path):
