@@ -37,7 +37,7 @@ airflow: install
 stop: install
 	$(BIN)/python scripts/stack.py stop
 
-# BENCH_JSON=out.json writes the three figures; BENCH_DATA points at BigCloneBench subsets.
+# BENCH_JSON=out.json writes the figures; BENCH_DATA points at BigCloneBench subsets.
 bench: install
 	$(BIN)/python scripts/bench.py $(if $(BENCH_DATA),--data $(BENCH_DATA)) $(if $(BENCH_JSON),--json $(BENCH_JSON))
 

@@ -109,7 +109,7 @@ def one_epoch(spec, tokenized, tokenizer, naive: bool, output_dir: Path) -> tupl
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("SWEEP_BENCH_DATA", DEFAULT_DATA)))
-    parser.add_argument("--json", type=Path, default=None, help="write the three figures here")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--train-samples", type=int, default=2000)
     parser.add_argument("--no-pruning", action="store_true", help="leave out the pruning and estimate figures")
     args = parser.parse_args()
