@@ -34,6 +34,7 @@ from transformers import (RobertaConfig, RobertaForSequenceClassification, T5Con
 
 from gpu_step_time import Batches  # noqa: E402  (random fixed-length batches, one </s> a row)
 from training.engine.arguments import choose_precision, training_arguments  # noqa: E402
+from training.engine.checkpoints import folder_bytes  # noqa: E402
 from training.plan import load_plan  # noqa: E402
 from training.spec import build_spec  # noqa: E402
 
@@ -151,8 +152,7 @@ def one_mode(model_id: str, compiled: bool, checkpointing: bool, args, device: s
         torch.save({"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.lr_scheduler.state_dict(),
                     "rng": torch.get_rng_state()}, full / "optimizer_scheduler_rng.pt")
         row["save_full_state_s"] = time.perf_counter() - started
-        row["save_model_only_bytes"] = sum(p.stat().st_size for p in best.rglob("*") if p.is_file())
-        row["save_full_state_bytes"] = sum(p.stat().st_size for p in full.rglob("*") if p.is_file())
+        row["save_model_only_bytes"], row["save_full_state_bytes"] = folder_bytes(best), folder_bytes(full)
     return row
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.plan import Budget, DatasetSpec, Hyperparameters, ParamError, Plan, Pruning, Tier, closest
+from training.plan import Budget, DatasetSpec, Hyperparameters, ParamError, Plan, Pruning, Settings, Tier, closest
 from training.settings import Storage
 
 # Where and into what a run writes: resolved where the run starts, never part of what it trains.
@@ -57,7 +57,7 @@ class ExperimentSpec:
     compile: bool | str = False  # torch.compile: True, False or "auto" (on CUDA); see engine/arguments.py
     # How often the full resumable state is saved (engine/checkpoints.py); not in the key: it
     # changes what a retry resumes from, never the model trained.
-    full_checkpoint_minutes: float = 30.0
+    full_checkpoint_minutes: float = Settings.full_checkpoint_minutes
     storage: Storage | None = None  # every location on disk (see training/settings.py)
     database_url: str | None = None  # the results DB; None: the result file only
 

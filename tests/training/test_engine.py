@@ -18,6 +18,7 @@ import torch
 
 from tests.training.helpers import cli_command, run_cli, spec_for
 from training.plan import DEFAULT_PLAN_PATH, load_plan
+from training.engine.checkpoints import folder_bytes
 
 # The plan's own cadence (evaluate every 100 steps, log every 25) on a sliver of data.
 FIDELITY_BUDGET = """
@@ -166,8 +167,7 @@ def test_a_run_killed_after_a_best_only_save_resumes_from_the_last_full_save(tmp
     assert (folders["checkpoint-3"] / "optimizer.pt").is_file() and (folders["checkpoint-3"] / "rng_state.pth").is_file()
     assert (folders["checkpoint-4"] / "model.safetensors").is_file()
     assert not (folders["checkpoint-4"] / "optimizer.pt").exists()  # best-only: the model and nothing else
-    full_size = sum(f.stat().st_size for f in folders["checkpoint-3"].rglob("*") if f.is_file())
-    model_size = sum(f.stat().st_size for f in folders["checkpoint-4"].rglob("*") if f.is_file())
+    full_size, model_size = folder_bytes(folders["checkpoint-3"]), folder_bytes(folders["checkpoint-4"])
     assert model_size * 2.5 < full_size  # AdamW's two moments: a full save is about three models
 
     code, result, output = run_cli(tmp_path, spec, clock)

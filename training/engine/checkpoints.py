@@ -153,16 +153,16 @@ class CheckpointPolicy(TrainerCallback):
 
     def rotate(self, state) -> None:
         """Remove every folder but the best, the newest full save and the best that save names."""
-        keep = set()
+        keep, folders = set(), checkpoints(self.output_dir)
         if state.best_model_checkpoint:
             keep.add(Path(state.best_model_checkpoint).name)
-        fulls = [folder for folder in checkpoints(self.output_dir) if is_full(folder)]
+        fulls = [folder for folder in folders if is_full(folder)]
         if fulls:
             keep.add(fulls[-1].name)
             named = json.loads((fulls[-1] / TRAINER_STATE_FILE).read_text()).get("best_model_checkpoint")
             if named:
                 keep.add(Path(named).name)
-        for folder in checkpoints(self.output_dir):
+        for folder in folders:
             if folder.name not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from training.engine.accounting import peak_memory_bytes
 from training.engine.callbacks import learning_curve
+from training.engine.checkpoints import checkpoints
 from training.engine.serving import inference_speed, model_size
 from training.engine.tokenization import LENGTH_COLUMN
 from training.engine.trainer import Training
@@ -69,7 +70,7 @@ def finish(training: Training) -> ExperimentResult:
     curve = learning_curve(training.state) if training.state else []  # before evaluate_best logs its own
     validation, test, best_dir = ({}, {}, None) if trainer is None else evaluate_best(training)
     reason = stop_reason(training, stopped_early)
-    for checkpoint in training.prepared.output_dir.glob("checkpoint-*"):
+    for checkpoint in checkpoints(training.prepared.output_dir):
         shutil.rmtree(checkpoint)  # afterwards only the best is kept
     training.ledger.finish(reason.value)
     return result(training, reason, validation, test, best_dir, curve)

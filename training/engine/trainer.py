@@ -9,6 +9,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
@@ -17,8 +18,8 @@ from training.engine.accounting import AttemptLedger, UtilisationSampler, model_
 from training.engine.arguments import COMPILE_PAD_MULTIPLE, choose_precision, compiles, training_arguments
 from training.engine.callbacks import (CompileTimer, EvaluationRecorder, Heartbeat, LiveResults, NonFiniteLossStop,
                                        TimeBudget, simulated_memory_limit)
-from training.engine.checkpoints import (CheckpointPolicy, StopRequest, last_full_checkpoint, simulated_clock,
-                                         simulated_kill)
+from training.engine.checkpoints import (CheckpointPolicy, StopRequest, checkpoint_step, last_full_checkpoint,
+                                         simulated_clock, simulated_kill)
 from training.engine.experiment import Prepared, TrainingInterrupted
 from training.engine.metrics import metrics_for_trainer
 from training.engine.models import load_tokenizer_and_model
@@ -132,7 +133,7 @@ def train_with_oom_backoff(training: Training, tokenizer, time_limit_seconds: fl
         write_effective_arguments(training)
         last = last_full_checkpoint(training.prepared.output_dir)
         if last and training.ledger.current["resumed_from_step"] is None:
-            training.ledger.current["resumed_from_step"] = int(last.rsplit("-", 1)[1])
+            training.ledger.current["resumed_from_step"] = checkpoint_step(Path(last))
             print(f"resuming from {last}")
         try:
             output = training.trainer.train(resume_from_checkpoint=last)
