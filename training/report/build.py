@@ -208,6 +208,8 @@ def heatmaps(model_id: str, experiments: list[StoredExperiment]) -> list:
     decay) that occurs."""
     grids = []
     experiments = [e for e in experiments if e.confirmation_of is None]
+    scored = [e.validation_f1 for e in experiments if e.validation_f1 is not None]
+    scale = (min(scored), max(scored)) if scored else None  # one colour scale across the model's grids
     for epochs, decay in sorted({(e.num_epochs, e.weight_decay) for e in experiments}):
         subset = [e for e in experiments if (e.num_epochs, e.weight_decay) == (epochs, decay)]
         rates = sorted({e.learning_rate for e in subset})
@@ -215,7 +217,7 @@ def heatmaps(model_id: str, experiments: list[StoredExperiment]) -> list:
         cells = {(f"{e.learning_rate:g}", str(e.batch_size)): e.validation_f1 for e in subset}
         grids.append(charts.heatmap(f"{model_id}: validation F1, {epochs} epochs, weight decay {decay:g}",
                                     [f"{r:g}" for r in rates], [str(b) for b in batches], cells,
-                                    "lr", "batch size"))
+                                    "lr", "batch size", scale))
     return grids
 
 

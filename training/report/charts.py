@@ -10,19 +10,24 @@ CURVE_WIDTH, CURVE_HEIGHT, MARGIN = 560, 220, 40
 PALETTE = ("#2f6db5", "#c4572c", "#3b8c4a", "#8a4fb5", "#b58a2f", "#2fa3b5")
 
 
-def f1_colour(f1: float | None) -> str:
-    """White at F1 0, deepening green to F1 1; grey for no result."""
+def f1_colour(f1: float | None, low: float = 0.0, high: float = 1.0) -> str:
+    """Pale at F1 `low`, deepening green to F1 `high`; grey for no result."""
     if f1 is None:
         return "#e4e6ea"
-    strength = max(0.0, min(1.0, f1))
+    position = 1.0 if high - low < 1e-9 else (f1 - low) / (high - low)
+    strength = max(0.0, min(1.0, 0.12 + 0.88 * position)) if (low, high) != (0.0, 1.0) else max(0.0, min(1.0, f1))
     red, green, blue = (int(255 - strength * (255 - c)) for c in (46, 139, 87))
     return f"#{red:02x}{green:02x}{blue:02x}"
 
 
-def heatmap(title: str, rows: list, columns: list, cells: dict, row_label: str, column_label: str) -> Markup:
-    """A grid of test F1: rows x columns, cells[(row, column)] -> F1 or None."""
+def heatmap(title: str, rows: list, columns: list, cells: dict, row_label: str, column_label: str,
+            scale: tuple[float, float] | None = None) -> Markup:
+    """A grid of F1: rows x columns, cells[(row, column)] -> F1 or None. scale: (low, high), the
+    F1 values the palest and the deepest green stand for (stated under the grid), so that a model's
+    cells 0.90 and 0.95 differ visibly; F1 0 to 1 without it."""
+    low, high = scale or (0.0, 1.0)
     width = max(LABEL_WIDTH + CELL_WIDTH * len(columns), 7 * len(title))  # room for the title
-    height = HEADER_HEIGHT + CELL_HEIGHT * len(rows) + 18
+    height = HEADER_HEIGHT + CELL_HEIGHT * len(rows) + 18 + (16 if scale else 0)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              f'aria-label="{escape(title)}" class="chart heatmap">',
              f'<text x="4" y="14" font-size="12" font-weight="600">{escape(title)}</text>',
@@ -40,9 +45,12 @@ def heatmap(title: str, rows: list, columns: list, cells: dict, row_label: str, 
             x = LABEL_WIDTH + j * CELL_WIDTH
             label = "–" if f1 is None else f"{f1:.3f}"
             parts.append(f'<rect x="{x}" y="{y}" width="{CELL_WIDTH - 2}" height="{CELL_HEIGHT - 2}" '
-                         f'fill="{f1_colour(f1)}"><title>{escape(row)} × {escape(column)}: {label}</title></rect>')
+                         f'fill="{f1_colour(f1, low, high)}"><title>{escape(row)} × {escape(column)}: {label}</title></rect>')
             parts.append(f'<text x="{x + CELL_WIDTH / 2}" y="{y + 19}" font-size="12" text-anchor="middle">'
                          f'{label}</text>')
+    if scale:
+        parts.append(f'<text x="4" y="{height - 4}" font-size="10" fill="#5a6375">colour: palest = F1 {low:.3f}, '
+                     f'deepest = F1 {high:.3f} (this model\'s lowest and highest)</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
