@@ -7,9 +7,12 @@ labels (task-adaptive pre-training); validation and test rows are never seen:
 - For pair data, a pair objective, as BERT pre-trains next-sentence prediction beside masked
   language modelling: from where the classifier will read the pair (RoBERTa's first token, T5's
   last end-of-sequence token) predict how much of the two snippets' vocabulary is shared (the
-  Jaccard overlap of their token sets, computed from the input itself). The pairs are each training
+  Jaccard overlap of their token sets, computed from the input itself), and, per token, whether it
+  occurs in the other snippet, from the first layer's output (which makes the first layer match
+  tokens across the snippets, leaving the second only to average). The pairs are each training
   pair as given and each first snippet with a second snippet drawn at random, so the overlap spans
-  its range. A 64-wide encoder does not learn to compare two snippets from a few hundred labelled
+  its range. On pair data the architecture's own loss runs every DENOISE_EVERY-th step, the pair
+  objective on every step. A 64-wide encoder does not learn to compare two snippets from a few hundred labelled
   pairs, nor from masked language modelling in a CPU-minute (validation F1 0.5-0.7 either way);
   with this objective it does (docs/decisions/0012).
 
