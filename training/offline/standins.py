@@ -66,7 +66,7 @@ def stand_in_tokenizer(trained, max_length: int, segments: bool):
         model_input_names=names)
 
 
-def stand_in_config(architecture: str, size: dict, vocab_size: int, max_length: int):
+def stand_in_config(architecture: str, size: dict, vocab_size: int, max_length: int, segments: bool = False):
     """A config of the model's architecture class at `size` (a SIZES or FULL_SIZES entry); the
     vocabulary is the tokenizer's, or the published one where that is larger (full-size replicas)."""
     from transformers import RobertaConfig, T5Config
@@ -75,13 +75,14 @@ def stand_in_config(architecture: str, size: dict, vocab_size: int, max_length: 
     feed_forward = size.get("ffn", 2 * size["hidden"])
     # The scaled-down ones: no dropout and (RoBERTa) a wider initialisation, since tiny models underfit
     # a CPU-minute's training and their attention stays uniform for hundreds of steps from the
-    # published 0.02; two segment embeddings for pairs. Full-size replicas keep the published values.
+    # published 0.02. segments: two segment embeddings (RoBERTa), for pairs. Full-size replicas keep
+    # the published values.
     scaled_down = "vocab" not in size
     dropout = 0.0 if scaled_down else 0.1
     if architecture == "roberta":
         return RobertaConfig(vocab_size=vocab_size, hidden_size=size["hidden"], num_hidden_layers=size["layers"],
                              num_attention_heads=size["heads"], intermediate_size=feed_forward,
-                             max_position_embeddings=max_length + 2, type_vocab_size=2 if scaled_down else 1,
+                             max_position_embeddings=max_length + 2, type_vocab_size=2 if segments else 1,
                              hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
                              initializer_range=0.1 if scaled_down else 0.02,
                              pad_token_id=0, bos_token_id=1, eos_token_id=2)
@@ -138,9 +139,7 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
             architecture = plan.architectures[model_id]
             tokenizer = tokenizers[architecture]
             config = stand_in_config(architecture, size_of(model_id, tier.name, full_size), len(tokenizer),
-                                     max_length)
-            if architecture == "roberta" and not segments:
-                config.type_vocab_size = 1
+                                     max_length, segments)
             # Saved as the hub checkpoints are (CodeBERT with its masked-LM head, CodeT5 as a seq2seq
             # LM), so loading adds a fresh classification head exactly as it does for the real models.
             auto = AutoModelForSeq2SeqLM if architecture == "t5" else AutoModelForMaskedLM

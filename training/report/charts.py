@@ -15,7 +15,7 @@ def f1_colour(f1: float | None, low: float = 0.0, high: float = 1.0) -> str:
     if f1 is None:
         return "#e4e6ea"
     position = 1.0 if high - low < 1e-9 else (f1 - low) / (high - low)
-    strength = max(0.0, min(1.0, 0.12 + 0.88 * position)) if (low, high) != (0.0, 1.0) else max(0.0, min(1.0, f1))
+    strength = max(0.0, min(1.0, 0.12 + 0.88 * position))
     red, green, blue = (int(255 - strength * (255 - c)) for c in (46, 139, 87))
     return f"#{red:02x}{green:02x}{blue:02x}"
 
