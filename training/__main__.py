@@ -57,7 +57,11 @@ def run_experiment_command(args) -> int:
         return EXIT_INTERRUPTED
     # 1: failed, a retry may succeed; 2: the data is invalid, no retry can help; 0: a result to keep.
     exit_code = {StopReason.FAILED: 1, StopReason.INVALID_DATA: 2}.get(result.stop_reason, 0)
-    Path(args.result).write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    try:
+        Path(args.result).write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    except OSError as error:  # a full disk: the database still gets the record
+        print(f"could not write {args.result}: {error}", file=sys.stderr)
+        exit_code = exit_code or 1
     if not spec.database_url:
         print(f"no results database in the spec: the result is only in {args.result}")
         return exit_code
@@ -163,8 +167,12 @@ def db_command(args) -> int:
         from training.results.store import sync_result_files
 
         root = Path(args.root) if args.root else Path(Storage.from_environment().experiments_dir)
-        counts = sync_result_files(database_url("db sync"), root)
+        counts = sync_result_files(database_url("db sync"), root, warn=lambda line: print(line, file=sys.stderr))
         print(f"loaded {counts['loaded']} result files the database lacked; {counts['present']} were already there")
+        if counts["unreadable"]:
+            print(f"error: {counts['unreadable']} result file(s) could not be read (named above); nothing else "
+                  "was skipped", file=sys.stderr)
+            return 1
     elif args.action == "add-user":
         if not args.name or args.role not in ("writer", "analyst"):
             raise SystemExit("db add-user needs --name and --role writer|analyst")
@@ -223,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                           help="the published sizes with random weights: to measure real cost without the hub")
     standins.add_argument("--pretrain-steps", type=int, default=0,
                           help="pre-train each stand-in on the data's training split first (masked LM / denoising)")
-    standins.add_argument("--pretrain-seconds", type=float, default=60.0, help="time limit of each pre-training")
+    standins.add_argument("--pretrain-seconds", type=float, default=None,
+                          help="a time limit for each pre-training; one that is hit fails the build and saves "
+                               "nothing for that model (default: none, the steps alone bound it)")
     standins.set_defaults(handler=build_standins_command)
 
     db = commands.add_parser("db", help="results database: up | migrate | sync | add-user | stop")
@@ -258,12 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run-experiment" and not args.spec and None in (args.model, args.learning_rate):
         parser.error("run-experiment needs --spec FILE, or a grid point (--model, --learning-rate, ...)")
     from training.data.contract import DataError
+    from training.offline.standins import PretrainingCutShort
     from training.plan import ParamError, PlanError
     from training.settings import SettingsError
 
     try:
         return args.handler(args)
-    except (DataError, ParamError, PlanError, SettingsError) as error:  # a user's input: the message, not a traceback
+    except (DataError, ParamError, PlanError, SettingsError, PretrainingCutShort) as error:  # a user's input: the message, not a traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
 

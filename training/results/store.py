@@ -6,11 +6,11 @@ Writes are upserts keyed by (dag_id, run_id, experiment_key): a retried task upd
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from training.results.files import read_result_file
 from training.results.record import COLUMNS, SUCCEEDED, ExperimentResult, StopReason, StoredExperiment
 
 IDENTITY = ("dag_id", "run_id", "experiment_key")
@@ -21,8 +21,14 @@ UPSERT_EXPERIMENT = sa.text(
     f"VALUES (:sweep_run_id, :status, {', '.join(':' + c for c in COLUMNS)}) "
     "ON CONFLICT (dag_id, run_id, experiment_key) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c not in IDENTITY)
-    + ", status = EXCLUDED.status, recorded_at = now() RETURNING experiment_id"
+    + ", status = EXCLUDED.status, recorded_at = now() "
+    # Nothing recorded is downgraded: a finished, usable row is replaced only by another usable
+    # result (a re-finish), never by a later attempt that failed or is merely running.
+    "WHERE NOT (experiments.status = 'finished' AND experiments.stop_reason = ANY(:succeeded)) "
+    "OR (EXCLUDED.status = 'finished' AND EXCLUDED.stop_reason = ANY(:succeeded)) "
+    "RETURNING experiment_id"
 ).bindparams(sa.bindparam("versions", type_=sa.JSON))
+SUCCEEDED_OUTCOMES = [reason.value for reason in SUCCEEDED]
 
 # A sweep run starts when its first experiment starts.
 UPSERT_SWEEP_RUN = sa.text(
@@ -52,24 +58,38 @@ def engine_for(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def upsert_experiment(connection, result: ExperimentResult, status: str = "finished") -> int:
-    """Write the sweep run (if new) and the experiment row; return the experiment's id."""
+def upsert_experiment(connection, result: ExperimentResult, status: str = "finished") -> int | None:
+    """Write the sweep run (if new) and the experiment row; return the experiment's id, or None
+    when the row holds a usable result that this one (failed, or still running) must not replace."""
     sweep_run_id = connection.execute(UPSERT_SWEEP_RUN, {
         "dag_id": result.dag_id, "run_id": result.run_id, "tier": result.tier, "run_type": result.run_type,
         "plan_version": result.plan_version, "code_version": result.code_version,
         "dataset_fingerprint": result.dataset_fingerprint, "started_at": result.started_at,
     }).scalar_one()
     return connection.execute(UPSERT_EXPERIMENT, {**result.column_values(), "status": status,
-                                                  "sweep_run_id": sweep_run_id}).scalar_one()
+                                                  "sweep_run_id": sweep_run_id,
+                                                  "succeeded": SUCCEEDED_OUTCOMES}).scalar()
 
 
-def record_experiment(url: str, result: ExperimentResult) -> None:
-    """The finished experiment: its row, its attempts and its whole learning curve, in one transaction."""
+def experiment_id_of(connection, result: ExperimentResult) -> int:
+    return connection.execute(sa.text(
+        "SELECT experiment_id FROM experiments WHERE dag_id = :dag_id AND run_id = :run_id "
+        "AND experiment_key = :experiment_key"),
+        {name: getattr(result, name) for name in IDENTITY}).scalar_one()
+
+
+def record_experiment(url: str, result: ExperimentResult) -> bool:
+    """The finished experiment: its row, its attempts and its whole learning curve, in one
+    transaction. A failed result never replaces a usable one already recorded: then only the
+    attempts are written (the ledger says what happened) and False is returned."""
     engine = engine_for(url)
     try:
         with engine.begin() as connection:
             experiment_id = upsert_experiment(connection, result)
-            for point in result.eval_points:
+            kept = experiment_id is None
+            if kept:
+                experiment_id = experiment_id_of(connection, result)
+            for point in [] if kept else result.eval_points:
                 connection.execute(INSERT_POINT, {"experiment_id": experiment_id, "epoch": None, "loss": None,
                                                   "elapsed_seconds": None, **point})
             connection.execute(sa.text("DELETE FROM attempts WHERE experiment_id = :id"), {"id": experiment_id})
@@ -82,6 +102,7 @@ def record_experiment(url: str, result: ExperimentResult) -> None:
                     "gpu_seconds": attempt["seconds"] * attempt.get("gpu_count", 0),
                     "resumed_from_step": attempt.get("resumed_from_step"), "last_step": attempt.get("last_step"),
                     "outcome": attempt.get("outcome")})
+        return not kept
     finally:
         engine.dispose()
 
@@ -120,9 +141,10 @@ def run_experiments(url: str, dag_id: str, run_id: str) -> list[StoredExperiment
     return [StoredExperiment.from_row(row) for row in rows]
 
 
-def sync_result_files(url: str, root: Path) -> dict[str, int]:
-    """Load every finished result.json under root that the database lacks (or holds unfinished)."""
-    counts = {"loaded": 0, "present": 0}
+def sync_result_files(url: str, root: Path, warn=print) -> dict[str, int]:
+    """Load every finished result.json under root that the database lacks (or holds unfinished).
+    An unreadable file is named (through warn) and counted, and the sync goes on past it."""
+    counts = {"loaded": 0, "present": 0, "unreadable": 0}
     engine = engine_for(url)
     try:
         with engine.connect() as connection:
@@ -131,13 +153,19 @@ def sync_result_files(url: str, root: Path) -> dict[str, int]:
     finally:
         engine.dispose()
     for path in sorted(root.glob("**/result.json")):
-        record = json.loads(path.read_text())
-        if "experiment_key" not in record or "dag_id" not in record:
-            continue  # a task's copy or a foreign file, not an experiment's own result
+        try:
+            record = read_result_file(path)
+            if "experiment_key" not in record or "dag_id" not in record:
+                continue  # a task's copy or a foreign file, not an experiment's own result
+            result = ExperimentResult.from_dict(record)
+        except (ValueError, TypeError, KeyError) as error:
+            warn(f"skipped {path}: {error}")
+            counts["unreadable"] += 1
+            continue
         if tuple(record[c] for c in IDENTITY) in finished:
             counts["present"] += 1
             continue
-        record_experiment(url, ExperimentResult.from_dict(record))
+        record_experiment(url, result)
         finished.add(tuple(record[c] for c in IDENTITY))
         counts["loaded"] += 1
     return counts
