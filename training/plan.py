@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,6 +28,41 @@ BUDGET_FIELDS = ("max_train_samples", "max_eval_samples", "max_test_samples", "m
                  "max_train_seconds", "learning_rate_scale")
 NO_SCHEDULE = "none"  # a tier that only runs when triggered
 ARCHITECTURES = ("roberta", "t5")
+# One rule set for the form, the plan and the CLI. Seeds: the results table's integer column
+# (2**31 - 1), less the 10 seed-confirmation reruns (seed + 1 ... seed + 10) that must fit after it;
+# torch and numpy take any of them.
+MAX_CONFIRM_SEEDS = 10
+SEED_MAX = 2**31 - 1 - MAX_CONFIRM_SEEDS
+MAX_STEPS_CAP = 10_000_000  # a step cap above this is a typing slip: no run here takes 10 million steps
+MAX_LENGTH_CAP = 32_768  # tokens per example; each model is cut to what it can embed (CodeBERT: 512)
+# A hub id (org/name in the hub's characters), or an explicit local folder (an absolute path):
+# either way no component is "." or "..", so an id never leads a path out of the folder it is in.
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+def model_id_problem(model_id: object) -> str | None:
+    """Why a model id cannot be used, or None."""
+    if not isinstance(model_id, str) or not model_id:
+        return "must be a hub id (org/name) or an absolute path to a local model folder"
+    if model_id.startswith("/"):
+        parts = model_id.split("/")[1:]
+        return None if all(part not in ("", ".", "..") for part in parts) else \
+            "a local model folder must be a plain absolute path (no empty, '.' or '..' components)"
+    if HUB_ID.fullmatch(model_id) and ".." not in model_id:
+        return None
+    return "not a hub id (org/name: letters, digits, '-', '_' and '.', not starting with '.') nor an absolute path"
+
+
+def seed_problem(seed: object) -> str | None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        return f"must be a whole number from 0 to {SEED_MAX:,} (the results table's range, with room for the seed reruns)"
+    return None
+
+
+def max_steps_problem(max_steps: object) -> str | None:
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or not 1 <= max_steps <= MAX_STEPS_CAP:
+        return f"must be a whole number from 1 to {MAX_STEPS_CAP:,}, or empty for no cap"
+    return None
 
 
 class PlanError(ValueError):
@@ -173,10 +209,10 @@ class Plan:
 
 
 def planned_steps(train_rows: int, batch: int, accumulation: int, epochs: int, max_steps: int | None) -> int:
-    """Optimizer steps the Trainer plans: a step cap replaces the epochs when set."""
-    if max_steps:
-        return max_steps
-    return epochs * max(math.ceil(math.ceil(train_rows / batch) / accumulation), 1)
+    """Optimizer steps a run plans: the grid's epochs, or the step cap where it is shorter (a cap
+    only ever shortens a run)."""
+    epochs_steps = epochs * max(math.ceil(math.ceil(train_rows / batch) / accumulation), 1)
+    return min(max_steps, epochs_steps) if max_steps else epochs_steps
 
 
 def planned_samples(train_rows: int, batch: int, accumulation: int, epochs: int, max_steps: int | None) -> int:

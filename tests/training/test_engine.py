@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from tests.training.helpers import cli_command, run_cli, spec_for
-from training.plan import DEFAULT_PLAN_PATH, load_plan
+from training.plan import DEFAULT_PLAN_PATH, load_plan, planned_steps
 from training.engine.checkpoints import folder_bytes
 
-# The plan's own cadence (evaluate every 100 steps, log every 25) on a sliver of data.
+# The plan's own cadence (evaluate every 100 steps, log every 25) on a sliver of data: all 320
+# training rows, so a grid point's epochs reach step 100 (a step cap only ever shortens a run).
 FIDELITY_BUDGET = """
 [budgets.fidelity]
-max_train_samples = 48
 max_eval_samples = 16
 max_length = 32
 max_steps = 100
@@ -50,7 +50,9 @@ def effective_arguments(result: dict) -> dict:
 @pytest.mark.parametrize("model_id, tier", [("microsoft/codebert-base", "small"),
                                             ("Salesforce/codet5-large", "large")])
 def test_effective_arguments_are_the_plans(tmp_path, env, dataset_dir, fidelity_plan, model_id, tier):
-    grid = fidelity_plan.tiers[tier].combinations()[-1]  # the last, so nothing is a default by accident
+    # The last whose epochs reach the cap of 100 steps, so nothing is a default by accident.
+    grid = [c for c in fidelity_plan.tiers[tier].combinations()
+            if planned_steps(320, c.batch_size, c.gradient_accumulation_steps, c.num_epochs, None) >= 100][-1]
     spec = spec_for(model_id, dataset_dir, budget="fidelity", plan=fidelity_plan, **grid.as_dict())
     code, result, output = run_cli(tmp_path, spec, env)
     assert code == 0, output
@@ -287,12 +289,14 @@ def test_a_retry_resumes_from_the_newest_full_save_and_drops_what_came_after(tmp
     name 8 as its best)."""
     from training.engine.checkpoints import last_full_checkpoint
 
+    from safetensors.torch import save_file
+
     for step, kind in ((4, "full"), (8, "model"), (12, "full"), (16, "model"), (20, "cut short")):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        (folder / "model.safetensors").write_bytes(b"weights")
+        save_file({"weight": torch.ones(4)}, folder / "model.safetensors")
         if kind == "full":
-            (folder / "optimizer.pt").write_bytes(b"moments")
+            torch.save({"moments": torch.zeros(4)}, folder / "optimizer.pt")
         if kind != "cut short":  # the Trainer writes its state file last
             (folder / "trainer_state.json").write_text("{}")
     assert last_full_checkpoint(tmp_path) == str(tmp_path / "checkpoint-12")

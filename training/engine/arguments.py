@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
+from training.plan import planned_steps
 from training.spec import ExperimentSpec
 
 
@@ -31,20 +32,31 @@ def choose_precision(mixed_precision: bool) -> tuple[str, str, int]:
     return torch.cuda.get_device_name(0), precision, torch.cuda.device_count()
 
 
+def capped_steps(spec: ExperimentSpec, train_rows: int, per_device_batch: int, accumulation: int) -> int | None:
+    """The step cap if it shortens the run, else None: a cap never lengthens training past the
+    grid's epochs (the Trainer's own max_steps would replace them)."""
+    epochs_steps = planned_steps(train_rows, per_device_batch, accumulation, spec.hyperparameters.num_epochs, None)
+    return spec.max_steps if spec.max_steps and spec.max_steps < epochs_steps else None
+
+
 def training_arguments(spec: ExperimentSpec, output_dir: Path, precision: str, on_gpu: bool,
-                       per_device_batch: int, accumulation: int, checkpointing: bool | None = None) -> TrainingArguments:
+                       per_device_batch: int, accumulation: int, checkpointing: bool | None = None,
+                       train_rows: int | None = None) -> TrainingArguments:
     """per_device_batch x accumulation is always the plan's batch x accumulation; the split
     between them changes only when OOM back-off halves the per-device batch. checkpointing: whether
-    activation checkpointing is on now (None: the plan's value, with "auto" starting off)."""
+    activation checkpointing is on now (None: the plan's value, with "auto" starting off).
+    train_rows: with it (a run), the step cap only ever shortens the grid's epochs; without it
+    (the benchmarks' fixed step counts), max_steps is taken as it is."""
     if checkpointing is None:
         checkpointing = spec.gradient_checkpointing is True
+    max_steps = spec.max_steps if train_rows is None else capped_steps(spec, train_rows, per_device_batch, accumulation)
     hp = spec.hyperparameters
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=hp.learning_rate * (spec.learning_rate_scale or 1.0),
         weight_decay=hp.weight_decay,
         num_train_epochs=hp.num_epochs,
-        max_steps=spec.max_steps or -1,
+        max_steps=max_steps or -1,
         per_device_train_batch_size=per_device_batch,
         per_device_eval_batch_size=per_device_batch,
         gradient_accumulation_steps=accumulation,

@@ -9,6 +9,8 @@ import os
 import shutil
 import signal
 import time
+import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +20,7 @@ from transformers import TrainerCallback
 # trainer_state.json last, after it, in both kinds of save.
 FULL_STATE_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
+SET_ASIDE = "set_aside"  # beside the checkpoints: files that could not be read, kept for a person to look at
 
 
 def checkpoint_step(folder: Path) -> int:
@@ -42,14 +45,56 @@ def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
+def unreadable_file(folder: Path) -> str | None:
+    """The first file of a checkpoint that cannot load, with why; None when every file is whole.
+    Cheap enough to run before every resume: a safetensors file's size must be what its header
+    says, a torch file (a zip archive) must pass its CRC check, JSON must parse."""
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with open(path, "rb") as handle:
+                    header_bytes = int.from_bytes(handle.read(8), "little")
+                    header = json.loads(handle.read(header_bytes))
+                ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+                expected = 8 + header_bytes + max(ends, default=0)
+                if path.stat().st_size != expected:
+                    return f"{path.name}: {path.stat().st_size} bytes, its header describes {expected}"
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(path) as archive:
+                    bad = archive.testzip()
+                if bad:
+                    return f"{path.name}: {bad} fails its CRC check"
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as error:
+            return f"{path.name}: {type(error).__name__}: {error}"
+    return None
+
+
+def set_aside(folder: Path, why: str) -> Path:
+    """Move a folder that must not be used into set_aside/ beside it (never deleted: it is evidence)."""
+    target = folder.parent / SET_ASIDE / f"{folder.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    target.parent.mkdir(exist_ok=True)
+    folder.rename(target)
+    print(f"set aside {folder.name} as {target}: {why}")
+    return target
+
+
 def last_full_checkpoint(output_dir: Path) -> str | None:
-    """The newest full save, the one a retry resumes from. Removed first: folders that a kill
-    during a save left incomplete, and every folder newer than that full save (model-only bests of
-    the lost steps: the state resumed from does not know them, and the steps are trained again).
-    Older model-only folders stay: the resumed state may name one as its best."""
+    """The newest full save that loads, the one a retry resumes from; a newer one that does not
+    load (a truncated file) is set aside with a message, and the next older one is tried. Removed
+    first: folders that a kill during a save left incomplete, and every folder newer than the
+    resumed save (model-only bests of the lost steps: the state resumed from does not know them,
+    and the steps are trained again). Older model-only folders stay: the resumed state may name
+    one as its best."""
+    resume = None
+    for folder in reversed([folder for folder in checkpoints(output_dir) if is_full(folder)]):
+        problem = unreadable_file(folder)
+        if problem is None:
+            resume = folder
+            break
+        set_aside(folder, f"it cannot be resumed from ({problem}); trying the next older full save")
     folders = checkpoints(output_dir)
-    fulls = [folder for folder in folders if is_full(folder)]
-    resume = fulls[-1] if fulls else None
     for folder in folders:
         if not is_complete(folder):
             print(f"removing {folder}: incomplete (the previous attempt was stopped while saving it)")

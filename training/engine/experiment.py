@@ -10,10 +10,12 @@ a hung run can be killed; it never imports Airflow. One process at a time holds 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import traceback
 from contextlib import contextmanager
@@ -27,10 +29,13 @@ from training.data.loading import LoadedDataset
 from training.engine.accounting import code_version
 from training.engine.models import resolve_model_source, stand_in_info
 from training.plan import DatasetSpec
+from training.results.files import write_json
 from training.results.record import ExperimentResult, StopReason
 from training.spec import ExperimentSpec
 
 UNKNOWN_FINGERPRINT = "unavailable"  # the key of a run whose data could not be read
+RESULT_FILE = "result.json"  # beside best/: the experiment's finished result
+NEARLY_FULL_BYTES = 64 << 20  # below this much free space, a failed save is taken for a full disk
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ def identity(spec: ExperimentSpec, key: str, dataset: LoadedDataset | None) -> E
         dag_id=spec.dag_id, run_id=spec.run_id, run_type=spec.run_type, experiment_key=key, tier=spec.tier,
         model_id=spec.model_id, model_source=source, is_stand_in=stand_in_info(source) is not None,
         **spec.hyperparameters.as_dict(), budget=spec.budget, seed=spec.seed, confirmation_of=spec.confirmation_of,
+        max_steps=spec.max_steps,
         dataset_source=spec.dataset.source,
         dataset_fingerprint=dataset.fingerprint if dataset else None,
         positive_label=None if labels is None or labels.positive is None else str(labels.positive),
@@ -148,10 +154,16 @@ def failed_result(spec: ExperimentSpec, prepared: Prepared | None, error: BaseEx
         base = identity(spec, key, None)
         output_dir = spec.runtime().experiment_dir(spec.dag_id, spec.run_id, key)
     ledger_path = output_dir / "attempts.json"
-    attempts = json.loads(ledger_path.read_text()) if ledger_path.is_file() else []
+    try:
+        attempts = json.loads(ledger_path.read_text()) if ledger_path.is_file() else []
+    except (OSError, ValueError):
+        attempts = []  # an unreadable ledger must not hide the failure being recorded
     if attempts and attempts[-1]["outcome"] is None:
         attempts[-1]["outcome"] = reason.value
-        ledger_path.write_text(json.dumps(attempts, indent=2))
+        try:
+            write_json(ledger_path, attempts)
+        except OSError as write_error:  # a full disk: the record of the failure still goes out
+            print(f"could not update {ledger_path}: {write_error}")
     finished_at = datetime.now(timezone.utc)
     return dataclasses.replace(
         base, stop_reason=reason, attempt_count=max(len(attempts), 1), attempts=attempts,
@@ -159,7 +171,7 @@ def failed_result(spec: ExperimentSpec, prepared: Prepared | None, error: BaseEx
         gpu_count=max((a["gpu_count"] for a in attempts), default=0),
         gpu_hours=sum(a["seconds"] * a["gpu_count"] for a in attempts) / 3600,
         started_at=started_at.isoformat(), finished_at=finished_at.isoformat(),
-        error=str(error) if isinstance(error, DataError) else f"{type(error).__name__}: {error}")
+        error=str(error) if isinstance(error, (DataError, DiskFull)) else f"{type(error).__name__}: {error}")
 
 
 class ExperimentRunning(RuntimeError):
@@ -197,24 +209,84 @@ def experiment_lock(folder: Path):
         os.close(fd)
 
 
+def finished_result(prepared: Prepared) -> ExperimentResult | None:
+    """The result an earlier attempt wrote, if readable. An unreadable one (truncated, say) is set
+    aside under another name, never deleted, and the experiment is finished again."""
+    from training.results.files import read_result_file, set_aside_file
+
+    path = prepared.output_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return ExperimentResult.from_dict(read_result_file(path))
+    except (ValueError, TypeError, KeyError) as error:
+        set_aside_file(path, f"{error}; finishing the experiment again")
+        return None
+
+
+def close_ledger(folder: Path, outcome: str) -> None:
+    """Give the last attempt its outcome, once the result file that says so is written."""
+    path = folder / "attempts.json"
+    if path.is_file():
+        attempts = json.loads(path.read_text())
+        if attempts and attempts[-1]["outcome"] is None:
+            attempts[-1]["outcome"] = outcome
+            write_json(path, attempts)
+
+
 def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime) -> ExperimentResult:
-    """The result of a prepared experiment, holding its lock: already finished, reused, or trained now.
-    A usable result is also written as result.json beside the checkpoint, which is how a retry knows
-    the work is done."""
+    """The result of a prepared experiment, holding its lock: already finished, finished again from
+    the best model an earlier attempt trained, reused, or trained now. A usable result is also
+    written as result.json beside the checkpoint, which is how a retry knows the work is done."""
+    from training.engine.finish import read_trained, refinish
     from training.engine.finish import finish
     from training.engine.trainer import train
 
-    finished = prepared.output_dir / "result.json"
-    if finished.is_file():
+    earlier = finished_result(prepared)
+    if earlier is not None:
         # A retry after the result was written but not recorded (say the database was down):
         # the work is done, only the recording is left.
-        print(f"experiment already finished; its result is {finished}")
-        return ExperimentResult.from_dict(json.loads(finished.read_text()))
-    result = reuse_earlier_result(prepared) or finish(train(prepared, time_limit_seconds, started_at))
-    staging = finished.with_suffix(".tmp")
-    staging.write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    staging.replace(finished)  # whole or absent: a kill mid-write never leaves half a result
+        print(f"experiment already finished; its result is {prepared.output_dir / RESULT_FILE}")
+        return earlier
+    trained = read_trained(prepared.output_dir)
+    if trained is not None:
+        print(f"training finished in an earlier attempt ({trained.stop_reason.value} at step {trained.steps_run}): "
+              "finishing from its best model, without training again")
+        result = refinish(prepared, trained)
+    else:
+        result = reuse_earlier_result(prepared) or finish(train(prepared, time_limit_seconds, started_at))
+    write_json(prepared.output_dir / RESULT_FILE, result.to_dict())
+    close_ledger(prepared.output_dir, result.stop_reason.value)
     return result
+
+
+def disk_full(error: BaseException, folder: Path) -> DiskFull | None:
+    """A write that failed for want of space, named as such. Python says ENOSPC; safetensors says
+    "No space left on device" inside its own error; torch's save says only "[enforce fail at
+    inline_container.cc] ... unexpected pos", so that one counts when the disk is nearly full."""
+    chain, cause = [], error
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    said = " ".join(str(e) for e in chain)
+    if not (any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain)
+            or "No space left on device" in said or "os error 28" in said
+            or (("inline_container" in said or "PytorchStreamWriter" in said)
+                and free is not None and free < NEARLY_FULL_BYTES)):
+        return None
+    shown = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
+    first_line = (str(error).strip().splitlines() or [""])[0][:200]
+    return DiskFull(f"the disk is full: writing under {folder} failed with {shown} free ({type(error).__name__}: "
+                    f"{first_line}). Free space there, or point SWEEP_HOME at a larger disk; a retry resumes from "
+                    "the last full save")
+
+
+class DiskFull(OSError):
+    """Out of space while writing an experiment's files: retryable once space is freed."""
 
 
 def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None) -> ExperimentResult:
@@ -237,4 +309,7 @@ def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None
             raise  # not finished, not failed: the retry resumes from the full save
         except Exception as error:  # recorded as a failed experiment; the task then fails
             traceback.print_exc()
-            return failed_result(spec, prepared, error, started_at)
+            full = disk_full(error, prepared.output_dir)
+            if full is not None:
+                print(f"error: {full}")
+            return failed_result(spec, prepared, full or error, started_at)

@@ -1,5 +1,6 @@
 """The finish phase: the stop reason, validation and test metrics of the best checkpoint, what
-production needs to know about it (F1 interval, speed, size), and the typed result."""
+production needs to know about it (F1 interval, speed, size), and the typed result; and the
+re-finish of an experiment whose training an earlier attempt completed."""
 
 from __future__ import annotations
 
@@ -8,17 +9,24 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from training.engine.accounting import peak_memory_bytes
+from transformers import Trainer
+
+from training.engine.accounting import AttemptLedger, peak_memory_bytes
+from training.engine.arguments import capped_steps
 from training.engine.callbacks import learning_curve
 from training.engine.checkpoints import checkpoints
+from training.engine.experiment import Prepared
 from training.engine.serving import inference_speed, model_size
 from training.engine.tokenization import LENGTH_COLUMN
 from training.engine.trainer import Training
+from training.results.files import read_result_file, set_aside_file, write_json
 from training.results.predictions import write_predictions
 from training.results.record import ExperimentResult, StopReason
 from training.results.statistics import bootstrap_f1_interval
 
 METRIC_NAMES = ("f1", "precision", "recall", "accuracy")
+BEST_DIR = "best"  # the model to ship, with its tokenizer and test predictions
+TRAINED_FILE = "trained.json"  # what training found, written before evaluation (see refinish)
 
 
 def stop_reason(training: Training, stopped_early: bool) -> StopReason:
@@ -34,51 +42,126 @@ def stop_reason(training: Training, stopped_early: bool) -> StopReason:
     return StopReason.EARLY_STOPPED if stopped_early else training.stop_reason
 
 
-def evaluate_best(training: Training) -> tuple[dict, dict, Path | None]:
-    """Validation and test metrics of the best checkpoint (already loaded by the Trainer)."""
-    trainer, prepared = training.trainer, training.prepared
+def save_best(training: Training) -> Path | None:
+    """The best checkpoint (already loaded by the Trainer) as best/, or None when there is none."""
+    trainer = training.trainer
+    if trainer is None:
+        return None  # out of memory at every batch size
     if trainer.state.best_model_checkpoint is None and training.watchers.nan_stop.triggered_at_step is not None:
-        return {}, {}, None  # diverged before any evaluation: nothing trustworthy to keep
+        return None  # diverged before any evaluation: nothing trustworthy to keep
+    best_dir = training.prepared.output_dir / BEST_DIR
+    trainer.save_model(str(best_dir))
+    return best_dir
+
+
+def evaluate(trainer: Trainer, tokenized, prepared: Prepared, best_dir: Path) -> dict:
+    """The best model's validation and test metrics, test interval and predictions, speed and size:
+    the result fields that evaluation fills in."""
     validation = trainer.evaluate(metric_key_prefix="eval")
     # Test rows in file order, not length-grouped: the predictions file lines up with the test file
     # (and with every other experiment on the same data), and the interval can be recomputed from it.
     grouping, trainer.args.train_sampling_strategy = trainer.args.train_sampling_strategy, "sequential"
     try:
-        prediction = trainer.predict(training.tokenized["test"], metric_key_prefix="test")
+        prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
     finally:
         trainer.args.train_sampling_strategy = grouping
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     low, high = bootstrap_f1_interval(prediction.label_ids, logits.argmax(-1), len(prepared.label_values),
                                       prepared.spec.seed)
-    best_dir = prepared.output_dir / "best"
-    trainer.save_model(str(best_dir))
     predictions = write_predictions(best_dir, prepared.row_ids["test"], prediction.label_ids, logits,
                                     prepared.label_values, prepared.spec.seed)
-    training.serving = {"test_f1_ci_low": low, "test_f1_ci_high": high, "predictions_path": str(predictions),
-                        **inference_speed(trainer.model, training.tokenized["test"], trainer.data_collator),
-                        **model_size(trainer.model, best_dir)}
-    return validation, prediction.metrics, best_dir
+    return {**{f"validation_{n}": validation.get(f"eval_{n}") for n in METRIC_NAMES},
+            **{f"test_{n}": prediction.metrics.get(f"test_{n}") for n in METRIC_NAMES},
+            "test_f1_ci_low": low, "test_f1_ci_high": high, "predictions_path": str(predictions),
+            **inference_speed(trainer.model, tokenized["test"], trainer.data_collator),
+            **model_size(trainer.model, best_dir)}
 
 
 def finish(training: Training) -> ExperimentResult:
+    """The result of a training: what training found is written to trained.json beside best/
+    before evaluation starts, so a failure from there on (evaluation, a full disk, the result file)
+    costs a retry the evaluation only (refinish), never the training."""
     trainer = training.trainer
-    # Read before evaluate_best: its evaluation of the best checkpoint is one more evaluation
-    # without a gain to the early-stopping callback, which would turn a run that merely
-    # reached its last step into an "early_stopped" one.
+    # Read before the evaluation: evaluating the best checkpoint is one more evaluation without a
+    # gain to the early-stopping callback, which would turn a run that merely reached its last step
+    # into an "early_stopped" one.
     stopped_early = (trainer is not None and training.watchers.early_stopping.early_stopping_patience_counter
                      >= training.prepared.spec.early_stopping_patience)
-    curve = learning_curve(training.state) if training.state else []  # before evaluate_best logs its own
-    validation, test, best_dir = ({}, {}, None) if trainer is None else evaluate_best(training)
+    curve = learning_curve(training.state) if training.state else []  # before evaluation logs its own
     reason = stop_reason(training, stopped_early)
+    best_dir = save_best(training)
+    trained = result(training, reason, best_dir, curve)
+    if best_dir is not None:
+        write_json(training.prepared.output_dir / TRAINED_FILE, trained.to_dict())
     for checkpoint in checkpoints(training.prepared.output_dir):
         shutil.rmtree(checkpoint)  # afterwards only the best is kept
-    training.ledger.finish(reason.value)
-    return result(training, reason, validation, test, best_dir, curve)
+    if best_dir is None:
+        return trained
+    evaluation = evaluate(trainer, training.tokenized, training.prepared, best_dir)
+    return accounted(dataclasses.replace(trained, **evaluation), training.ledger)
 
 
-def result(training: Training, reason: StopReason, validation: dict, test: dict, best_dir: Path | None,
-           points: list[dict]) -> ExperimentResult:
+def refinish(prepared: Prepared, trained: ExperimentResult) -> ExperimentResult:
+    """Finish an experiment whose training an earlier attempt completed (its trained.json and best/
+    are on disk) but whose evaluation or result file failed: evaluate best/ again, in seconds,
+    as a new attempt in the ledger. The metrics are those the first finish would have recorded."""
+    from transformers import DataCollatorWithPadding, Trainer
+
+    from training.engine.arguments import COMPILE_PAD_MULTIPLE, choose_precision, training_arguments
+    from training.engine.metrics import metrics_for_trainer
+    from training.engine.models import load_tokenizer_and_model
+    from training.engine.trainer import tokenize
+
+    best_dir = prepared.output_dir / BEST_DIR
+    _, precision, gpu_count = choose_precision(prepared.spec.mixed_precision)
+    ledger = AttemptLedger(prepared.output_dir, gpu_count)
+    tokenizer, model = load_tokenizer_and_model(str(best_dir), prepared.label_values)
+    tokenized, _ = tokenize(prepared, tokenizer)
+    args = training_arguments(prepared.spec, prepared.output_dir, precision, gpu_count > 0,
+                              trained.per_device_batch_size or trained.batch_size,
+                              trained.effective_accumulation_steps or trained.gradient_accumulation_steps,
+                              bool(trained.activation_checkpointing))
+    trainer = Trainer(model=model, args=args, eval_dataset=tokenized["validation"], processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(
+                          tokenizer, pad_to_multiple_of=COMPILE_PAD_MULTIPLE if args.torch_compile else None),
+                      compute_metrics=metrics_for_trainer(len(prepared.label_values)))
+    evaluation = evaluate(trainer, tokenized, prepared, best_dir)
+    return accounted(dataclasses.replace(trained, **evaluation), ledger)
+
+
+def accounted(result: ExperimentResult, ledger: AttemptLedger) -> ExperimentResult:
+    """The result with the time of every attempt, this one up to now (its evaluation included)."""
+    ledger.beat()
+    attempts = closed_attempts(ledger, result.stop_reason)
+    return dataclasses.replace(result, attempts=attempts, attempt_count=len(attempts),
+                               wall_seconds=round(ledger.total_seconds, 3), gpu_hours=ledger.total_gpu_seconds / 3600,
+                               finished_at=datetime.now(timezone.utc).isoformat())
+
+
+def closed_attempts(ledger: AttemptLedger, reason: StopReason) -> list[dict]:
+    """The ledger as the result records it: this attempt with its outcome. The file keeps outcome
+    None until the result file is written (close_ledger), so an attempt that fails before then is
+    marked failed, not with the outcome it did not reach."""
+    return [*ledger.attempts[:-1], {**ledger.current, "outcome": reason.value}]
+
+
+def read_trained(output_dir: Path) -> ExperimentResult | None:
+    """What an earlier attempt's training found, if it finished training and saved best/; an
+    unreadable trained.json is set aside (the experiment is then trained again)."""
+    path = output_dir / TRAINED_FILE
+    if not path.is_file() or not (output_dir / BEST_DIR / "config.json").is_file():
+        return None
+    try:
+        return ExperimentResult.from_dict(read_result_file(path))
+    except (ValueError, TypeError, KeyError) as error:
+        set_aside_file(path, f"{error}; the experiment is trained again")
+        return None
+
+
+def result(training: Training, reason: StopReason, best_dir: Path | None, points: list[dict]) -> ExperimentResult:
+    """Everything training found; the evaluation's fields stay empty (finish and refinish add them)."""
     state, train_seconds, ledger = training.state, training.train_seconds, training.ledger
+    spec = training.prepared.spec
     best_checkpoint = state.best_model_checkpoint if state else None
     if best_checkpoint:
         best_step = int(best_checkpoint.rsplit("-", 1)[1])
@@ -99,14 +182,15 @@ def result(training: Training, reason: StopReason, validation: dict, test: dict,
         effective_accumulation_steps=training.accumulation, device=training.device,
         gpu_count=training.gpu_count, precision=training.precision,
         attention_implementation=training.attention, max_length=training.max_length,
-        **{f"validation_{n}": validation.get(f"eval_{n}") for n in METRIC_NAMES},
-        **{f"test_{n}": test.get(f"test_{n}") for n in METRIC_NAMES},
         best_step=best_step, steps_planned=state.max_steps if state else None, steps_run=steps_run,
+        steps_planned_by="epochs" if capped_steps(
+            spec, len(training.tokenized["train"]), training.per_device_batch, training.accumulation) is None
+        else "max_steps",
         samples_planned=planned, samples_seen=samples if state else None,
         pruned_at_fraction=pruned.fraction if pruned else None, pruned_at_samples=pruned.samples if pruned else None,
         pruning_f1=pruned.f1 if pruned else None, pruning_threshold_f1=pruned.threshold_f1 if pruned else None,
         pruning_peers=pruned.peers if pruned else None,
-        stop_reason=reason, attempt_count=len(ledger.attempts), attempts=ledger.attempts,
+        stop_reason=reason, attempt_count=len(ledger.attempts), attempts=closed_attempts(ledger, reason),
         resumed_from_step=ledger.current["resumed_from_step"], wall_seconds=round(ledger.total_seconds, 3),
         gpu_hours=ledger.total_gpu_seconds / 3600,
         time_to_best_seconds=best_point["elapsed_seconds"] if best_point else None,
@@ -118,5 +202,5 @@ def result(training: Training, reason: StopReason, validation: dict, test: dict,
         checkpoint_bytes_written=sum(a.get("checkpoint_bytes", 0) for a in ledger.attempts),
         full_checkpoints_saved=sum(a.get("full_saves", 0) for a in ledger.attempts),
         model_checkpoints_saved=sum(a.get("model_saves", 0) for a in ledger.attempts),
-        checkpoint_path=str(best_dir) if best_dir else None, eval_points=points, **training.serving,
+        checkpoint_path=str(best_dir) if best_dir else None, eval_points=points,
         started_at=training.started_at.isoformat(), finished_at=datetime.now(timezone.utc).isoformat())

@@ -10,7 +10,10 @@ STAND_IN_MARKER = "stand_in.json"
 
 
 def resolve_model_source(model_id: str, model_root: str | None) -> str:
-    """A local folder if the mirror has this model, else the hub id itself."""
+    """A local folder if the id is one (an absolute path) or the mirror has this model, else the
+    hub id itself."""
+    if model_id.startswith("/"):
+        return model_id
     if model_root is not None and (Path(model_root) / model_id / "config.json").is_file():
         return str(Path(model_root) / model_id)
     return model_id

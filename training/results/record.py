@@ -94,6 +94,8 @@ class ExperimentResult:
     test_f1_ci_high: float | None = None
     best_step: int | None = None
     steps_planned: int | None = None
+    max_steps: int | None = None  # the run's step cap, if any: it only ever shortens the grid's epochs
+    steps_planned_by: str | None = None  # "epochs", or "max_steps" where the cap was the shorter
     steps_run: int | None = None
     samples_planned: int | None = None  # training samples the run planned (steps x batch x accumulation)
     samples_seen: int | None = None  # and those it trained on
