@@ -20,7 +20,7 @@ from airflow.providers.standard.operators.python import ShortCircuitOperator
 
 from sweep_airflow.operators import (ChooseSeedRerunsOperator, RenderReportOperator, TrainExperimentOperator,
                                      VerifySweepOperator, start_sweep)
-from training.plan import Plan, PlanError, Tier, load_plan
+from training.plan import MAX_STEPS_CAP, SEED_MAX, Plan, PlanError, Tier, load_plan
 from training.settings import RunDefaults, safe_name
 
 MAP_INDEX_TEMPLATE = (
@@ -50,11 +50,14 @@ def trigger_params(plan: Plan, tier: Tier, defaults: RunDefaults) -> dict[str, P
         # exclusiveMinimum, not minimum: the form's number field clamps to a `minimum` when it loses
         # focus (-5 silently became 1), while the server refuses a value below an exclusive minimum
         # with a message the form shows. For integers the bound is the same.
-        "max_steps": Param(None, type=["null", "integer"], exclusiveMinimum=0, title="Step cap",
-                           description="stop every experiment after this many optimizer steps (smoke runs); "
-                                       "a whole number of at least 1, or empty for none"),
-        "seed": Param(plan.settings.seed, type="integer", exclusiveMinimum=-1, title="Seed",
-                      description="random seed of data order and initialisation (0 or more)"),
+        "max_steps": Param(None, type=["null", "integer"], exclusiveMinimum=0, exclusiveMaximum=MAX_STEPS_CAP + 1,
+                           title="Step cap",
+                           description="stop every experiment after at most this many optimizer steps (smoke "
+                                       "runs); it only shortens a run, never past the grid's epochs; a whole "
+                                       f"number from 1 to {MAX_STEPS_CAP:,}, or empty for none"),
+        "seed": Param(plan.settings.seed, type="integer", exclusiveMinimum=-1, exclusiveMaximum=SEED_MAX + 1,
+                      title="Seed",
+                      description=f"random seed of data order and initialisation (0 to {SEED_MAX:,})"),
         "pruning": Param(None, type=["null", "boolean"], title="Pruning",
                          description="successive halving across each model's grid: stop a run that is behind "
                                      "its peers at a rung; empty = the plan's setting for this tier ("

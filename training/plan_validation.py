@@ -11,8 +11,9 @@ from typing import Any
 
 from croniter import croniter
 
-from training.plan import (ARCHITECTURES, BUDGET_FIELDS, GRID_FIELDS, NO_SCHEDULE, PRIORITY_WEIGHTS, TIER_NAMES,
-                           Budget, DatasetSpec, Plan, PlanError, Pruning, Scheduling, Settings, Tier, closest)
+from training.plan import (ARCHITECTURES, BUDGET_FIELDS, GRID_FIELDS, MAX_CONFIRM_SEEDS, MAX_LENGTH_CAP, MAX_STEPS_CAP,
+                           NO_SCHEDULE, PRIORITY_WEIGHTS, TIER_NAMES, Budget, DatasetSpec, Plan, PlanError, Pruning,
+                           Scheduling, Settings, Tier, closest, model_id_problem, seed_problem)
 
 PLAN_FORMAT_VERSION = 1  # the plan file's `version`: the layout this code reads
 TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models")
@@ -58,7 +59,7 @@ class PlanValidator:
 
     def plan(self, raw: dict) -> Plan:
         self.known_keys(raw, TOP_LEVEL_KEYS)
-        if raw.get("version") != PLAN_FORMAT_VERSION:
+        if type(raw.get("version")) is not int or raw.get("version") != PLAN_FORMAT_VERSION:
             self.fail("version", raw.get("version"), f"this code reads plan files of version {PLAN_FORMAT_VERSION}")
         architectures = self.architectures(self.section(raw, "models"))
         tiers_raw = self.section(raw, "tiers")
@@ -84,6 +85,8 @@ class PlanValidator:
 
     def architectures(self, raw: dict) -> dict[str, str]:
         for model_id, entry in raw.items():
+            if problem := model_id_problem(model_id):
+                self.fail(f"models.{model_id}", model_id, problem)
             if isinstance(entry, dict):
                 self.known_keys(entry, MODEL_KEYS, f"models.{model_id}")
             if not isinstance(entry, dict) or entry.get("architecture") not in ARCHITECTURES:
@@ -93,8 +96,12 @@ class PlanValidator:
 
     def settings(self, raw: dict) -> Settings:
         values = {}
-        for name in ("eval_steps", "logging_steps", "early_stopping_patience", "max_length", "seed"):
+        for name in ("eval_steps", "logging_steps", "early_stopping_patience", "max_length"):
             values[name] = self.positive(f"settings.{name}", raw.get(name), int)
+        self.bounded("settings.max_length", values["max_length"], MAX_LENGTH_CAP)
+        if problem := seed_problem(raw.get("seed")):
+            self.fail("settings.seed", raw.get("seed"), problem)
+        values["seed"] = raw["seed"]
         values["early_stopping_min_delta"] = self.positive(
             "settings.early_stopping_min_delta", raw.get("early_stopping_min_delta"), float)
         if raw.get("metric_for_best_model") != "f1":
@@ -103,8 +110,10 @@ class PlanValidator:
             if not isinstance(raw.get(name), bool):
                 self.fail(f"settings.{name}", raw.get(name), "must be true or false")
         confirm_seeds = raw.get("confirm_seeds", 0)
-        if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) or not 0 <= confirm_seeds <= 10:
-            self.fail("settings.confirm_seeds", confirm_seeds, "must be a whole number from 0 (off) to 10")
+        if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) \
+                or not 0 <= confirm_seeds <= MAX_CONFIRM_SEEDS:
+            self.fail("settings.confirm_seeds", confirm_seeds,
+                      f"must be a whole number from 0 (off) to {MAX_CONFIRM_SEEDS}")
         values["confirm_seeds"] = confirm_seeds
         minutes = raw.get("full_checkpoint_minutes", Settings.full_checkpoint_minutes)
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) \
@@ -128,8 +137,10 @@ class PlanValidator:
 
     def dataset(self, raw: dict) -> DatasetSpec:
         columns = raw.get("text_columns")
-        if not isinstance(columns, list) or len(columns) not in (1, 2) or not all(isinstance(c, str) for c in columns):
-            self.fail("dataset.text_columns", columns, "must list one column (single snippet) or two (pair)")
+        if not isinstance(columns, list) or len(columns) not in (1, 2) \
+                or not all(isinstance(c, str) and c for c in columns) or len(set(columns)) != len(columns):
+            self.fail("dataset.text_columns", columns,
+                      "must list one column (single snippet) or two different ones (a pair), by name")
         for name in ("source", "label_column"):
             if not isinstance(raw.get(name), str) or not raw[name]:
                 self.fail(f"dataset.{name}", raw.get(name), "must be a non-empty string")
@@ -142,9 +153,16 @@ class PlanValidator:
         if not isinstance(raw, dict):
             self.fail(f"budgets.{name}", raw, "must be a table")
         self.known_keys(raw, BUDGET_FIELDS, f"budgets.{name}")
-        return Budget(name, **{key: self.positive(f"budgets.{name}.{key}", value,
-                                                  float if key == "learning_rate_scale" else int)
-                               for key, value in raw.items()})
+        values = {key: self.positive(f"budgets.{name}.{key}", value, float if key == "learning_rate_scale" else int)
+                  for key, value in raw.items()}
+        for key, cap in (("max_length", MAX_LENGTH_CAP), ("max_steps", MAX_STEPS_CAP)):
+            if key in values:
+                self.bounded(f"budgets.{name}.{key}", values[key], cap)
+        return Budget(name, **values)
+
+    def bounded(self, name: str, value: int, cap: int) -> None:
+        if value > cap:
+            self.fail(name, value, f"must be at most {cap:,}")
 
     def tier(self, name: str, raw: dict, architectures: dict[str, str]) -> Tier:
         prefix = f"tiers.{name}"

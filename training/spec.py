@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.plan import Budget, DatasetSpec, Hyperparameters, ParamError, Plan, Pruning, Settings, Tier, closest
+from training.plan import (Budget, DatasetSpec, Hyperparameters, ParamError, Plan, Pruning, Settings, Tier, closest,
+                           max_steps_problem, seed_problem)
 from training.settings import Storage
 
 # Where and into what a run writes: resolved where the run starts, never part of what it trains.
@@ -123,10 +124,10 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         raise ParamError("budget", budget_name, f"not a budget of the plan; {closest(budget_name, plan.budgets)}")
     if model_id not in plan.architectures:
         raise ParamError("model", model_id, f"not a model of the plan; {closest(model_id, plan.architectures)}")
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-        raise ParamError("max_steps", max_steps, "must be a whole number >= 1, or empty for no cap")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ParamError("seed", seed, "must be a whole number >= 0")
+    if max_steps is not None and (problem := max_steps_problem(max_steps)):
+        raise ParamError("max_steps", max_steps, problem)
+    if seed is not None and (problem := seed_problem(seed)):
+        raise ParamError("seed", seed, problem)
     budget: Budget = plan.budgets[budget_name]
     settings = plan.settings
     tier = plan.tier_of(model_id)

@@ -123,7 +123,21 @@ CASES = [
     ("text columns as a string", lambda t: dataset(t, {"text_columns": "code"}), ["key 'text_columns'", "'code'"]),
     ("a positive label of a wrong type", lambda t: dataset(t, {"positive_label": [1]}),
      ["key 'positive_label'", "a string, an integer or a boolean", "[1]"]),
+    # found by a tester (issue 22): each crashed after training started, or trained on a mistake
+    ("one class in test", lambda t: dataset(t, test=[{"code": "g", "label": 1}, {"code": "h", "label": 1}]),
+     ["split test", "only one class [1]", "interval is a point"]),
+    ("a label of 2**70", lambda t: dataset(t, train=[*rows("train"), {"code": "z", "label": 2**70}]),
+     ["train.jsonl row 5", "fit in 64 bits", str(2**70)[:20]]),
+    ("train.jsonl and train.csv side by side", lambda t: with_extra_file(dataset(t), "train.csv", "code,label\nx,0\n"),
+     ["2 files for the train split", "train.jsonl", "train.csv", "ambiguous"]),
+    ("the same text column twice", lambda t: dataset(t, {"text_columns": ["code", "code"]}),
+     ["key 'text_columns'", "two different ones", "['code', 'code']"]),
 ]
+
+
+def with_extra_file(folder: Path, name: str, text: str) -> Path:
+    (folder / name).write_text(text)
+    return folder
 
 
 @pytest.mark.parametrize("name, build, named", CASES, ids=[case[0] for case in CASES])
@@ -212,3 +226,35 @@ def test_check_data_reports_leaking_rows_of_a_pair_dataset(tmp_path):
     assert "  validation: 0 rows (0.0%) repeat a train row (whitespace ignored)\n" in completed.stdout
     assert ("  test: 1 rows (25.0%) repeat a train row (whitespace ignored)  <- held-out scores will be optimistic\n"
             "  test: 2 rows (50.0%) share a function text with a train row\n") in completed.stdout
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\x1c", "\x0b"])
+def test_a_raw_line_separator_inside_a_json_string_is_valid_json_lines(tmp_path, separator):
+    """JSON Lines ends a line at \\n only; these characters are valid, unescaped, inside a string."""
+    records = rows("train")
+    records[0]["code"] = f"def a():{separator}    return 1"
+    folder = dataset(tmp_path)
+    (folder / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                        encoding="utf-8")
+    loaded = load(folder)
+    assert loaded.splits["train"][0]["code"] == f"def a():{separator}    return 1"
+    assert len(loaded.splits["train"]) == 4
+
+
+@pytest.mark.parametrize("source, named", [
+    ("missing", "no such folder on this machine"),
+    ("loop", "a symbolic link that loops"),
+    ("file", "a file, not a folder"),
+])
+def test_a_dataset_path_that_names_no_folder_is_a_named_error_before_anything_else(tmp_path, source, named):
+    import subprocess
+    import sys
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "file").write_text("{}")
+    path = str(tmp_path / source)
+    with pytest.raises(DataError, match=named):
+        load_dataset(DatasetSpec(path, ("code",), "label"))
+    checked = subprocess.run([sys.executable, "-m", "training", "check-data", path], capture_output=True, text=True,
+                             timeout=120)
+    assert checked.returncode == 2 and named in checked.stderr and "Traceback" not in checked.stderr, checked.stderr

@@ -106,6 +106,18 @@ def broken(tmp_path, old: str, new: str):
     ("full_checkpoint_minutes = 30", "full_checkpoint_minutes = -5", "settings.full_checkpoint_minutes", ">= 0"),
     ("full_checkpoint_minutes = 30", 'full_checkpoint_minutes = "hourly"', "settings.full_checkpoint_minutes",
      "'hourly'"),
+    # found by a tester (issue 22): one rule set with the form, and no name that leaves its folder
+    ("version = 1", "version = true", "version", "True"),
+    ("seed = 42", "seed = 2147483648", "settings.seed", "2,147,483,637"),
+    ("seed = 42", "seed = -1", "settings.seed", "from 0"),
+    ("max_length = 512 ", "max_length = 100000000 ", "settings.max_length", "at most 32,768"),
+    ("max_steps = 8", "max_steps = 1000000000000", "budgets.tiny.max_steps", "at most 10,000,000"),
+    ('text_columns = ["func1", "func2"]', 'text_columns = ["func1", "func1"]', "dataset.text_columns", "different"),
+    ('text_columns = ["func1", "func2"]', 'text_columns = ["func1", ""]', "dataset.text_columns", "by name"),
+    ('[models."microsoft/codebert-base"]', '[models."../../../../etc"]', "models.../../../../etc", "not a hub id"),
+    ('[models."microsoft/codebert-base"]', '[models.""]', "models", "must be a hub id"),
+    ('[models."microsoft/codebert-base"]', '[models."/srv/models/../../etc"]', "models./srv/models/../../etc",
+     "plain absolute path"),
 ])
 def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value):
     path = broken(tmp_path, old, new)
@@ -123,6 +135,8 @@ def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value
     ({"max_steps": 0}, "max_steps = 0"),
     ({"max_steps": 2.5}, "max_steps = 2.5"),
     ({"seed": -3}, "seed = -3"),
+    ({"seed": 2**31}, "seed = 2147483648: must be a whole number from 0 to 2,147,483,637"),
+    ({"max_steps": 10**12}, "max_steps = 1000000000000: must be a whole number from 1 to 10,000,000"),
 ])
 def test_a_bad_run_parameter_names_itself(arguments, named):
     from training.plan import ParamError
@@ -201,3 +215,9 @@ def test_compile_and_auto_checkpointing_are_read_per_tier(tmp_path):
     assert (large.gradient_checkpointing, large.compile) == ("auto", "auto")
     spec = build_spec(load_plan(path), "Salesforce/codet5-large", large.combinations()[0])
     assert spec.compile == "auto" and spec.settings_for_key()["compile"] == "auto"
+
+
+def test_seed_zero_is_a_seed_in_the_plan_as_in_the_form(tmp_path):
+    plan = load_plan(broken(tmp_path, "seed = 42", "seed = 0"))
+    assert plan.settings.seed == 0
+    assert build_spec(plan, "microsoft/codebert-base", plan.tiers["small"].combinations()[0], seed=0).seed == 0

@@ -1,5 +1,5 @@
 """What a dataset must be before any model loads: three splits, one or two text columns of
-non-empty strings, a label column of one type, at least two classes in train and in validation,
+non-empty strings, a label column of one type, at least two classes in every split,
 no label in validation or test that train lacks, and an explicit positive class for binary F1.
 
 Every violation is a DataProblem naming the file or split, the row (and line), the column and
@@ -16,6 +16,7 @@ from typing import Any
 SPLITS = ("train", "validation", "test")
 MAX_PROBLEMS_SHOWN = 20
 LABEL_TYPES = {bool: "boolean", int: "integer", str: "string"}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ def check_label_values(values: list, split: str, label_column: str, locate: RowL
         elif type(value) not in LABEL_TYPES:
             problems.append(DataProblem(locate(split, row), "a label must be an integer, a boolean or a string",
                                         label_column, value))
+        elif type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            problems.append(DataProblem(locate(split, row), "an integer label must fit in 64 bits (the tables the "
+                                        "data is read into hold no more); use a string label", label_column, value))
         else:
             first_of_type.setdefault(type(value), row)
     if len(first_of_type) > 1:
@@ -136,10 +140,11 @@ def check_label_sets(tables: dict[str, dict[str, list]], label_column: str, loca
             problems.append(DataProblem(locate(split, row), "a label that train does not have: the model cannot "
                                         f"learn it (train has {sorted(labels['train'], key=repr)})",
                                         label_column, value))
-    for split in ("train", "validation"):
+    reasons = {"train": "a model cannot learn to tell classes apart",
+               "validation": "F1 is the same for every checkpoint, so the best one cannot be chosen",
+               "test": "F1 on one class says nothing about telling classes apart, and its interval is a point"}
+    for split, reason in reasons.items():
         if len(labels[split]) < 2:
-            reason = ("a model cannot learn to tell classes apart" if split == "train" else
-                      "F1 is the same for every checkpoint, so the best one cannot be chosen")
             problems.append(DataProblem(f"split {split}", f"only one class {sorted(labels[split], key=repr)}: "
                                         f"{reason}", label_column))
     return problems

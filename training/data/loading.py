@@ -9,8 +9,11 @@ overriding the plan's.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from training.plan import DatasetSpec, closest
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 MANIFEST = "dataset.json"
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")  # org/name, as the hub allows
 MANIFEST_KEYS = ("text_columns", "label_column", "positive_label",
                  "description", "about")  # the last two are for people: free text, and an object of provenance
 
@@ -78,6 +82,10 @@ def local_split_files(folder: Path) -> dict[str, Path]:
         found = [folder / f"{split}{suffix}" for suffix in FORMATS if (folder / f"{split}{suffix}").is_file()]
         if not found:
             problems.append(DataProblem(str(folder), f"no {split} split (expected {split}.jsonl, .parquet or .csv)"))
+        elif len(found) > 1:
+            problems.append(DataProblem(str(folder), f"{len(found)} files for the {split} split ("
+                                        + ", ".join(path.name for path in found)
+                                        + "): which one to train on is ambiguous; keep one"))
         else:
             files[split] = found[0]
     if problems:
@@ -104,7 +112,10 @@ def read_text_rows(path: Path) -> tuple[list[DataProblem], list[int], list[dict]
     if path.suffix == ".csv":
         return [], [], None
     problems, lines, records = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSON Lines ends a line at "\n" only: str.splitlines() would also split at U+2028, U+0085 and
+    # other characters that are valid, unescaped, inside a JSON string.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -168,6 +179,9 @@ def load_dataset(spec: DatasetSpec) -> LoadedDataset:
     """Load and check a dataset; raise DataError listing every problem."""
     import datasets
 
+    missing = missing_local_source(spec.source)
+    if missing:
+        raise DataError(spec.source, [DataProblem(spec.source, missing)])
     spec = resolve_spec(spec)
     needed = (*spec.text_columns, spec.label_column)
     folder = Path(spec.source)
@@ -175,7 +189,11 @@ def load_dataset(spec: DatasetSpec) -> LoadedDataset:
         tables, files, loaded, locate = read_local(folder, needed)
         content = files_fingerprint(files.values())
     else:
-        loaded = datasets.load_dataset(spec.source)
+        try:
+            loaded = datasets.load_dataset(spec.source)
+        except datasets.exceptions.DatasetNotFoundError as error:  # the hub answered: no such dataset
+            raise DataError(spec.source, [DataProblem(spec.source, "no local folder of that name, and the hub has "
+                                                      f"no such dataset ({error})")]) from None
         missing = [split for split in SPLITS if split not in loaded]
         if missing:
             raise DataError(spec.source, [DataProblem(spec.source, f"no {split} split; it has {list(loaded)}")
@@ -192,6 +210,23 @@ def load_dataset(spec: DatasetSpec) -> LoadedDataset:
     splits = datasets.DatasetDict({split: loaded[split] if split in loaded else load_split(files[split], split)
                                    for split in SPLITS})
     return LoadedDataset(spec, splits, fingerprint(content, spec, labels), labels)
+
+
+def missing_local_source(source: str) -> str | None:
+    """Why a source meant as a local folder cannot be one (it does not exist, is a file, or is a
+    symbolic link that loops or points nowhere), or None: a folder, or a hub id to fetch."""
+    path = Path(source).expanduser()
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python's word for a symbolic link loop
+        return "a symbolic link that loops: it names no folder"
+    except OSError as error:
+        if os.path.islink(path) or error.errno == errno.ELOOP:
+            return "a symbolic link that loops or points nowhere: it names no folder"
+        if source.startswith(("/", "./", "../", "~")) or not HUB_ID.fullmatch(source):
+            return "no such folder on this machine (and not a hub id, which looks like org/name)"
+        return None  # a hub id
+    return None if path.is_dir() else "a file, not a folder: a local dataset is a folder of train/validation/test files"
 
 
 def fingerprint(content: str, spec: DatasetSpec, labels: Labels) -> str:
