@@ -41,6 +41,7 @@ class StackError(RuntimeError):
 class Stack:
     home: Path
     port: int = 8080
+    host: str = "127.0.0.1"  # the api-server's interface: this machine only, unless asked otherwise
     executor: str = "LocalExecutor"
     extra_env: dict[str, str] = field(default_factory=dict)
     reports_dir: Path | None = None
@@ -77,7 +78,7 @@ class Stack:
     def components(self) -> dict[str, tuple[list[str], dict[str, str]]]:
         ports = self._ports()
         components = {
-            "api-server": (["airflow", "api-server", "--port", str(self.port)], {}),
+            "api-server": (["airflow", "api-server", "--host", self.host, "--port", str(self.port)], {}),
             "scheduler": (["airflow", "scheduler"], {}),
             "dag-processor": (["airflow", "dag-processor"], {}),
             "triggerer": (["airflow", "triggerer"], {}),
@@ -103,8 +104,8 @@ class Stack:
             "AIRFLOW__CORE__EXECUTOR": self.executor,
             "AIRFLOW__API_AUTH__JWT_SECRET": self._secret(),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{self.port}/execution/",
-            "AIRFLOW__API__BASE_URL": f"http://localhost:{self.port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
             "SWEEP_MODEL_ROOT": str(self.models_dir),
@@ -223,7 +224,8 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://localhost:{self.port}"
+        reachable = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{reachable}:{self.port}"
 
     def admin_password(self) -> str:
         path = self.home / "airflow" / "simple_auth_manager_passwords.json.generated"

@@ -14,7 +14,9 @@ from devstack.stack import Stack, StackError
 
 
 def stack() -> Stack:
+    # SWEEP_AIRFLOW_HOST=0.0.0.0 serves the UI on every interface; the default is this machine only.
     return Stack(REPO_ROOT / ".sweep", port=int(os.environ.get("SWEEP_AIRFLOW_PORT", "8080")),
+                 host=os.environ.get("SWEEP_AIRFLOW_HOST", "127.0.0.1"),
                  executor=os.environ.get("SWEEP_EXECUTOR", "LocalExecutor"), reports_dir=REPO_ROOT / "reports")
 
 

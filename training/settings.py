@@ -99,5 +99,14 @@ class RunDefaults:
 
 
 def safe_name(text: str) -> str:
-    """A run id or model id as a single path component (run ids carry ':' and '+')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
+    """A run id or model id as a single path component (run ids carry ':' and '+'): never a
+    separator, and never "." or "..", so no name taken from a request, a param or a plan can lead
+    a path out of the folder it belongs in."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    return re.sub(r"^\.+", lambda dots: "_" * len(dots.group()), name) or "_"
+
+
+def inside(folder: Path | str, path: Path) -> Path | None:
+    """path resolved (symlinks followed), if it stays inside the resolved folder; else None."""
+    resolved = Path(path).resolve()
+    return resolved if resolved.is_relative_to(Path(folder).resolve()) else None

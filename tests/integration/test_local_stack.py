@@ -83,7 +83,7 @@ def test_a_tier_triggered_through_the_rest_api_runs_on_the_scheduler(local_stack
 
 
 def test_the_report_is_served_behind_the_login_and_linked_from_its_task(local_stack, local_run):
-    stack, _ = local_stack
+    stack, env = local_stack
     run_id, _ = local_run
     links = stack.api("GET", f"dags/sweep_small/dagRuns/{run_id}/taskInstances/report/links")["extra_links"]
     assert links["Report"].startswith(f"{stack.url}/sweep-reports/sweep_small/"), links  # http: the UI shows it
@@ -103,6 +103,46 @@ def test_the_report_is_served_behind_the_login_and_linked_from_its_task(local_st
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(outside, timeout=30)
     assert refused.value.code == 404
+    # Sent as-is (curl --path-as-is), as a browser never would: a report two folders above the
+    # reports folder must stay out of reach.
+    reports_dir = Path(env["SWEEP_REPORTS_DIR"])
+    (reports_dir.parent.parent / "report.html").write_text("outside the reports folder")
+    for path in ("/sweep-reports/../../report.html", "/sweep-reports/%2e%2e/%2e%2e/report.html",
+                 "/sweep-reports/sweep_small/../../report.html"):
+        status, body, _ = raw_get(stack, path)
+        assert status == 404 and "outside the reports folder" not in body, (path, status)
+    status, body, headers = raw_get(stack, links["Report"].removeprefix(stack.url))
+    assert status == 200 and headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'none'" in headers["content-security-policy"]
+
+
+def raw_get(stack, path: str) -> tuple[int, str, dict]:
+    """A GET with the path exactly as given (no client-side normalising of dots)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(stack.url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    try:
+        connection.request("GET", path, headers={"Authorization": f"Bearer {stack.token()}"})
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace"), {
+            name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
+
+
+def test_the_api_server_listens_on_this_machine_only(local_stack):
+    """make airflow binds the UI to 127.0.0.1 unless SWEEP_AIRFLOW_HOST asks otherwise."""
+    stack, _ = local_stack
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port = local.rsplit(":", 1)
+            if state == "0A" and int(port, 16) == stack.port:  # 0A: LISTEN
+                listening.add(address)
+    assert listening == {"0100007F"}, listening  # 127.0.0.1, and not 0.0.0.0 or ::
 
 
 def test_the_api_server_refuses_invalid_form_values_and_names_them(local_stack):

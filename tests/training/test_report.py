@@ -188,12 +188,18 @@ def test_stand_in_results_carry_a_notice(tmp_path, fresh_database):
     assert "sweep cost (wall-clock hours)" in markdown  # nothing ran on a GPU: cost in wall-clock time
 
 
-def test_markup_in_names_is_escaped_in_html(tmp_path, fresh_database):
+def test_markup_in_names_is_escaped_in_html_and_markdown(tmp_path, fresh_database):
     record_experiment(fresh_database, ExperimentResult.from_dict(result_record("<script>alert(1)</script>")))
-    _, html, _ = render(fresh_database, tmp_path)
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, stop_reason="failed", validation_f1=None, test_f1=None, positive_label="<img src=x onerror=alert(2)>",
+        error="RuntimeError: <script>alert(3)</script>")))
+    _, html, markdown = render(fresh_database, tmp_path)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert not re.search(r"<svg[^>]*aria-label=\"<script", html)
+    # Markdown passes raw HTML through to whatever renders it: every value is escaped there too
+    assert "<script" not in markdown and "<img" not in markdown, markdown
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown and "&lt;script&gt;alert(3)" in markdown
 
 
 def test_a_run_with_no_experiments_still_renders(tmp_path, fresh_database):

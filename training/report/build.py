@@ -7,6 +7,8 @@ resources used, and a recommendation matrix for production; plus the change sinc
 
 from __future__ import annotations
 
+import html
+
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,8 +351,11 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
 
 
 def environment(autoescape: bool) -> jinja2.Environment:
+    """HTML autoescaped; Markdown with every value's HTML escaped too, since Markdown passes raw
+    HTML through (a model id, a label or an error message could carry a <script>)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=None if autoescape else markdown_text)
     env.filters["score"] = lambda value: "–" if value is None else f"{value:.3f}"
     env.filters["signed"] = lambda value: "–" if value is None else f"{value:+.3f}"
     env.filters["number"] = lambda value, digits=1: "–" if value is None else f"{value:,.{digits}f}"
@@ -358,6 +363,11 @@ def environment(autoescape: bool) -> jinja2.Environment:
     env.filters["hours"] = lambda seconds: "–" if seconds is None else f"{seconds / 3600:,.3f}"
     env.filters["millions"] = lambda value: "–" if not value else f"{value / 1e6:,.2f} M"
     return env
+
+
+def markdown_text(value):
+    """A value as Markdown text: HTML's special characters escaped, everything else as it is."""
+    return html.escape(value, quote=False) if isinstance(value, str) else value
 
 
 def render(report: RunReport, out_dir: Path) -> Path:
