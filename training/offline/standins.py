@@ -8,6 +8,7 @@ nothing about the real models, and every result trained on one is labelled as su
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from training.engine.models import STAND_IN_MARKER
@@ -101,14 +102,14 @@ def size_of(model_id: str, tier: str, full_size: bool) -> dict:
 
 def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512, seed: int = 42,
                     model_ids=None, full_size: bool = False, pretrain_steps: int | dict[str, int] = 0,
-                    pretrain_seconds: float | dict[str, float] = 60.0, pretrain_max_length: int = 64,
+                    pretrain_seconds: float | dict[str, float] | None = None, pretrain_max_length: int = 64,
                     log=print) -> list[Path]:
     """Build a stand-in per model of the plan (or of model_ids) under out_root/<hub id>; return their
     folders. full_size: the published sizes (random weights) instead of the scaled-down ones.
-    pretrain_steps: pre-train each on the training split's inputs first (pretraining.py), for at
-    most that many steps and pretrain_seconds (either one a number, or a dict by "<tier>/<architecture>"
-    or by tier), on sequences of at
-    most pretrain_max_length tokens. Models of the same architecture and size (CodeT5 and CodeT5+ of
+    pretrain_steps: pre-train each on the training split's inputs first (pretraining.py), for that
+    many steps (a number, or a dict by "<tier>/<architecture>" or by tier), on sequences of at most
+    pretrain_max_length tokens. pretrain_seconds (optional, the same shapes) is a limit, never a
+    way to shorten: a stand-in that hits it is not saved, and PretrainingCutShort says so. Models of the same architecture and size (CodeT5 and CodeT5+ of
     a tier) are the same stand-in: pre-trained once, saved under each name."""
     unknown = sorted(set(model_ids or ()) - set(plan.architectures))
     if unknown:
@@ -148,10 +149,16 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
             if pretrain_steps:
                 shape = (architecture, json.dumps(config.to_diff_dict(), sort_keys=True))
                 if shape not in pretrained_weights:
-                    outcome = pretrain(model, architecture, tokenizer, encoded,
-                                       max_steps=per_model(pretrain_steps, tier.name, architecture),
-                                       max_seconds=per_model(pretrain_seconds, tier.name, architecture),
-                                       max_length=pretrain_length, seed=seed)
+                    steps = per_model(pretrain_steps, tier.name, architecture)
+                    limit = per_model(pretrain_seconds, tier.name, architecture) if pretrain_seconds else None
+                    outcome = pretrain(model, architecture, tokenizer, encoded, max_steps=steps,
+                                       max_seconds=limit or math.inf, max_length=pretrain_length, seed=seed)
+                    if outcome.steps < steps:
+                        raise PretrainingCutShort(
+                            f"the {model_id} stand-in reached {outcome.steps} of its {steps} pre-training steps "
+                            f"before its time limit of {limit:g} s (a busy machine?); nothing was saved for it: "
+                            "a stand-in short of its steps would learn little and be cached for good. Run again "
+                            "on a quieter machine, or without the limit")
                     pretrained_weights[shape] = (outcome, {k: v.clone() for k, v in model.state_dict().items()})
                     pair = "" if outcome.first_overlap_loss is None else \
                         f", pair overlap error {outcome.first_overlap_loss:.3f} -> {outcome.last_overlap_loss:.3f}"
@@ -172,6 +179,7 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
                         "pair_objective": None if pretrained.first_overlap_loss is None
                         else "the token-set overlap of the two snippets, from the classifier's reading position",
                         "corpus": "the training split's inputs, without labels", "steps": pretrained.steps,
+                        "planned_steps": per_model(pretrain_steps, tier.name, architecture),
                         "seconds": round(pretrained.seconds, 1), "first_loss": round(pretrained.first_loss, 3),
                         "last_loss": round(pretrained.last_loss, 3),
                         "first_overlap_loss": _rounded(pretrained.first_overlap_loss),
@@ -179,6 +187,17 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
             (folder / STAND_IN_MARKER).write_text(json.dumps(info, indent=2))
             folders.append(folder)
     return folders
+
+
+class PretrainingCutShort(RuntimeError):
+    """A stand-in's pre-training hit its time limit before its steps: it is not saved."""
+
+
+def missing_pretraining(info: dict, planned_steps: int) -> str | None:
+    """Why a cached stand-in (its stand_in.json) is short of its pre-training, or None."""
+    pretraining = info.get("pretraining") or {}
+    done = pretraining.get("steps") or 0
+    return None if done >= planned_steps else f"pre-trained {done} of {planned_steps} steps"
 
 
 def per_model(value, tier: str, architecture: str):
