@@ -10,12 +10,10 @@ a hung run can be killed; it never imports Airflow. One process at a time holds 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import fcntl
 import hashlib
 import json
 import os
-import shutil
 import socket
 import traceback
 from contextlib import contextmanager
@@ -29,13 +27,12 @@ from training.data.loading import LoadedDataset
 from training.engine.accounting import code_version
 from training.engine.models import resolve_model_source, stand_in_info
 from training.plan import DatasetSpec
+from training.engine.recovery import RESULT_FILE, DiskFull, close_ledger, disk_full, finished_result
 from training.results.files import write_json
 from training.results.record import ExperimentResult, StopReason
 from training.spec import ExperimentSpec
 
 UNKNOWN_FINGERPRINT = "unavailable"  # the key of a run whose data could not be read
-RESULT_FILE = "result.json"  # beside best/: the experiment's finished result
-NEARLY_FULL_BYTES = 64 << 20  # below this much free space, a failed save is taken for a full disk
 
 
 @dataclass(frozen=True)
@@ -209,40 +206,14 @@ def experiment_lock(folder: Path):
         os.close(fd)
 
 
-def finished_result(prepared: Prepared) -> ExperimentResult | None:
-    """The result an earlier attempt wrote, if readable. An unreadable one (truncated, say) is set
-    aside under another name, never deleted, and the experiment is finished again."""
-    from training.results.files import read_result_file, set_aside_file
-
-    path = prepared.output_dir / RESULT_FILE
-    if not path.is_file():
-        return None
-    try:
-        return ExperimentResult.from_dict(read_result_file(path))
-    except (ValueError, TypeError, KeyError) as error:
-        set_aside_file(path, f"{error}; finishing the experiment again")
-        return None
-
-
-def close_ledger(folder: Path, outcome: str) -> None:
-    """Give the last attempt its outcome, once the result file that says so is written."""
-    path = folder / "attempts.json"
-    if path.is_file():
-        attempts = json.loads(path.read_text())
-        if attempts and attempts[-1]["outcome"] is None:
-            attempts[-1]["outcome"] = outcome
-            write_json(path, attempts)
-
-
 def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime) -> ExperimentResult:
     """The result of a prepared experiment, holding its lock: already finished, finished again from
     the best model an earlier attempt trained, reused, or trained now. A usable result is also
     written as result.json beside the checkpoint, which is how a retry knows the work is done."""
-    from training.engine.finish import read_trained, refinish
-    from training.engine.finish import finish
+    from training.engine.finish import finish, read_trained, refinish
     from training.engine.trainer import train
 
-    earlier = finished_result(prepared)
+    earlier = finished_result(prepared.output_dir)
     if earlier is not None:
         # A retry after the result was written but not recorded (say the database was down):
         # the work is done, only the recording is left.
@@ -258,35 +229,6 @@ def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: d
     write_json(prepared.output_dir / RESULT_FILE, result.to_dict())
     close_ledger(prepared.output_dir, result.stop_reason.value)
     return result
-
-
-def disk_full(error: BaseException, folder: Path) -> DiskFull | None:
-    """A write that failed for want of space, named as such. Python says ENOSPC; safetensors says
-    "No space left on device" inside its own error; torch's save says only "[enforce fail at
-    inline_container.cc] ... unexpected pos", so that one counts when the disk is nearly full."""
-    chain, cause = [], error
-    while cause is not None and len(chain) < 10:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        free = None
-    said = " ".join(str(e) for e in chain)
-    if not (any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain)
-            or "No space left on device" in said or "os error 28" in said
-            or (("inline_container" in said or "PytorchStreamWriter" in said)
-                and free is not None and free < NEARLY_FULL_BYTES)):
-        return None
-    shown = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
-    first_line = (str(error).strip().splitlines() or [""])[0][:200]
-    return DiskFull(f"the disk is full: writing under {folder} failed with {shown} free ({type(error).__name__}: "
-                    f"{first_line}). Free space there, or point SWEEP_HOME at a larger disk; a retry resumes from "
-                    "the last full save")
-
-
-class DiskFull(OSError):
-    """Out of space while writing an experiment's files: retryable once space is freed."""
 
 
 def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None) -> ExperimentResult:

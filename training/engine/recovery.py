@@ -1,0 +1,68 @@
+"""What an attempt finds on disk from the attempts before it, and how a failure is named: a
+result file that may be unreadable (set aside, never deleted), the attempt ledger's last outcome,
+and a full disk, which torch's own save does not call by its name."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+from training.results.files import read_result_file, set_aside_file, write_json
+from training.results.record import ExperimentResult
+
+RESULT_FILE = "result.json"  # beside best/: the experiment's finished result
+NEARLY_FULL_BYTES = 64 << 20  # below this much free space, a failed save is taken for a full disk
+
+
+def finished_result(output_dir: Path) -> ExperimentResult | None:
+    """The result an earlier attempt wrote, if readable. An unreadable one (truncated, say) is set
+    aside under another name, never deleted, and the experiment is finished again."""
+    path = output_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return ExperimentResult.from_dict(read_result_file(path))
+    except (ValueError, TypeError, KeyError) as error:
+        set_aside_file(path, f"{error}; finishing the experiment again")
+        return None
+
+
+def close_ledger(folder: Path, outcome: str) -> None:
+    """Give the last attempt its outcome, once the result file that says so is written."""
+    path = folder / "attempts.json"
+    if path.is_file():
+        attempts = json.loads(path.read_text())
+        if attempts and attempts[-1]["outcome"] is None:
+            attempts[-1]["outcome"] = outcome
+            write_json(path, attempts)
+
+
+class DiskFull(OSError):
+    """Out of space while writing an experiment's files: retryable once space is freed."""
+
+
+def disk_full(error: BaseException, folder: Path) -> DiskFull | None:
+    """A write that failed for want of space, named as such. Python says ENOSPC; safetensors says
+    "No space left on device" inside its own error; torch's save says only "[enforce fail at
+    inline_container.cc] ... unexpected pos", so that one counts when the disk is nearly full."""
+    chain, cause = [], error
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    said = " ".join(str(e) for e in chain)
+    if not (any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain)
+            or "No space left on device" in said or "os error 28" in said
+            or (("inline_container" in said or "PytorchStreamWriter" in said)
+                and free is not None and free < NEARLY_FULL_BYTES)):
+        return None
+    shown = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
+    first_line = (str(error).strip().splitlines() or [""])[0][:200]
+    return DiskFull(f"the disk is full: writing under {folder} failed with {shown} free ({type(error).__name__}: "
+                    f"{first_line}). Free space there, or point SWEEP_HOME at a larger disk; a retry resumes from "
+                    "the last full save")
