@@ -98,7 +98,6 @@ def main() -> int:
     env = {**os.environ, "SWEEP_HOME": str(work / "home"), "SWEEP_MODEL_ROOT": str(work / "models"),
            "PYTHONUNBUFFERED": "1"}
     env.pop("SWEEP_DATABASE_URL", None)
-    env.pop("SWEEP_SIMULATED_MAX_BATCH", None)
     on_gpu = torch.cuda.is_available()
     report = {"gpu": torch.cuda.get_device_name(0) if on_gpu else None, "torch": torch.__version__,
               "transformers": transformers.__version__, "cuda": torch.version.cuda,

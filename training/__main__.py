@@ -34,9 +34,8 @@ def spec_command(args) -> int:
     return 0
 
 
-def run_experiment_command(args) -> int:
-    import os
-
+def run_experiment_command(args, instruments=None) -> int:
+    """instruments (engine/trainer.py Instruments): what the tests' fault entry point adds."""
     from training.spec import ExperimentSpec
 
     spec = ExperimentSpec.read(args.spec) if args.spec else grid_point_spec(args)
@@ -48,7 +47,7 @@ def run_experiment_command(args) -> int:
     from training.engine.experiment import ExperimentRunning, TrainingInterrupted, run_experiment
     from training.results.record import StopReason
     try:
-        result = run_experiment(spec, args.time_limit_seconds)
+        result = run_experiment(spec, args.time_limit_seconds, instruments)
     except ExperimentRunning as error:  # no result of ours to write or record: it is the other run's
         print(error, file=sys.stderr)
         return EXIT_ALREADY_RUNNING
@@ -195,6 +194,28 @@ def render_report_command(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = command_line()
+    args = parser.parse_args(argv)
+    if args.command == "run-experiment" and not args.spec and None in (args.model, args.learning_rate):
+        parser.error("run-experiment needs --spec FILE, or a grid point (--model, --learning-rate, ...)")
+    return handled(args.handler, args)
+
+
+def handled(handler, *args) -> int:
+    """Run a command; a user's input error is its message and exit 2, not a traceback."""
+    from training.data.contract import DataError
+    from training.offline.standins import PretrainingCutShort
+    from training.plan import ParamError, PlanError
+    from training.settings import SettingsError
+
+    try:
+        return handler(*args)
+    except (DataError, ParamError, PlanError, SettingsError, PretrainingCutShort) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -264,19 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--run-id", required=True)
     report.set_defaults(handler=render_report_command)
 
-    args = parser.parse_args(argv)
-    if args.command == "run-experiment" and not args.spec and None in (args.model, args.learning_rate):
-        parser.error("run-experiment needs --spec FILE, or a grid point (--model, --learning-rate, ...)")
-    from training.data.contract import DataError
-    from training.offline.standins import PretrainingCutShort
-    from training.plan import ParamError, PlanError
-    from training.settings import SettingsError
-
-    try:
-        return args.handler(args)
-    except (DataError, ParamError, PlanError, SettingsError, PretrainingCutShort) as error:  # a user's input: the message, not a traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return parser
 
 
 def add_grid_point_arguments(parser: argparse.ArgumentParser, required: bool) -> None:

@@ -21,17 +21,28 @@ def with_runtime(spec, env_extra: dict):
                                database_url=database_url(environ=environ))
 
 
-def cli_command(tmp_path: Path, spec, *extra_args: str, env_extra: dict | None = None) -> list[str]:
+FAULTS = Path(__file__).with_name("faults.py")
+
+
+def cli_command(tmp_path: Path, spec, *extra_args: str, env_extra: dict | None = None,
+                faults: dict | None = None) -> list[str]:
+    """The operator's command for this spec; with faults ({"kill_at_step": 5, "max_batch": 4,
+    "seconds_per_step": 60}), the same command through the tests' fault entry point (faults.py)."""
     spec_path, result_path = tmp_path / "spec.json", tmp_path / "result.json"
     with_runtime(spec, env_extra or {}).write(spec_path)
-    return [sys.executable, "-m", "training", "run-experiment", "--spec", str(spec_path),
-            "--result", str(result_path), *extra_args]
+    entry = ["-m", "training"]
+    if faults:
+        entry = [str(FAULTS), *(part for name, value in faults.items()
+                                for part in (f"--{name.replace('_', '-')}", str(value))), "--"]
+    return [sys.executable, *entry, "run-experiment", "--spec", str(spec_path), "--result", str(result_path),
+            *extra_args]
 
 
-def run_cli(tmp_path: Path, spec, env_extra: dict, *extra_args: str) -> tuple[int, dict, str]:
+def run_cli(tmp_path: Path, spec, env_extra: dict, *extra_args: str,
+            faults: dict | None = None) -> tuple[int, dict, str]:
     result_path = tmp_path / "result.json"
     result_path.unlink(missing_ok=True)
-    completed = subprocess.run(cli_command(tmp_path, spec, *extra_args, env_extra=env_extra),
+    completed = subprocess.run(cli_command(tmp_path, spec, *extra_args, env_extra=env_extra, faults=faults),
                                env={**os.environ, **env_extra}, capture_output=True, text=True, timeout=600)
     result = json.loads(result_path.read_text()) if result_path.exists() else {}
     return completed.returncode, result, completed.stdout + completed.stderr

@@ -84,7 +84,7 @@ def test_non_finite_loss_stops_the_run(tmp_path, env, dataset_dir):
 @pytest.mark.parametrize("simulated_max_batch, expected", [("4", "trained"), ("0", "oom")])
 def test_oom_back_off_keeps_the_effective_batch(tmp_path, env, dataset_dir, simulated_max_batch, expected):
     spec = spec_for("microsoft/codebert-base", dataset_dir, batch_size=16, gradient_accumulation_steps=1)
-    code, result, output = run_cli(tmp_path, spec, {**env, "SWEEP_SIMULATED_MAX_BATCH": simulated_max_batch})
+    code, result, output = run_cli(tmp_path, spec, env, faults={"max_batch": simulated_max_batch})
     assert code == 0, output
     if expected == "trained":
         assert (result["per_device_batch_size"], result["effective_accumulation_steps"]) == (4, 4)
@@ -102,7 +102,7 @@ def test_auto_checkpointing_turns_on_under_out_of_memory_before_the_batch_is_hal
     # Batch 4 fits without activation checkpointing, 8 with it (the simulated limit doubles).
     spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, batch_size=batch),
                                gradient_checkpointing="auto")
-    code, result, output = run_cli(tmp_path, spec, {**env, "SWEEP_SIMULATED_MAX_BATCH": "4"})
+    code, result, output = run_cli(tmp_path, spec, env, faults={"max_batch": 4})
     assert code == 0, output
     turned_on = output.index("turning activation checkpointing on")
     if batch == 8:  # on at the same batch: it fits
@@ -161,8 +161,8 @@ def test_a_run_killed_after_a_best_only_save_resumes_from_the_last_full_save(tmp
     # (SIGKILL, no cleanup) at step 5 leaves both.
     spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=1),
                                max_steps=40, early_stopping_patience=1000, full_checkpoint_minutes=3)
-    clock = {**env, "SWEEP_SIMULATED_SECONDS_PER_STEP": "60"}
-    code, killed, output = run_cli(tmp_path, spec, {**clock, "SWEEP_SIMULATED_KILL_AT_STEP": "5"})
+    clock = {"seconds_per_step": 60}
+    code, killed, output = run_cli(tmp_path, spec, env, faults={**clock, "kill_at_step": 5})
     assert code == -signal.SIGKILL and killed == {}, output
     folders = {p.name: p for p in Path(env["SWEEP_HOME"]).glob("experiments/*/*/*/checkpoint-*")}
     assert sorted(folders) == ["checkpoint-3", "checkpoint-4"]
@@ -172,7 +172,7 @@ def test_a_run_killed_after_a_best_only_save_resumes_from_the_last_full_save(tmp
     full_size, model_size = folder_bytes(folders["checkpoint-3"]), folder_bytes(folders["checkpoint-4"])
     assert model_size * 2.5 < full_size  # AdamW's two moments: a full save is about three models
 
-    code, result, output = run_cli(tmp_path, spec, clock)
+    code, result, output = run_cli(tmp_path, spec, env, faults=clock)
     assert code == 0, output
     assert "resuming from" in output and "checkpoint-3" in output
     assert "removing" in output and "checkpoint-4: saved after the last full save" in output

@@ -87,8 +87,8 @@ def test_a_truncated_full_save_is_set_aside_and_the_retry_does_not_wedge(tmp_pat
     # full saves at steps 3 and 6 (rotation keeps the newest only); a lost machine at step 7.
     spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=1),
                                max_steps=20, early_stopping_patience=1000, full_checkpoint_minutes=3)
-    clock = {**env, "SWEEP_SIMULATED_SECONDS_PER_STEP": "60"}
-    code, _, output = run_cli(tmp_path, spec, {**clock, "SWEEP_SIMULATED_KILL_AT_STEP": "7"})
+    clock = {"seconds_per_step": 60}
+    code, _, output = run_cli(tmp_path, spec, env, faults={**clock, "kill_at_step": 7})
     assert code == -signal.SIGKILL, output
     folder = experiment_folder(spec, env)
     fulls = sorted(p.name for p in folder.glob("checkpoint-*") if (p / "optimizer.pt").is_file())
@@ -96,7 +96,7 @@ def test_a_truncated_full_save_is_set_aside_and_the_retry_does_not_wedge(tmp_pat
     weights = folder / "checkpoint-6" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:500])
 
-    code, result, output = run_cli(tmp_path, spec, clock)
+    code, result, output = run_cli(tmp_path, spec, env, faults=clock)
     assert code == 0, output  # before: every retry died with "SafetensorError: invalid header length"
     assert "set aside checkpoint-6" in output and "model.safetensors" in output
     assert result["resumed_from_step"] is None and result["steps_run"] == 20 and result["stop_reason"] == "completed"
@@ -207,15 +207,15 @@ def test_a_run_resumed_between_evaluations_in_a_later_epoch_reproduces_the_unint
     in the same order as the run that was never stopped, and so end with the same curve and F1."""
     spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=16),
                                early_stopping_patience=1000, full_checkpoint_minutes=30)
-    clock = {**env, "SWEEP_SIMULATED_SECONDS_PER_STEP": "60"}
+    clock = {"seconds_per_step": 60}
     (tmp_path / "whole").mkdir()
-    code, whole, output = run_cli(tmp_path / "whole", spec, clock)
+    code, whole, output = run_cli(tmp_path / "whole", spec, env, faults=clock)
     assert code == 0 and whole["steps_run"] == 60, output
 
     interrupted = dataclasses.replace(spec, run_id="run-2")
-    code, _, output = run_cli(tmp_path, interrupted, {**clock, "SWEEP_SIMULATED_KILL_AT_STEP": "31"})
+    code, _, output = run_cli(tmp_path, interrupted, env, faults={**clock, "kill_at_step": 31})
     assert code == -signal.SIGKILL, output
-    code, resumed, output = run_cli(tmp_path, interrupted, clock)
+    code, resumed, output = run_cli(tmp_path, interrupted, env, faults=clock)
     assert code == 0 and resumed["resumed_from_step"] == 30, output
     assert [(p["step"], p["f1"], p["loss"]) for p in resumed["eval_points"]] == [
         (p["step"], p["f1"], p["loss"]) for p in whole["eval_points"]]

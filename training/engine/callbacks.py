@@ -1,15 +1,13 @@
 """Trainer callbacks that watch a run: the learning curve, a non-finite loss, the time budget,
-the attempt's heartbeat, the live rows, and a simulated GPU memory limit for tests."""
+the attempt's heartbeat and the live rows."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 
 import sqlalchemy
-import torch
 from transformers import TrainerCallback
 
 from training.results import store as results
@@ -106,29 +104,6 @@ class Heartbeat(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.ledger.beat(state.global_step)
-
-
-def simulated_memory_limit() -> list[TrainerCallback]:
-    """The test hook for the OOM back-off on machines without a GPU; installed only when
-    SWEEP_SIMULATED_MAX_BATCH is set, never in a real run."""
-    value = os.environ.get("SWEEP_SIMULATED_MAX_BATCH")
-    return [SimulatedMemoryLimit(int(value))] if value else []
-
-
-class SimulatedMemoryLimit(TrainerCallback):
-    """Raises CUDA's out-of-memory error when the per-device batch exceeds a limit; activation
-    checkpointing, which keeps fewer activations, doubles the batch that fits."""
-
-    def __init__(self, max_batch: int):
-        self.max_batch = max_batch
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        checkpointing = bool(getattr(args, "activation_checkpointing", False))
-        limit = self.max_batch * (2 if checkpointing else 1)
-        if args.per_device_train_batch_size > limit:
-            raise torch.cuda.OutOfMemoryError(
-                f"CUDA out of memory (simulated: per-device batch {args.per_device_train_batch_size} > {limit}"
-                f"{', with activation checkpointing' if checkpointing else ''})")
 
 
 class LiveResults(TrainerCallback):

@@ -5,7 +5,6 @@ resumes from the newest full save."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import time
@@ -210,33 +209,3 @@ class CheckpointPolicy(TrainerCallback):
         for folder in folders:
             if folder.name not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
-
-
-def simulated_clock() -> Callable[[object], float] | None:
-    """The test hook for the full-save interval: SWEEP_SIMULATED_SECONDS_PER_STEP makes the policy's
-    clock the step count times that, so which save is full is fixed; never set in a real run."""
-    value = os.environ.get("SWEEP_SIMULATED_SECONDS_PER_STEP")
-    return (lambda state: state.global_step * float(value)) if value else None
-
-
-def simulated_kill() -> list[TrainerCallback]:
-    """The test hook for a lost machine at a known step: SWEEP_SIMULATED_KILL_AT_STEP=N SIGKILLs this
-    process at the end of step N (after that step's save), with no cleanup; never set in a real run."""
-    value = os.environ.get("SWEEP_SIMULATED_KILL_AT_STEP")
-    return [SimulatedKill(int(value))] if value else []
-
-
-class SimulatedKill(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        self._maybe_kill(state)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if not control.should_save:  # a step that saves is killed after its save (on_save)
-            self._maybe_kill(state)
-
-    def _maybe_kill(self, state) -> None:
-        if state.global_step >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)

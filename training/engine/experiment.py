@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.data import loading
 from training.data.contract import DataError, leakage_counts
@@ -31,6 +32,9 @@ from training.engine.recovery import RESULT_FILE, DiskFull, close_ledger, disk_f
 from training.results.files import write_json
 from training.results.record import ExperimentResult, StopReason
 from training.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    from training.engine.trainer import Instruments
 
 UNKNOWN_FINGERPRINT = "unavailable"  # the key of a run whose data could not be read
 
@@ -206,7 +210,8 @@ def experiment_lock(folder: Path):
         os.close(fd)
 
 
-def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime) -> ExperimentResult:
+def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime,
+             instruments: Instruments | None = None) -> ExperimentResult:
     """The result of a prepared experiment, holding its lock: already finished, finished again from
     the best model an earlier attempt trained, reused, or trained now. A usable result is also
     written as result.json beside the checkpoint, which is how a retry knows the work is done."""
@@ -225,13 +230,15 @@ def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: d
               "finishing from its best model, without training again")
         result = refinish(prepared, trained)
     else:
-        result = reuse_earlier_result(prepared) or finish(train(prepared, time_limit_seconds, started_at))
+        result = reuse_earlier_result(prepared) or finish(
+            train(prepared, time_limit_seconds, started_at, *([instruments] if instruments else [])))
     write_json(prepared.output_dir / RESULT_FILE, result.to_dict())
     close_ledger(prepared.output_dir, result.stop_reason.value)
     return result
 
 
-def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None) -> ExperimentResult:
+def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None,
+                   instruments: Instruments | None = None) -> ExperimentResult:
     """Train and evaluate one experiment and return its result; a run that raises returns a failed
     result naming the error (invalid data: its own stop reason). Raises ExperimentRunning when
     another process holds the experiment."""
@@ -246,7 +253,7 @@ def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None
         return failed_result(spec, None, error, started_at)
     with experiment_lock(prepared.output_dir):
         try:
-            return complete(prepared, time_limit_seconds, started_at)
+            return complete(prepared, time_limit_seconds, started_at, instruments)
         except TrainingInterrupted:
             raise  # not finished, not failed: the retry resumes from the full save
         except Exception as error:  # recorded as a failed experiment; the task then fails

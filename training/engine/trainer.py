@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
@@ -18,9 +19,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from training.engine.accounting import AttemptLedger, UtilisationSampler, model_fingerprint
 from training.engine.arguments import COMPILE_PAD_MULTIPLE, choose_precision, compiles, training_arguments
 from training.engine.callbacks import (CompileTimer, EvaluationRecorder, Heartbeat, LiveResults, NonFiniteLossStop,
-                                       TimeBudget, simulated_memory_limit)
-from training.engine.checkpoints import (CheckpointPolicy, StopRequest, checkpoint_step, last_full_checkpoint,
-                                         simulated_clock, simulated_kill)
+                                       TimeBudget)
+from training.engine.checkpoints import CheckpointPolicy, StopRequest, checkpoint_step, last_full_checkpoint
 from training.engine.experiment import Prepared, TrainingInterrupted
 from training.engine.metrics import metrics_for_trainer
 from training.engine.models import load_tokenizer_and_model
@@ -54,6 +54,16 @@ class SweepTrainer(Trainer):
         if isinstance(sampler, LengthGroupedSampler):
             return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, self.args.data_seed)
         return sampler
+
+
+@dataclass(frozen=True)
+class Instruments:
+    """What a caller adds to a run besides its spec, as the Trainer takes extra callbacks: more
+    Trainer callbacks, and the clock the full-save interval reads (default: time.monotonic). The
+    product passes none; the tests inject faults through them (tests/training/faults.py)."""
+
+    callbacks: tuple = ()
+    clock: Callable[[object], float] | None = None  # of the TrainerState: seconds
 
 
 @dataclass
@@ -97,9 +107,11 @@ class Training:
     attention: str | None = None
     mean_utilisation: float | None = None
     stop: StopRequest = field(default_factory=StopRequest)  # SIGTERM during training: save the full state, stop
+    instruments: Instruments = field(default_factory=Instruments)
 
 
-def train(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime) -> Training:
+def train(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime,
+          instruments: Instruments = Instruments()) -> Training:
     spec = prepared.spec
     set_seed(spec.seed)
     device, precision, gpu_count = choose_precision(spec.mixed_precision)
@@ -108,7 +120,7 @@ def train(prepared: Prepared, time_limit_seconds: float | None, started_at: date
     hp = spec.hyperparameters
     training = Training(prepared, started_at, time.monotonic(), device, precision, gpu_count, max_length, tokenized,
                         AttemptLedger(prepared.output_dir, gpu_count), hp.batch_size, hp.gradient_accumulation_steps,
-                        checkpointing=spec.gradient_checkpointing is True)
+                        checkpointing=spec.gradient_checkpointing is True, instruments=instruments)
     # The tighter of the task's limit (from its execution_timeout) and the budget's time cap.
     limit = min(filter(None, (time_limit_seconds, spec.max_train_seconds)), default=None)
     with UtilisationSampler() as sampler, training.stop:
@@ -138,7 +150,7 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
         EvaluationRecorder(training.started, training.ledger.total_seconds - training.ledger.current["seconds"]),
         NonFiniteLossStop(), TimeBudget(training.started, time_limit_seconds),
         CheckpointPolicy(prepared.output_dir, spec.full_checkpoint_minutes * 60, training.ledger, training.stop,
-                         simulated_clock()),
+                         training.instruments.clock),
         SuccessiveHalving(spec, len(training.tokenized["train"]), prepared.key) if spec.pruning else None,
         CompileTimer() if compiles(spec, training.gpu_count > 0) else None)
     args = training_arguments(spec, prepared.output_dir, training.precision, training.gpu_count > 0,
@@ -152,7 +164,7 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
             tokenizer, pad_to_multiple_of=COMPILE_PAD_MULTIPLE if args.torch_compile else None),
         compute_metrics=metrics_for_trainer(len(prepared.label_values)),
         callbacks=[*training.watchers.callbacks(), Heartbeat(training.ledger), live,
-                   *simulated_memory_limit(), *simulated_kill()])
+                   *training.instruments.callbacks])
 
 
 def train_with_oom_backoff(training: Training, tokenizer, time_limit_seconds: float | None) -> StopReason:
