@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench gpu-bench airflow stop db-stop clean
+.PHONY: install demo test test-fast lint bench gpu-bench airflow stop db-stop clean
 
 install: $(STAMP)
 
@@ -28,6 +28,13 @@ test: install
 	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && command -v redis-server >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose redis-server; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: the unit tests (no model training, stack or browser), a few minutes.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
 
 # The real stack in the background (api-server, scheduler, dag-processor, triggerer); `make stop` ends it.
 # SWEEP_EXECUTOR=CeleryExecutor adds Redis and Celery workers (queue gpu and default).

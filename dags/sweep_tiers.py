@@ -12,14 +12,18 @@ Trigger with `budget` = `demo` or `tiny` for a smoke run, and `dataset` = a hub 
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
-
-from airflow.sdk import DAG, Asset, Param, TaskGroup
+from datetime import UTC, datetime, time, timedelta
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import DAG, Asset, Param, TaskGroup
 
-from sweep_airflow.operators import (ChooseSeedRerunsOperator, RenderReportOperator, TrainExperimentOperator,
-                                     VerifySweepOperator, start_sweep)
+from sweep_airflow.operators import (
+    ChooseSeedRerunsOperator,
+    RenderReportOperator,
+    TrainExperimentOperator,
+    VerifySweepOperator,
+    start_sweep,
+)
 from training.plan import MAX_STEPS_CAP, SEED_MAX, Plan, PlanError, Tier, load_plan
 from training.settings import RunDefaults, safe_name
 
@@ -99,7 +103,7 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         description=f"{tier.name} tier: {', '.join(tier.models)}",
         doc_md=__doc__,
         schedule=tier.schedule,  # nightly rerun; a manual trigger waits for a running one (max_active_runs)
-        start_date=datetime.combine(plan.scheduling.start_date, time(), timezone.utc),
+        start_date=datetime.combine(plan.scheduling.start_date, time(), UTC),
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=True,  # bringing the stack up never starts GPU work by itself

@@ -119,9 +119,9 @@ def main() -> int:
 
     import torch
 
+    from training.offline.standins import build_stand_ins
     from training.plan import Hyperparameters, load_plan
     from training.spec import build_spec
-    from training.offline.standins import build_stand_ins
 
     work = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     os.environ.update(SWEEP_HOME=str(work), SWEEP_MODEL_ROOT=str(work / "models"))

@@ -29,10 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from transformers import (RobertaConfig, RobertaForSequenceClassification, T5Config,  # noqa: E402
-                          T5ForSequenceClassification, Trainer, TrainerCallback)
-
 from gpu_step_time import Batches  # noqa: E402  (random fixed-length batches, one </s> a row)
+from transformers import (  # noqa: E402
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    T5Config,
+    T5ForSequenceClassification,
+    Trainer,
+    TrainerCallback,
+)
+
 from training.engine.arguments import choose_precision, training_arguments  # noqa: E402
 from training.engine.checkpoints import folder_bytes  # noqa: E402
 from training.plan import load_plan  # noqa: E402
@@ -169,8 +175,9 @@ def markdown(report: dict) -> str:
     lines += ["", "| model | model-only save | full resumable save |", "|---|---|---|"]
     for r in report["rows"]:
         if "save_model_only_s" in r:
-            lines.append(f"| {r['model']} | {r['save_model_only_s']:.2f} s, {r['save_model_only_bytes'] / 2**30:.2f} GiB"
-                         f" | {r['save_full_state_s']:.2f} s, {r['save_full_state_bytes'] / 2**30:.2f} GiB |")
+            model_only = f"{r['save_model_only_s']:.2f} s, {r['save_model_only_bytes'] / 2**30:.2f} GiB"
+            full_state = f"{r['save_full_state_s']:.2f} s, {r['save_full_state_bytes'] / 2**30:.2f} GiB"
+            lines.append(f"| {r['model']} | {model_only} | {full_state} |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,11 +3,10 @@ per test session in a temporary folder, and an Airflow home that points at this 
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
-
-import logging
 
 import pytest
 
@@ -72,8 +71,8 @@ def dataset_dir(session_dir) -> Path:
 @pytest.fixture(scope="session")
 def model_root(session_dir, dataset_dir) -> Path:
     """Stand-ins of all six models, as a local model mirror."""
-    from training.plan import load_plan
     from training.offline.standins import build_stand_ins
+    from training.plan import load_plan
 
     root = session_dir / "models"
     build_stand_ins(load_plan(), dataset_dir, root, max_length=128)
@@ -85,3 +84,15 @@ def own_sweep_home(tmp_path, monkeypatch):
     """Each test its own checkpoints and caches: a finished experiment of one test must not be
     taken as already done by another with the same key."""
     monkeypatch.setenv("SWEEP_HOME", str(tmp_path / "home"))
+
+
+# `make test-fast` leaves out what trains a model, starts a stack or drives a browser.
+SLOW_FIXTURES = {"model_root", "clone_pairs"}
+SLOW_FOLDERS = {"integration", "deploy"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames) or SLOW_FOLDERS & set(item.path.parts):
+            item.add_marker(pytest.mark.slow)
+

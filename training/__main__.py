@@ -9,7 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-
 EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL: try again later
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM: stopped on request after saving its full state
 
@@ -91,7 +90,8 @@ def check_data_command(args) -> int:
     dataset = load_dataset(dataclasses.replace(plan_dataset, source=args.source))
     spec, labels = dataset.spec, dataset.labels
     print(f"dataset {spec.source}: valid (fingerprint {dataset.fingerprint})")
-    print(f"  text columns: {', '.join(spec.text_columns)} ({'pairs' if len(spec.text_columns) == 2 else 'single snippets'}); "
+    shape = "pairs" if len(spec.text_columns) == 2 else "single snippets"
+    print(f"  text columns: {', '.join(spec.text_columns)} ({shape}); "
           f"label column: {spec.label_column}")
     for split in SPLITS:
         counts = dataset.splits[split].to_pandas()[spec.label_column].value_counts()
@@ -138,8 +138,8 @@ def make_dataset_command(args) -> int:
 
 
 def build_standins_command(args) -> int:
-    from training.plan import load_plan
     from training.offline.standins import build_stand_ins
+    from training.plan import load_plan
 
     models = args.models.split(",") if args.models else None
     for folder in build_stand_ins(load_plan(args.plan), Path(args.data), Path(args.out), args.max_length,

@@ -18,7 +18,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-
 DEFAULT_PLAN_PATH = Path(__file__).with_name("plan.toml")
 TIER_NAMES = ("small", "medium", "large")
 PRIORITY_WEIGHTS = {"low": 1, "medium": 2, "high": 3}
@@ -55,7 +54,8 @@ def model_id_problem(model_id: object) -> str | None:
 
 def seed_problem(seed: object) -> str | None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        return f"must be a whole number from 0 to {SEED_MAX:,} (the results table's range, with room for the seed reruns)"
+        return (f"must be a whole number from 0 to {SEED_MAX:,} (the results table's range, with room for the "
+                "seed reruns)")
     return None
 
 

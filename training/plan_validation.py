@@ -11,9 +11,28 @@ from typing import Any
 
 from croniter import croniter
 
-from training.plan import (ARCHITECTURES, BUDGET_FIELDS, GRID_FIELDS, MAX_CONFIRM_SEEDS, MAX_LENGTH_CAP, MAX_STEPS_CAP,
-                           NO_SCHEDULE, PRIORITY_WEIGHTS, TIER_NAMES, Budget, DatasetSpec, Plan, PlanError, Pruning,
-                           Scheduling, Settings, Tier, closest, model_id_problem, seed_problem)
+from training.plan import (
+    ARCHITECTURES,
+    BUDGET_FIELDS,
+    GRID_FIELDS,
+    MAX_CONFIRM_SEEDS,
+    MAX_LENGTH_CAP,
+    MAX_STEPS_CAP,
+    NO_SCHEDULE,
+    PRIORITY_WEIGHTS,
+    TIER_NAMES,
+    Budget,
+    DatasetSpec,
+    Plan,
+    PlanError,
+    Pruning,
+    Scheduling,
+    Settings,
+    Tier,
+    closest,
+    model_id_problem,
+    seed_problem,
+)
 
 PLAN_FORMAT_VERSION = 1  # the plan file's `version`: the layout this code reads
 TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models")
@@ -182,7 +201,8 @@ class PlanValidator:
         checkpointing = raw.get("gradient_checkpointing")
         if not (isinstance(checkpointing, bool) or checkpointing == "auto"):
             self.fail(f"{prefix}.gradient_checkpointing", checkpointing,
-                      'must be true, false or "auto" (off until a CUDA out-of-memory, then on before the batch is halved)')
+                      'must be true, false or "auto" (off until a CUDA out-of-memory, then on before the batch is '
+                      "halved)")
         grid_raw = raw.get("grid")
         if not isinstance(grid_raw, dict):
             self.fail(f"{prefix}.grid", grid_raw, "missing grid")

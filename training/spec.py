@@ -12,8 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.plan import (Budget, DatasetSpec, Hyperparameters, ParamError, Plan, Pruning, Settings, Tier, closest,
-                           max_steps_problem, seed_problem)
+from training.plan import (
+    Budget,
+    DatasetSpec,
+    Hyperparameters,
+    ParamError,
+    Plan,
+    Pruning,
+    Settings,
+    Tier,
+    closest,
+    max_steps_problem,
+    seed_problem,
+)
 from training.settings import Storage
 
 # Where and into what a run writes: resolved where the run starts, never part of what it trains.

@@ -5,13 +5,12 @@ to the package, and returns what the task reports. Airflow itself is never impor
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
-from training.plan import GRID_FIELDS, Hyperparameters, ParamError, Plan, closest, load_plan
+from training.plan import GRID_FIELDS, Hyperparameters, ParamError, Plan, PlanError, closest, load_plan
 from training.results.record import ExperimentResult
-from training.plan import PlanError
 from training.settings import SettingsError, Storage, database_url
 from training.spec import ExperimentSpec, build_spec
 

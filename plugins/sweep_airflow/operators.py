@@ -3,6 +3,7 @@ small dict; no training logic and no pass/fail rules live here."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
@@ -15,7 +16,7 @@ def start_sweep(tier: str, plan_path: str | None, params: dict, dag_run, **_) ->
     """The first task of a tier run (a ShortCircuitOperator's callable): log the params it got, fail
     at once on one the plan refuses, and skip the whole run when it is a late scheduled one."""
     import logging
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from training import tasks
     from training.results.estimates import BudgetExceeded
@@ -26,7 +27,7 @@ def start_sweep(tier: str, plan_path: str | None, params: dict, dag_run, **_) ->
     scheduled_for = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
     try:
         go, why = tasks.start_decision(tier=tier, params=dict(params), run_type=run_type, scheduled_for=scheduled_for,
-                                       now=datetime.now(timezone.utc), plan_path=plan_path, dag_id=dag_run.dag_id,
+                                       now=datetime.now(UTC), plan_path=plan_path, dag_id=dag_run.dag_id,
                                        run_id=dag_run.run_id, log=log.info)
     except tasks.CONFIGURATION_ERRORS as error:
         raise AirflowFailException(f"this run's params break the plan's rules: {error}") from None
@@ -131,7 +132,8 @@ class ChooseSeedRerunsOperator(BaseOperator):
         if self.selected_models and self.model_id not in self.selected_models:
             raise AirflowSkipException(f"{self.model_id} was not selected for this run")
         reruns = tasks.seed_confirmations(self.dag_id, context["run_id"], self.model_id, self.count, int(self.seed))
-        self.log.info("seed confirmation of %s: %s", self.model_id, reruns or "no grid point succeeded; nothing to rerun")
+        self.log.info("seed confirmation of %s: %s", self.model_id,
+                      reruns or "no grid point succeeded; nothing to rerun")
         return reruns
 
 

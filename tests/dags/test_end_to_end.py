@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 
 from devstack.local import airflow_env, latest_report, prepare_airflow, run_tier
 from training.plan import DEFAULT_PLAN_PATH
 from training.results import database
+
+pytestmark = pytest.mark.slow  # runs whole DAGs
 
 
 def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, dataset_dir, model_root):

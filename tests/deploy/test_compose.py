@@ -57,7 +57,8 @@ def test_airflow_components_share_one_image_secret_and_wait_for_healthy_dependen
         assert stack[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert stack[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert stack[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-        assert {v.split(":")[1] for v in stack[name]["volumes"]} == {"/data/sweep", "/data/reports"}  # checkpoints, reports
+        # checkpoints, reports
+        assert {v.split(":")[1] for v in stack[name]["volumes"]} == {"/data/sweep", "/data/reports"}
     assert "python -m training db migrate" in " ".join(stack["airflow-init"]["command"])
     assert "airflow pools set gpu" in " ".join(stack["airflow-init"]["command"])  # one slot per GPU worker
 

@@ -9,8 +9,17 @@ import subprocess
 import pytest
 
 from devstack.stack import Stack, free_port
-from tests.integration.stacks import (GROUP, MODEL, TOKEN_SECONDS, assert_nothing_left, plan_copy, results,
-                                      task_instances, trigger, wait_for_run)
+from tests.integration.stacks import (
+    GROUP,
+    MODEL,
+    TOKEN_SECONDS,
+    assert_nothing_left,
+    plan_copy,
+    results,
+    task_instances,
+    trigger,
+    wait_for_run,
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,28 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from devstack.stack import Stack, StackError, free_port
-from tests.integration.stacks import (ARTIFACTS, GROUP, MODEL, assert_nothing_left, plan_copy, results,
-                                      task_instances, trigger, training_processes, wait_for_run)
-
+from tests.integration.stacks import (
+    ARTIFACTS,
+    GROUP,
+    MODEL,
+    assert_nothing_left,
+    plan_copy,
+    results,
+    task_instances,
+    training_processes,
+    trigger,
+    wait_for_run,
+)
 
 # The large tier runs nightly at a time three hours ago: enabling it makes Airflow schedule that
 # missed cron point at once, the case the first task must skip.
-THREE_HOURS_AGO = datetime.now(timezone.utc) - timedelta(hours=3)
+THREE_HOURS_AGO = datetime.now(UTC) - timedelta(hours=3)
 LARGE_CRON = f"{THREE_HOURS_AGO.minute} {THREE_HOURS_AGO.hour} * * *"
 
 
@@ -266,7 +275,8 @@ def test_enabling_a_nightly_dag_never_starts_training_now(local_stack):
     stack.api("PATCH", "dags/sweep_large", {"is_paused": False})  # what the UI's toggle does
     [first] = wait_for_scheduled_runs(stack, "sweep_large", 1)
     assert_skipped_before_training(stack, env, "sweep_large", first)
-    log = stack.api("GET", f"dags/sweep_large/dagRuns/{first['dag_run_id']}/taskInstances/start/logs/1?full_content=true")
+    log = stack.api("GET",
+                    f"dags/sweep_large/dagRuns/{first['dag_run_id']}/taskInstances/start/logs/1?full_content=true")
     assert "beyond the plan's tolerance" in json.dumps(log)
     next_run = datetime.fromisoformat(stack.api("GET", "dags/sweep_large")["next_dagrun_run_after"])
     assert next_run == THREE_HOURS_AGO.replace(second=0, microsecond=0) + timedelta(days=1)
@@ -290,10 +300,10 @@ def test_enabling_a_nightly_dag_never_starts_training_now(local_stack):
     while time.monotonic() < deadline:
         next_run = datetime.fromisoformat(stack.api("GET", "dags/sweep_large")["next_dagrun_run_after"])
         runs = scheduled_runs(stack, "sweep_large")
-        if next_run > datetime.now(timezone.utc) and all(r["state"] in ("success", "failed") for r in runs):
+        if next_run > datetime.now(UTC) and all(r["state"] in ("success", "failed") for r in runs):
             break
         time.sleep(3)
-    assert runs and all(datetime.fromisoformat(r["run_after"]) < datetime.now(timezone.utc) - timedelta(hours=2)
+    assert runs and all(datetime.fromisoformat(r["run_after"]) < datetime.now(UTC) - timedelta(hours=2)
                         for r in runs), runs  # runs for missed nights only, each of them skipped
     for run in runs:
         assert_skipped_before_training(stack, env, "sweep_large", run)

@@ -80,6 +80,6 @@ def test_the_warehouse_migration_carries_existing_rows_over(postgres, tmp_path):
         assert tuple(run) == ("old-run", "success", "small")
         assert connection.execute(sa.text("SELECT step, f1 FROM evaluation_points ORDER BY step")).all() == [
             (100, 0.8), (200, 0.9)]
-        assert tuple(connection.execute(sa.text("SELECT attempt_number, seconds, gpu_seconds FROM attempts")).one()) == (
-            1, 3600.0, 3600.0)
+        attempt = connection.execute(sa.text("SELECT attempt_number, seconds, gpu_seconds FROM attempts")).one()
+        assert tuple(attempt) == (1, 3600.0, 3600.0)
     engine.dispose()

@@ -43,8 +43,9 @@ def test_tables_hold_runs_attempts_and_learning_curves(warehouse):
                               "FROM attempts a JOIN experiments e USING (experiment_id) "
                               "WHERE e.run_id = :run AND e.model_id = :model AND e.learning_rate = 2e-5 "
                               "ORDER BY a.attempt_number", run=LATEST_RUN, model=CODEBERT)
-    assert retried == [{"attempt_number": 1, "outcome": "interrupted", "gpu_seconds": 100.0, "resumed_from_step": None},
-                       {"attempt_number": 2, "outcome": "early_stopped", "gpu_seconds": 188.0, "resumed_from_step": 100}]
+    assert retried == [
+        {"attempt_number": 1, "outcome": "interrupted", "gpu_seconds": 100.0, "resumed_from_step": None},
+        {"attempt_number": 2, "outcome": "early_stopped", "gpu_seconds": 188.0, "resumed_from_step": 100}]
     assert rows(warehouse, "SELECT count(*) AS n FROM experiments") == [{"n": 7}]
     assert rows(warehouse, "SELECT count(*) AS n FROM evaluation_points") == [{"n": 12}]  # 6 finished x 2 points
 
@@ -118,7 +119,8 @@ def test_runs_on_other_data_or_budgets_are_never_compared_or_pooled(warehouse, f
         finish_sweep_run(fresh_database, "sweep_small", name, "small", "manual")
     trend = rows(warehouse, "SELECT run_id, previous_run_id FROM analytics.f1_trend_across_runs "
                             "WHERE model_id = :m ORDER BY run_started_at", m=CODEBERT)
-    assert trend == [{"run_id": PREVIOUS_RUN, "previous_run_id": None}, {"run_id": LATEST_RUN, "previous_run_id": PREVIOUS_RUN},
+    assert trend == [{"run_id": PREVIOUS_RUN, "previous_run_id": None},
+                     {"run_id": LATEST_RUN, "previous_run_id": PREVIOUS_RUN},
                      {"run_id": "devign", "previous_run_id": None}, {"run_id": "demo", "previous_run_id": None},
                      {"run_id": "standin", "previous_run_id": None}]
     changes = run_query(warehouse, "f1_changes_since_previous_run.sql")
@@ -129,8 +131,10 @@ def test_runs_on_other_data_or_budgets_are_never_compared_or_pooled(warehouse, f
     assert effects == [
         {"dataset_fingerprint": "abc", "budget": "full", "is_stand_in": False, "experiments": 4,
          "mean_validation_f1": pytest.approx(0.83)},
-        {"dataset_fingerprint": "abc", "budget": "demo", "is_stand_in": False, "experiments": 1, "mean_validation_f1": 0.5},
-        {"dataset_fingerprint": "abc", "budget": "full", "is_stand_in": True, "experiments": 1, "mean_validation_f1": 0.5},
+        {"dataset_fingerprint": "abc", "budget": "demo", "is_stand_in": False, "experiments": 1,
+         "mean_validation_f1": 0.5},
+        {"dataset_fingerprint": "abc", "budget": "full", "is_stand_in": True, "experiments": 1,
+         "mean_validation_f1": 0.5},
         {"dataset_fingerprint": "devign", "budget": "full", "is_stand_in": False, "experiments": 1,
          "mean_validation_f1": 0.5}]
 

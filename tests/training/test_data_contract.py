@@ -215,7 +215,8 @@ def test_check_data_reports_leaking_rows_of_a_pair_dataset(tmp_path):
         return [{"func1": a, "func2": b, "label": label} for a, b, label in items]
 
     folder = dataset(tmp_path, manifest={"text_columns": ["func1", "func2"]},
-                     train=pairs([("def a(): return 1", "def b(): return 2", 1), ("def c(): pass", "def d(): pass", 0)]),
+                     train=pairs([("def a(): return 1", "def b(): return 2", 1),
+                                  ("def c(): pass", "def d(): pass", 0)]),
                      validation=pairs([("def x(): pass", "def y(): pass", 0), ("def z(): pass", "def w(): pass", 1)]),
                      test=pairs([("def d():  pass", "def c(): pass", 0),  # a train pair, swapped and respaced
                                  ("def a(): return 1", "def q(): pass", 1),  # shares a function

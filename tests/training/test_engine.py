@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from tests.training.helpers import cli_command, run_cli, spec_for
-from training.plan import DEFAULT_PLAN_PATH, load_plan, planned_steps
 from training.engine.checkpoints import folder_bytes
+from training.plan import DEFAULT_PLAN_PATH, load_plan, planned_steps
 
 # The plan's own cadence (evaluate every 100 steps, log every 25) on a sliver of data: all 320
 # training rows, so a grid point's epochs reach step 100 (a step cap only ever shortens a run).
@@ -166,7 +166,8 @@ def test_a_run_killed_after_a_best_only_save_resumes_from_the_last_full_save(tmp
     assert code == -signal.SIGKILL and killed == {}, output
     folders = {p.name: p for p in Path(env["SWEEP_HOME"]).glob("experiments/*/*/*/checkpoint-*")}
     assert sorted(folders) == ["checkpoint-3", "checkpoint-4"]
-    assert (folders["checkpoint-3"] / "optimizer.pt").is_file() and (folders["checkpoint-3"] / "rng_state.pth").is_file()
+    full = folders["checkpoint-3"]
+    assert (full / "optimizer.pt").is_file() and (full / "rng_state.pth").is_file()
     assert (folders["checkpoint-4"] / "model.safetensors").is_file()
     assert not (folders["checkpoint-4"] / "optimizer.pt").exists()  # best-only: the model and nothing else
     full_size, model_size = folder_bytes(folders["checkpoint-3"]), folder_bytes(folders["checkpoint-4"])
@@ -287,9 +288,9 @@ def test_a_retry_resumes_from_the_newest_full_save_and_drops_what_came_after(tmp
     """Full saves at 4 and 12, model-only (best) saves at 8 and 16, and 20 cut short by a kill: the
     retry resumes from 12; 16 (a best of the lost steps) and 20 go; 4 and 8 stay (12's state may
     name 8 as its best)."""
-    from training.engine.checkpoints import last_full_checkpoint
-
     from safetensors.torch import save_file
+
+    from training.engine.checkpoints import last_full_checkpoint
 
     for step, kind in ((4, "full"), (8, "model"), (12, "full"), (16, "model"), (20, "cut short")):
         folder = tmp_path / f"checkpoint-{step}"

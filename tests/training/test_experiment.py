@@ -177,7 +177,8 @@ def test_held_out_rows_that_repeat_training_rows_are_counted_in_the_result(tmp_p
     """A dataset with training rows planted in validation and test: the result says how many."""
     leaky = tmp_path / "leaky"
     leaky.mkdir()
-    rows = {split: (dataset_dir / f"{split}.jsonl").read_text().splitlines() for split in ("train", "validation", "test")}
+    rows = {split: (dataset_dir / f"{split}.jsonl").read_text().splitlines()
+            for split in ("train", "validation", "test")}
     planted = [json.dumps({**json.loads(line), "code": json.loads(line)["code"] + "\n\n  "})
                for line in rows["train"][:3]]  # whitespace changed only
     (leaky / "dataset.json").write_text((dataset_dir / "dataset.json").read_text())
@@ -193,8 +194,8 @@ def test_held_out_rows_that_repeat_training_rows_are_counted_in_the_result(tmp_p
         return " ".join(json.loads(line)["code"].split())
 
     train_codes = {normalised(line) for line in rows["train"]}
-    expected = {split: sum(normalised(line) in train_codes for line in lines)
-                for split, lines in (("validation", planted[:1] + rows["validation"]), ("test", planted + rows["test"]))}
+    held_out = {"validation": planted[:1] + rows["validation"], "test": planted + rows["test"]}
+    expected = {split: sum(normalised(line) in train_codes for line in lines) for split, lines in held_out.items()}
     assert expected["validation"] >= 1 and expected["test"] >= 3
     assert result["validation_duplicates_of_train"] == expected["validation"]
     assert result["test_duplicates_of_train"] == expected["test"]

@@ -53,5 +53,5 @@ def test_vectorised_bootstrap_f1_matches_scikit_learn_on_every_resample():
         labels, predictions = rng.integers(0, num_labels, (50, 40)), rng.integers(0, num_labels, (50, 40))
         labels[0] = 0  # a resample with no positive label
         ours = f1_of_rows(labels, predictions, num_labels)
-        expected = [classification_metrics(l, p, num_labels)["f1"] for l, p in zip(labels, predictions)]
+        expected = [classification_metrics(truth, p, num_labels)["f1"] for truth, p in zip(labels, predictions)]
         assert ours == pytest.approx(expected)

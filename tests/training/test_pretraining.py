@@ -76,10 +76,9 @@ def test_a_pre_trained_stand_in_learns_the_pair_task_within_the_demo_budget(tmp_
 def test_pre_training_sees_each_pair_as_fine_tuning_will(clone_pairs):
     """The pair batches are the tokenizer's own encoding of the pair (longest-first truncation,
     separators, segment ids), and the targets are computed from exactly what the model sees."""
+    from training.data.loading import load_dataset
     from training.offline.pretraining import corpus, pair_batch
     from training.offline.standins import stand_in_tokenizer, train_tokenizer
-
-    from training.data.loading import load_dataset
     from training.plan import DatasetSpec
 
     splits = load_dataset(DatasetSpec(str(clone_pairs), ("func1", "func2"), "label")).splits

@@ -19,6 +19,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
 
+pytestmark = pytest.mark.slow  # drives a browser
+
 
 def chromium(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess:
     binary = shutil.which("chromium")

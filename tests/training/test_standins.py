@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
-from training.plan import load_plan
 from training.offline.standins import FULL_SIZES, VOCAB_SIZE, build_stand_ins, stand_in_config
+from training.plan import load_plan
 
 # Parameter counts of the published checkpoints (their model cards / safetensors headers).
 PUBLISHED_PARAMETERS = {

@@ -4,14 +4,14 @@ the plan refuses are named before any training. The real scheduler is in tests/i
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from training.plan import ParamError
 from training.tasks import start_decision
 
-CRON_POINT = datetime(2026, 11, 27, 1, 0, tzinfo=timezone.utc)
+CRON_POINT = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
 PARAMS = {"budget": "full", "models": ["microsoft/codebert-base", "Salesforce/codet5-small"], "dataset": None,
           "max_steps": None, "seed": 42, "reuse_results": False}
 

@@ -157,7 +157,8 @@ def choose_labels(train_labels: set, positive_label: Any, where: str) -> Labels:
     if len(ordered) > 2:
         if positive_label is not None:
             raise DataError(where, [DataProblem(f"{where} key 'positive_label'", f"only for two classes; these "
-                                                f"{len(ordered)} classes are scored by macro F1", value=positive_label)])
+                                                f"{len(ordered)} classes are scored by macro F1",
+                                                value=positive_label)])
         return Labels(ordered, None)
     if positive_label is None:
         if set(ordered) == {0, 1} and all(type(v) is int for v in ordered):

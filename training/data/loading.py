@@ -17,8 +17,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.data.contract import (SPLITS, DataError, DataProblem, Labels, RowLocator, check_columns,
-                                    check_label_sets, choose_labels, columns_of)
+from training.data.contract import (
+    SPLITS,
+    DataError,
+    DataProblem,
+    Labels,
+    RowLocator,
+    check_columns,
+    check_label_sets,
+    choose_labels,
+    columns_of,
+)
 from training.plan import DatasetSpec, closest
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}

@@ -10,7 +10,7 @@ import resource
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ WHOLE_FILE_HASH_LIMIT_BYTES = 64 << 20  # above this, hash a weight file's heade
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 class AttemptLedger:

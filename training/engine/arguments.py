@@ -12,7 +12,6 @@ from transformers import TrainingArguments
 from training.plan import planned_steps
 from training.spec import ExperimentSpec
 
-
 # Compiled runs pad each batch to a multiple of this many tokens, so length-grouped batches give at
 # most max_length / 64 shapes per batch size (8 at 512) instead of one per distinct length.
 COMPILE_PAD_MULTIPLE = 64

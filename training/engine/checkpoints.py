@@ -9,9 +9,9 @@ import shutil
 import signal
 import time
 import zipfile
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from transformers import TrainerCallback
 
@@ -72,7 +72,7 @@ def unreadable_file(folder: Path) -> str | None:
 
 def set_aside(folder: Path, why: str) -> Path:
     """Move a folder that must not be used into set_aside/ beside it (never deleted: it is evidence)."""
-    target = folder.parent / SET_ASIDE / f"{folder.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    target = folder.parent / SET_ASIDE / f"{folder.name}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     target.parent.mkdir(exist_ok=True)
     folder.rename(target)
     print(f"set aside {folder.name} as {target}: {why}")

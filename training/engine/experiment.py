@@ -18,7 +18,7 @@ import socket
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,8 +27,8 @@ from training.data.contract import DataError, leakage_counts
 from training.data.loading import LoadedDataset
 from training.engine.accounting import code_version
 from training.engine.models import resolve_model_source, stand_in_info
-from training.plan import DatasetSpec
 from training.engine.recovery import RESULT_FILE, DiskFull, close_ledger, disk_full, finished_result
+from training.plan import DatasetSpec
 from training.results.files import write_json
 from training.results.record import ExperimentResult, StopReason
 from training.spec import ExperimentSpec
@@ -136,7 +136,7 @@ def reuse_earlier_result(prepared: Prepared) -> ExperimentResult | None:
     if earlier is None:
         return None
     print(f"reusing the result of experiment {prepared.key} from run {earlier.run_id}: nothing to train")
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     copied = ExperimentResult.from_dict(earlier.to_dict())
     return dataclasses.replace(
         copied, dag_id=spec.dag_id, run_id=spec.run_id, run_type=spec.run_type, reused_from_run_id=earlier.run_id,
@@ -165,7 +165,7 @@ def failed_result(spec: ExperimentSpec, prepared: Prepared | None, error: BaseEx
             write_json(ledger_path, attempts)
         except OSError as write_error:  # a full disk: the record of the failure still goes out
             print(f"could not update {ledger_path}: {write_error}")
-    finished_at = datetime.now(timezone.utc)
+    finished_at = datetime.now(UTC)
     return dataclasses.replace(
         base, stop_reason=reason, attempt_count=max(len(attempts), 1), attempts=attempts,
         wall_seconds=sum(a["seconds"] for a in attempts) or (finished_at - started_at).total_seconds(),
@@ -242,7 +242,7 @@ def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None
     """Train and evaluate one experiment and return its result; a run that raises returns a failed
     result naming the error (invalid data: its own stop reason). Raises ExperimentRunning when
     another process holds the experiment."""
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     try:
         prepared = prepare(spec)
     except DataError as error:  # the data breaks the contract: no retry can change that

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from transformers import Trainer
@@ -135,7 +135,7 @@ def accounted(result: ExperimentResult, ledger: AttemptLedger) -> ExperimentResu
     attempts = closed_attempts(ledger, result.stop_reason)
     return dataclasses.replace(result, attempts=attempts, attempt_count=len(attempts),
                                wall_seconds=round(ledger.total_seconds, 3), gpu_hours=ledger.total_gpu_seconds / 3600,
-                               finished_at=datetime.now(timezone.utc).isoformat())
+                               finished_at=datetime.now(UTC).isoformat())
 
 
 def closed_attempts(ledger: AttemptLedger, reason: StopReason) -> list[dict]:
@@ -203,4 +203,4 @@ def result(training: Training, reason: StopReason, best_dir: Path | None, points
         full_checkpoints_saved=sum(a.get("full_saves", 0) for a in ledger.attempts),
         model_checkpoints_saved=sum(a.get("model_saves", 0) for a in ledger.attempts),
         checkpoint_path=str(best_dir) if best_dir else None, eval_points=points,
-        started_at=training.started_at.isoformat(), finished_at=datetime.now(timezone.utc).isoformat())
+        started_at=training.started_at.isoformat(), finished_at=datetime.now(UTC).isoformat())

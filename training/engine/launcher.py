@@ -9,8 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from training.engine.gpu_lease import GpuLease, host_gpu_count
 from training.results.record import ExperimentResult

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 LATENCY_REPEATS = 20
 THROUGHPUT_BATCH = 32
 

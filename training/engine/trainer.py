@@ -7,10 +7,10 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
@@ -18,8 +18,14 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from training.engine.accounting import AttemptLedger, UtilisationSampler, model_fingerprint
 from training.engine.arguments import COMPILE_PAD_MULTIPLE, choose_precision, compiles, training_arguments
-from training.engine.callbacks import (CompileTimer, EvaluationRecorder, Heartbeat, LiveResults, NonFiniteLossStop,
-                                       TimeBudget)
+from training.engine.callbacks import (
+    CompileTimer,
+    EvaluationRecorder,
+    Heartbeat,
+    LiveResults,
+    NonFiniteLossStop,
+    TimeBudget,
+)
 from training.engine.checkpoints import CheckpointPolicy, StopRequest, checkpoint_step, last_full_checkpoint
 from training.engine.experiment import Prepared, TrainingInterrupted
 from training.engine.metrics import metrics_for_trainer

@@ -56,7 +56,8 @@ def corpus(splits, text_columns, tokenizer, max_length: int, seed: int) -> Corpu
     """The training split's inputs: each pair as given and re-paired at random, or each text."""
     rng = random.Random(seed)
     train = splits["train"]
-    columns = [[ids[:max_length] for ids in tokenizer(list(train[column]), add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]]
+    columns = [[ids[:max_length] for ids in tokenizer(list(train[column]), add_special_tokens=False, truncation=True,
+                                                      max_length=max_length)["input_ids"]]
                for column in text_columns]
     if len(columns) == 2:
         first, second = columns

@@ -109,17 +109,17 @@ def build_stand_ins(plan, data_dir: Path, out_root: Path, max_length: int = 512,
     pretrain_steps: pre-train each on the training split's inputs first (pretraining.py), for that
     many steps (a number, or a dict by "<tier>/<architecture>" or by tier), on sequences of at most
     pretrain_max_length tokens. pretrain_seconds (optional, the same shapes) is a limit, never a
-    way to shorten: a stand-in that hits it is not saved, and PretrainingCutShort says so. Models of the same architecture and size (CodeT5 and CodeT5+ of
-    a tier) are the same stand-in: pre-trained once, saved under each name."""
+    way to shorten: a stand-in that hits it is not saved, and PretrainingCutShort says so. Models of
+    the same architecture and size (CodeT5 and CodeT5+ of a tier) are the same stand-in: pre-trained
+    once, saved under each name."""
     unknown = sorted(set(model_ids or ()) - set(plan.architectures))
     if unknown:
         raise ValueError(f"models not in the plan: {unknown}; the plan has {sorted(plan.architectures)}")
     import torch
     from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
-    from training.offline.pretraining import corpus, pretrain
-
     from training.data.loading import load_dataset
+    from training.offline.pretraining import corpus, pretrain
     from training.plan import DatasetSpec
 
     dataset = load_dataset(DatasetSpec(str(data_dir), plan.dataset.text_columns, plan.dataset.label_column))

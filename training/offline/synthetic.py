@@ -93,7 +93,8 @@ def generate(out_dir: Path, max_examples: int = 3000, seed: int = 42, stdlib: Pa
             if code in seen:
                 continue
             seen.add(code)
-            rows[split_of(path, stdlib)].append({"code": code, "label": int(label), "source": str(path.relative_to(stdlib))})
+            rows[split_of(path, stdlib)].append({"code": code, "label": int(label),
+                                                 "source": str(path.relative_to(stdlib))})
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, items in rows.items():

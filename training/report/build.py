@@ -8,7 +8,6 @@ resources used, and a recommendation matrix for production; plus the change sinc
 from __future__ import annotations
 
 import html
-
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +15,10 @@ from pathlib import Path
 import jinja2
 
 from training.report import charts
-from training.report.comparisons import (Comparison, SeedSummary, compare, leakage_notes, one_class_notes,
-                                        seed_summary)
+from training.report.comparisons import Comparison, SeedSummary, compare, leakage_notes, one_class_notes, seed_summary
+from training.results.estimates import basis_kind, run_estimate
 from training.results.record import StopReason, StoredExperiment
 from training.results.selection import best_of, ranked_by_validation
-from training.results.estimates import basis_kind, run_estimate
 from training.results.store import evaluation_curves, previous_run_id, run_experiments
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -74,12 +72,14 @@ def estimate_lines(rows: list[dict], models: list, unit: str) -> list[EstimateLi
     for model_id in sorted({row["model_id"] for row in rows}):
         mine = [row for row in rows if row["model_id"] == model_id]
         priced = all(row["hours"] is not None for row in mine)
-        total = lambda name: sum(row[name] * row["runs"] for row in mine) if priced else None  # noqa: E731
+        totals = {name: sum(row[name] * row["runs"] for row in mine) if priced else None
+                  for name in ("hours", "low_hours", "high_hours")}
         section_of = next((m for m in models if m.model_id == model_id), None)
-        actual = sum(run_cost(e, unit) for e in section_of.experiments + section_of.confirmations) if section_of else 0.0
+        runs = section_of.experiments + section_of.confirmations if section_of else []
+        actual = sum(run_cost(e, unit) for e in runs)
         kinds = Counter(basis_kind(row["basis"]) for row in mine)
         bases = [f"{count} {kind}" for kind, count in sorted(kinds.items())]
-        lines.append(EstimateLine(model_id, total("hours"), total("low_hours"), total("high_hours"), actual, bases))
+        lines.append(EstimateLine(model_id, totals["hours"], totals["low_hours"], totals["high_hours"], actual, bases))
     return lines
 
 
@@ -94,8 +94,8 @@ def training_modes(experiments: list[StoredExperiment]) -> str | None:
     compiled = [e for e in ran if e.compiled]
     if compiled:
         seconds = [e.compile_seconds for e in compiled if e.compile_seconds is not None]
-        parts.append(f"compiled in {len(compiled)} of {len(ran)} runs"
-                     + (f" (compiling: {max(seconds):.1f} s at most, {min(seconds):.1f} s at least)" if seconds else ""))
+        spread = f" (compiling: {max(seconds):.1f} s at most, {min(seconds):.1f} s at least)" if seconds else ""
+        parts.append(f"compiled in {len(compiled)} of {len(ran)} runs{spread}")
     on = [e.samples_per_second for e in ran if e.activation_checkpointing]
     off = [e.samples_per_second for e in ran if e.activation_checkpointing is False]
     if on and off:
@@ -107,7 +107,8 @@ def training_modes(experiments: list[StoredExperiment]) -> str | None:
                      "and `make gpu-bench` measures both)")
     saved = [e for e in ran if e.checkpoint_bytes_written is not None]
     if saved:
-        full, model = sum(e.full_checkpoints_saved or 0 for e in saved), sum(e.model_checkpoints_saved or 0 for e in saved)
+        full = sum(e.full_checkpoints_saved or 0 for e in saved)
+        model = sum(e.model_checkpoints_saved or 0 for e in saved)
         parts.append(f"saves wrote {sum(e.checkpoint_bytes_written for e in saved) / 2**20:,.1f} MiB over "
                      f"{len(saved)} runs: {model} of the model only (a new best), {full} with the full resumable "
                      "state (every full_checkpoint_minutes, and on SIGTERM)")
@@ -233,8 +234,8 @@ def section(model_id: str, experiments: list[StoredExperiment], curves: dict[int
     ranked = ranked_by_validation(grid)
     best = ranked[0] if ranked else None
     memory = [e.peak_memory_bytes for e in experiments if e.peak_memory_bytes]
-    curve = {f"{model_id} (best: lr {best.learning_rate:g}, batch {best.batch_size})": curves.get(best.experiment_id, [])}\
-        if best else {}
+    curve = {f"{model_id} (best: lr {best.learning_rate:g}, batch {best.batch_size})":
+             curves.get(best.experiment_id, [])} if best else {}
     runner_up = (compare(f"the chosen configuration ({configuration(ranked[0])})", ranked[0],
                          f"the next by validation F1 ({configuration(ranked[1])})", ranked[1])
                  if len(ranked) > 1 else None)

@@ -45,7 +45,8 @@ def heatmap(title: str, rows: list, columns: list, cells: dict, row_label: str, 
             x = LABEL_WIDTH + j * CELL_WIDTH
             label = "–" if f1 is None else f"{f1:.3f}"
             parts.append(f'<rect x="{x}" y="{y}" width="{CELL_WIDTH - 2}" height="{CELL_HEIGHT - 2}" '
-                         f'fill="{f1_colour(f1, low, high)}"><title>{escape(row)} × {escape(column)}: {label}</title></rect>')
+                         f'fill="{f1_colour(f1, low, high)}">'
+                         f'<title>{escape(row)} × {escape(column)}: {label}</title></rect>')
             parts.append(f'<text x="{x + CELL_WIDTH / 2}" y="{y + 19}" font-size="12" text-anchor="middle">'
                          f'{label}</text>')
     if scale:
@@ -69,10 +70,12 @@ def learning_curves(title: str, curves: dict[str, list[tuple[int, float]]]) -> M
     def y(f1):
         return MARGIN + plot_height * (1 - (f1 or 0))
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{CURVE_WIDTH}" height="{CURVE_HEIGHT + 18 * len(curves)}" '
+    height = CURVE_HEIGHT + 18 * len(curves)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{CURVE_WIDTH}" height="{height}" '
              f'role="img" aria-label="{escape(title)}" class="chart curves">',
              f'<text x="4" y="14" font-size="12" font-weight="600">{escape(title)}</text>',
-             f'<line x1="{MARGIN}" y1="{MARGIN + plot_height}" x2="{MARGIN + plot_width}" y2="{MARGIN + plot_height}" stroke="#888"/>',
+             f'<line x1="{MARGIN}" y1="{MARGIN + plot_height}" x2="{MARGIN + plot_width}" '
+             f'y2="{MARGIN + plot_height}" stroke="#888"/>',
              f'<line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{MARGIN + plot_height}" stroke="#888"/>']
     for tick in (0.0, 0.5, 1.0):
         parts.append(f'<text x="{MARGIN - 4}" y="{y(tick) + 4}" font-size="10" text-anchor="end">{tick:.1f}</text>')

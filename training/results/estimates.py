@@ -96,7 +96,8 @@ class TierEstimate:
                  + (f" on {self.device}" if self.device else "")
                  + (f"; {len(self.unpriced)} experiment(s) unpriced" if self.unpriced else "")]
         for model, (hours, low, high, unpriced) in self.per_model().items():
-            lines.append(f"  {model}: {hours:.4f} ({low:.4f}-{high:.4f})" + (f", {unpriced} unpriced" if unpriced else ""))
+            unpriced_note = f", {unpriced} unpriced" if unpriced else ""
+            lines.append(f"  {model}: {hours:.4f} ({low:.4f}-{high:.4f}){unpriced_note}")
         for e in self.estimates:
             what = (f"lr {e.hyperparameters.learning_rate:g}, batch {e.hyperparameters.batch_size}, "
                     f"{e.hyperparameters.num_epochs} epochs, wd {e.hyperparameters.weight_decay:g}"

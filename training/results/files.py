@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -32,7 +32,7 @@ def read_result_file(path: Path) -> dict:
 
 def set_aside_file(path: Path, why: str) -> Path:
     """Rename a file that must not be used to <name>.unreadable-<UTC time> beside it, saying so."""
-    target = path.with_name(f"{path.name}.unreadable-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
+    target = path.with_name(f"{path.name}.unreadable-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
     path.rename(target)
     print(f"set aside {path} as {target.name}: {why}")
     return target

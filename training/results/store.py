@@ -218,7 +218,7 @@ def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> S
                 "SELECT * FROM experiments WHERE experiment_key = :key AND status = 'finished' "
                 "AND stop_reason = ANY(:succeeded) AND NOT (dag_id = :dag_id AND run_id = :run_id) "
                 "ORDER BY finished_at DESC NULLS LAST LIMIT 1"),
-                {"key": experiment_key, "succeeded": [reason.value for reason in SUCCEEDED], "dag_id": dag_id, "run_id": run_id},
+                {"key": experiment_key, "succeeded": SUCCEEDED_OUTCOMES, "dag_id": dag_id, "run_id": run_id},
             ).mappings().first()
             if row is None:
                 return None
