@@ -151,7 +151,7 @@ def build_standins_command(args) -> int:
 
 def db_command(args) -> int:
     from training.results import database
-    from training.settings import SettingsError, Storage, database_url
+    from training.settings import SettingsError, Storage, database_url, setting
 
     if args.action == "stop":
         print("stopped" if database.stop_embedded_server() else "not running")
@@ -175,7 +175,7 @@ def db_command(args) -> int:
     elif args.action == "add-user":
         if not args.name or args.role not in ("writer", "analyst"):
             raise SystemExit("db add-user needs --name and --role writer|analyst")
-        password = os.environ.get("SWEEP_USER_PASSWORD")
+        password = setting("SWEEP_USER_PASSWORD")
         if not password and not args.no_password:
             raise SettingsError("db add-user: SWEEP_USER_PASSWORD is empty; set it, or pass --no-password for a "
                                 "login that only a trusted local socket accepts")

@@ -10,7 +10,6 @@ import difflib
 import hashlib
 import itertools
 import math
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -221,7 +220,9 @@ def planned_samples(train_rows: int, batch: int, accumulation: int, epochs: int,
 
 def load_plan(path: Path | str | None = None) -> Plan:
     """Read and validate the plan file (default: $SWEEP_PLAN_FILE, else the packaged plan)."""
-    path = Path(path or os.environ.get("SWEEP_PLAN_FILE") or DEFAULT_PLAN_PATH)
+    from training.settings import setting
+
+    path = Path(path or setting("SWEEP_PLAN_FILE") or DEFAULT_PLAN_PATH)
     try:
         text = path.read_text()
         raw = tomllib.loads(text)

@@ -19,6 +19,56 @@ from pathlib import Path
 DATABASE_URL_VARIABLE = "SWEEP_DATABASE_URL"
 
 
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    meaning: str
+    default: str
+    read_by: str = "training"  # training (this module), or the development tooling that reads it
+
+
+# Every environment variable the project reads, in one table (docs/ENVIRONMENT.md shows the same,
+# and a test checks both against the code). The training package reads its own only here.
+ENVIRONMENT = (
+    Variable(DATABASE_URL_VARIABLE, "the results database, a Postgres URL",
+             "unset: a task that records results fails saying so; make demo, make airflow and `db up` start "
+             "the embedded Postgres and set it"),
+    Variable("SWEEP_HOME", "generated state: database, data, stand-ins, checkpoints, caches", "./.sweep"),
+    Variable("SWEEP_EXPERIMENTS_DIR", "checkpoints and result files, a folder per experiment",
+             "$SWEEP_HOME/experiments"),
+    Variable("SWEEP_REPORTS_DIR", "the rendered reports, a folder per DAG run", "$SWEEP_HOME/reports"),
+    Variable("SWEEP_CACHE_DIR", "tokenized splits, leakage counts and the compile cache", "$SWEEP_HOME/cache"),
+    Variable("SWEEP_GPU_LOCK_DIR", "the per-GPU lock files every worker on a host shares", "/tmp/sweep-gpu-locks"),
+    Variable("SWEEP_MODEL_ROOT", "a local mirror of the hub: models at <root>/<hub id>", "unset: the hub"),
+    Variable("SWEEP_GPU_COUNT", "GPUs on this host, instead of asking nvidia-smi", "unset: nvidia-smi"),
+    Variable("SWEEP_PLAN_FILE", "the training plan", "the packaged training/plan.toml"),
+    Variable("SWEEP_SQL_DIR", "the folder of SQL migrations and queries", "the checkout's sql/"),
+    Variable("SWEEP_DATASET", "the dataset a run uses when its trigger leaves it empty (and scheduled runs)",
+             "unset: the plan's"),
+    Variable("SWEEP_DEFAULT_BUDGET", "the budget a run uses when its trigger leaves it empty (and scheduled runs)",
+             "full"),
+    Variable("SWEEP_USER_PASSWORD", "the password `db add-user` gives a new login", "unset: refused"),
+    Variable("SWEEP_PIPELINE_PASSWORD", "the pipeline role's password in docker-compose.yml", "none: required",
+             "docker-compose.yml"),
+    Variable("SWEEP_AIRFLOW_HOST", "the interface make airflow's api-server listens on", "127.0.0.1",
+             "scripts/stack.py"),
+    Variable("SWEEP_AIRFLOW_PORT", "make airflow's api-server port", "8080", "scripts/stack.py"),
+    Variable("SWEEP_EXECUTOR", "make airflow's executor: LocalExecutor or CeleryExecutor", "LocalExecutor",
+             "scripts/stack.py"),
+    Variable("SWEEP_BENCH_DATA", "make bench's BigCloneBench subsets", "../shared/data/bigclonebench",
+             "scripts/bench.py"),
+)
+TRAINING_VARIABLES = frozenset(v.name for v in ENVIRONMENT if v.read_by == "training")
+
+
+def setting(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """One of the table's variables as set (None when unset or empty); a name outside the table is
+    a programming error."""
+    if name not in TRAINING_VARIABLES:
+        raise KeyError(f"{name} is not in training.settings.ENVIRONMENT")
+    return (os.environ if environ is None else environ).get(name) or None
+
+
 class SettingsError(RuntimeError):
     """A runtime setting that a step needs is missing."""
 
@@ -36,15 +86,17 @@ class Storage:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Storage:
-        env = os.environ if environ is None else environ
-        home = Path(env.get("SWEEP_HOME") or Path.cwd() / ".sweep").resolve()
-        model_root = env.get("SWEEP_MODEL_ROOT")
+        def env(name):
+            return setting(name, environ)
+
+        home = Path(env("SWEEP_HOME") or Path.cwd() / ".sweep").resolve()
+        model_root = env("SWEEP_MODEL_ROOT")
         return cls(
             home=str(home),
-            experiments_dir=str(Path(env.get("SWEEP_EXPERIMENTS_DIR") or home / "experiments").resolve()),
-            reports_dir=str(Path(env.get("SWEEP_REPORTS_DIR") or home / "reports").resolve()),
-            cache_dir=str(Path(env.get("SWEEP_CACHE_DIR") or home / "cache").resolve()),
-            gpu_lock_dir=env.get("SWEEP_GPU_LOCK_DIR") or "/tmp/sweep-gpu-locks",
+            experiments_dir=str(Path(env("SWEEP_EXPERIMENTS_DIR") or home / "experiments").resolve()),
+            reports_dir=str(Path(env("SWEEP_REPORTS_DIR") or home / "reports").resolve()),
+            cache_dir=str(Path(env("SWEEP_CACHE_DIR") or home / "cache").resolve()),
+            gpu_lock_dir=env("SWEEP_GPU_LOCK_DIR") or "/tmp/sweep-gpu-locks",
             model_root=str(Path(model_root).resolve()) if model_root else None,
         )
 
@@ -76,7 +128,7 @@ class Storage:
 
 def database_url(required_for: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
     """$SWEEP_DATABASE_URL; None when unset, unless `required_for` names what needs it."""
-    url = (os.environ if environ is None else environ).get(DATABASE_URL_VARIABLE) or None
+    url = setting(DATABASE_URL_VARIABLE, environ)
     if url is None and required_for:
         raise SettingsError(
             f"{DATABASE_URL_VARIABLE} is not set: {required_for} needs the results database. Point it at "
@@ -94,8 +146,7 @@ class RunDefaults:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> RunDefaults:
-        env = os.environ if environ is None else environ
-        return cls(env.get("SWEEP_DATASET") or None, env.get("SWEEP_DEFAULT_BUDGET") or None)
+        return cls(setting("SWEEP_DATASET", environ), setting("SWEEP_DEFAULT_BUDGET", environ))
 
 
 def safe_name(text: str) -> str:

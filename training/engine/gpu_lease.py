@@ -14,11 +14,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from training.settings import setting
+
 
 def host_gpu_count() -> int:
     """GPUs on this host: $SWEEP_GPU_COUNT if set (also how tests simulate GPUs), else nvidia-smi."""
-    if os.environ.get("SWEEP_GPU_COUNT"):
-        return int(os.environ["SWEEP_GPU_COUNT"])
+    if count := setting("SWEEP_GPU_COUNT"):
+        return int(count)
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True)
     except (OSError, subprocess.SubprocessError):

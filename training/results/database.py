@@ -16,9 +16,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from training.settings import Storage
+from training.settings import Storage, setting
 
-MIGRATIONS_DIR = Path(os.environ.get("SWEEP_SQL_DIR", Path(__file__).resolve().parents[2] / "sql")) / "migrations"
+MIGRATIONS_DIR = Path(setting("SWEEP_SQL_DIR") or Path(__file__).resolve().parents[2] / "sql") / "migrations"
 RESULTS_DATABASE = "sweep"
 AIRFLOW_DATABASE = "airflow"
 
