@@ -185,7 +185,7 @@ def db_command(args) -> int:
 
 
 def render_report_command(args) -> int:
-    from training.report.build import render_run_report
+    from training.report.render import render_run_report
     from training.settings import Storage, database_url
 
     out_dir = Storage.from_environment().report_dir(args.dag_id, args.run_id)

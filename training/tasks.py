@@ -165,7 +165,7 @@ def train(spec: ExperimentSpec, *, task_id: str, map_index: int, try_number: int
 
 def report(dag_id: str, run_id: str, tier: str, run_type: str) -> tuple[str, Path]:
     """Close the sweep run in the results DB and render its report; (run status, report path)."""
-    from training.report.build import render_run_report
+    from training.report.render import render_run_report
     from training.results.store import finish_sweep_run
 
     url = database_url("the report task")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from tests.training.fixtures import CODEBERT, CODET5, LATEST_RUN, PREVIOUS_RUN, result_record, warehouse_records
-from training.report.build import render_run_report
+from training.report.render import render_run_report
 from training.results.record import ExperimentResult
 from training.results.store import finish_sweep_run, record_experiment
 

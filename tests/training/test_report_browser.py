@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.training.fixtures import LATEST_RUN, warehouse_records
-from training.report.build import render_run_report
+from training.report.render import render_run_report
 from training.results.record import ExperimentResult
 from training.results.store import record_experiment
 

@@ -1,5 +1,5 @@
-"""The run report: typed rows read from Postgres, every number computed here, Jinja renders a
-self-contained HTML file (inline SVG charts) and a Markdown version under reports/<dag>/<run>/.
+"""The run report: typed rows read from Postgres, every number computed here (render.py renders it
+through Jinja as a self-contained HTML file with inline SVG charts and a Markdown version).
 
 The four deliverables: the optimal configuration per model, F1 across all experiments, the
 resources used, and a recommendation matrix for production; plus the change since the previous run.
@@ -7,112 +7,23 @@ resources used, and a recommendation matrix for production; plus the change sinc
 
 from __future__ import annotations
 
-import html
-from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import jinja2
 
 from training.report import charts
 from training.report.comparisons import Comparison, SeedSummary, compare, leakage_notes, one_class_notes, seed_summary
-from training.results.estimates import basis_kind, run_estimate
+from training.report.costs import (
+    EstimateLine,
+    PrunedRun,
+    estimate_lines,
+    gpu_hours_saved,
+    mean,
+    run_cost,
+    training_modes,
+)
 from training.results.record import StopReason, StoredExperiment
 from training.results.selection import best_of, ranked_by_validation
-from training.results.store import evaluation_curves, previous_run_id, run_experiments
 
-TEMPLATES = Path(__file__).with_name("templates")
 WITHIN_F1 = 0.01  # "fastest model within one F1 point of the best"
-
-
-def gpu_hours_saved(experiment: StoredExperiment) -> float:
-    """Steps an early stop did not run, priced at this experiment's GPU-hours per step."""
-    if experiment.stop_reason != StopReason.EARLY_STOPPED or not experiment.steps_run or not experiment.steps_planned:
-        return 0.0
-    return experiment.gpu_hours * max(experiment.steps_planned - experiment.steps_run, 0) / experiment.steps_run
-
-
-def run_cost(experiment: StoredExperiment, unit: str) -> float:
-    """One experiment's cost in the report's unit: GPU-hours, or wall-clock hours without a GPU."""
-    return experiment.gpu_hours if unit == "GPU-hour" else (experiment.wall_seconds or 0) / 3600
-
-
-@dataclass(frozen=True)
-class PrunedRun:
-    """A run successive halving stopped: where, against what, and what stopping saved at most (the
-    samples it did not train, at its own cost per sample; it might have stopped early anyway)."""
-
-    experiment: StoredExperiment
-    saved: float  # in the report's cost unit
-
-    @classmethod
-    def of(cls, e: StoredExperiment, unit: str) -> PrunedRun:
-        left = max((e.samples_planned or 0) - (e.samples_seen or 0), 0)
-        return cls(e, run_cost(e, unit) * left / e.samples_seen if e.samples_seen else 0.0)
-
-
-@dataclass(frozen=True)
-class EstimateLine:
-    """What the run's first task estimated for one model, beside what it cost."""
-
-    model_id: str
-    estimated: float | None  # None: some experiment was unpriced
-    low: float | None
-    high: float | None
-    actual: float
-    bases: list[str]
-
-    @property
-    def ratio(self) -> float | None:
-        return self.estimated / self.actual if self.estimated is not None and self.actual else None
-
-
-def estimate_lines(rows: list[dict], models: list, unit: str) -> list[EstimateLine]:
-    lines = []
-    for model_id in sorted({row["model_id"] for row in rows}):
-        mine = [row for row in rows if row["model_id"] == model_id]
-        priced = all(row["hours"] is not None for row in mine)
-        totals = {name: sum(row[name] * row["runs"] for row in mine) if priced else None
-                  for name in ("hours", "low_hours", "high_hours")}
-        section_of = next((m for m in models if m.model_id == model_id), None)
-        runs = section_of.experiments + section_of.confirmations if section_of else []
-        actual = sum(run_cost(e, unit) for e in runs)
-        kinds = Counter(basis_kind(row["basis"]) for row in mine)
-        bases = [f"{count} {kind}" for kind, count in sorted(kinds.items())]
-        lines.append(EstimateLine(model_id, totals["hours"], totals["low_hours"], totals["high_hours"], actual, bases))
-    return lines
-
-
-def training_modes(experiments: list[StoredExperiment]) -> str | None:
-    """How a model's runs trained, where the plan leaves it to the run (compile, "auto"
-    checkpointing), what activation checkpointing cost where runs went both ways, and what the
-    saves wrote."""
-    ran = [e for e in experiments if e.samples_per_second]
-    if not ran:
-        return None
-    parts = []
-    compiled = [e for e in ran if e.compiled]
-    if compiled:
-        seconds = [e.compile_seconds for e in compiled if e.compile_seconds is not None]
-        spread = f" (compiling: {max(seconds):.1f} s at most, {min(seconds):.1f} s at least)" if seconds else ""
-        parts.append(f"compiled in {len(compiled)} of {len(ran)} runs{spread}")
-    on = [e.samples_per_second for e in ran if e.activation_checkpointing]
-    off = [e.samples_per_second for e in ran if e.activation_checkpointing is False]
-    if on and off:
-        parts.append(f"activation checkpointing on in {len(on)} runs at {mean(on):.1f} samples/s, off in {len(off)} "
-                     f"at {mean(off):.1f} samples/s: it cost {1 - mean(on) / mean(off):.0%} of the throughput")
-    elif on:
-        parts.append(f"activation checkpointing on in all {len(on)} runs ({mean(on):.1f} samples/s); its cost is "
-                     "not measured here (gradient_checkpointing = \"auto\" turns it on only when memory runs out, "
-                     "and `make gpu-bench` measures both)")
-    saved = [e for e in ran if e.checkpoint_bytes_written is not None]
-    if saved:
-        full = sum(e.full_checkpoints_saved or 0 for e in saved)
-        model = sum(e.model_checkpoints_saved or 0 for e in saved)
-        parts.append(f"saves wrote {sum(e.checkpoint_bytes_written for e in saved) / 2**20:,.1f} MiB over "
-                     f"{len(saved)} runs: {model} of the model only (a new best), {full} with the full resumable "
-                     "state (every full_checkpoint_minutes, and on SIGTERM)")
-    return "; ".join(parts) if parts else None
 
 
 @dataclass(frozen=True)
@@ -222,10 +133,6 @@ def heatmaps(model_id: str, experiments: list[StoredExperiment]) -> list:
                                     [f"{r:g}" for r in rates], [str(b) for b in batches], cells,
                                     "lr", "batch size", scale))
     return grids
-
-
-def mean(values: list) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def section(model_id: str, experiments: list[StoredExperiment], curves: dict[int, list]) -> ModelSection:
@@ -349,41 +256,3 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
                      pruned=[PrunedRun.of(e, unit) for e in rows if e.stop_reason == StopReason.PRUNED],
                      estimates=estimate_lines(estimate_rows, models, compare_unit), estimate_unit=estimate_unit,
                      max_gpu_hours=next((r["max_gpu_hours"] for r in estimate_rows if r["max_gpu_hours"]), None))
-
-
-def environment(autoescape: bool) -> jinja2.Environment:
-    """HTML autoescaped; Markdown with every value's HTML escaped too, since Markdown passes raw
-    HTML through (a model id, a label or an error message could carry a <script>)."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             finalize=None if autoescape else markdown_text)
-    env.filters["score"] = lambda value: "–" if value is None else f"{value:.3f}"
-    env.filters["signed"] = lambda value: "–" if value is None else f"{value:+.3f}"
-    env.filters["number"] = lambda value, digits=1: "–" if value is None else f"{value:,.{digits}f}"
-    env.filters["mebibytes"] = lambda value: "–" if not value else f"{value / 2**20:,.1f} MiB"
-    env.filters["hours"] = lambda seconds: "–" if seconds is None else f"{seconds / 3600:,.3f}"
-    env.filters["millions"] = lambda value: "–" if not value else f"{value / 1e6:,.2f} M"
-    return env
-
-
-def markdown_text(value):
-    """A value as Markdown text: HTML's special characters escaped, everything else as it is."""
-    return html.escape(value, quote=False) if isinstance(value, str) else value
-
-
-def render(report: RunReport, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.md").write_text(environment(False).get_template("report.md.j2").render(report=report))
-    html_path = out_dir / "report.html"
-    html_path.write_text(environment(True).get_template("report.html.j2").render(report=report))
-    return html_path
-
-
-def render_run_report(url: str, dag_id: str, run_id: str, out_dir: Path) -> Path:
-    """Render the report of one run from the results DB into out_dir; return the HTML file."""
-    records = run_experiments(url, dag_id, run_id)
-    previous_id = previous_run_id(url, dag_id, run_id)
-    report = build_report(dag_id, run_id, records, evaluation_curves(url, [r.experiment_id for r in records]),
-                          previous_id, run_experiments(url, dag_id, previous_id) if previous_id else [],
-                          run_estimate(url, dag_id, run_id))
-    return render(report, out_dir)

@@ -1,0 +1,53 @@
+"""Render a run report: read the run (and the one it is compared with) from the results DB, build
+the report (build.py), and write report.html (autoescaped) and report.md through Jinja."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import jinja2
+
+from training.report.build import RunReport, build_report
+from training.results.estimates import run_estimate
+from training.results.store import evaluation_curves, previous_run_id, run_experiments
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def environment(autoescape: bool) -> jinja2.Environment:
+    """HTML autoescaped; Markdown with every value's HTML escaped too, since Markdown passes raw
+    HTML through (a model id, a label or an error message could carry a <script>)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=None if autoescape else markdown_text)
+    env.filters["score"] = lambda value: "–" if value is None else f"{value:.3f}"
+    env.filters["signed"] = lambda value: "–" if value is None else f"{value:+.3f}"
+    env.filters["number"] = lambda value, digits=1: "–" if value is None else f"{value:,.{digits}f}"
+    env.filters["mebibytes"] = lambda value: "–" if not value else f"{value / 2**20:,.1f} MiB"
+    env.filters["hours"] = lambda seconds: "–" if seconds is None else f"{seconds / 3600:,.3f}"
+    env.filters["millions"] = lambda value: "–" if not value else f"{value / 1e6:,.2f} M"
+    return env
+
+
+def markdown_text(value):
+    """A value as Markdown text: HTML's special characters escaped, everything else as it is."""
+    return html.escape(value, quote=False) if isinstance(value, str) else value
+
+
+def render(report: RunReport, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(environment(False).get_template("report.md.j2").render(report=report))
+    html_path = out_dir / "report.html"
+    html_path.write_text(environment(True).get_template("report.html.j2").render(report=report))
+    return html_path
+
+
+def render_run_report(url: str, dag_id: str, run_id: str, out_dir: Path) -> Path:
+    """Render the report of one run from the results DB into out_dir; return the HTML file."""
+    records = run_experiments(url, dag_id, run_id)
+    previous_id = previous_run_id(url, dag_id, run_id)
+    report = build_report(dag_id, run_id, records, evaluation_curves(url, [r.experiment_id for r in records]),
+                          previous_id, run_experiments(url, dag_id, previous_id) if previous_id else [],
+                          run_estimate(url, dag_id, run_id))
+    return render(report, out_dir)
