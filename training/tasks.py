@@ -97,7 +97,8 @@ def estimate_and_gate(plan: Plan, tier_plan, params: dict, dag_id: str, run_id: 
     """Price the run from this deployment's history, log and record the estimate, and refuse the
     run (BudgetExceeded) when it is above max_gpu_hours (the param, else the tier's setting)."""
     from training.engine.models import resolve_model_source
-    from training.results.estimates import estimate_tier, gate, record_estimate
+    from training.results.estimates import estimate_tier, gate
+    from training.results.history import record_estimate
 
     storage = Storage.from_environment()
     url = database_url()

@@ -16,8 +16,10 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 MODEL = "Salesforce/codet5-small"
 GROUP = "Salesforce_codet5-small"  # its task group in each tier DAG
 TOKEN_SECONDS = 60  # the execution-API token's lifetime in the Celery stack (600 s by default)
-# A budget that trains for a fixed time whatever the machine's speed: no evaluation (so no early
-# stopping) until the time cap, then the final model is evaluated.
+# A budget that trains until its time cap: no evaluation (so no early stopping) before it, then the
+# final model is evaluated. A step cap only ever shortens a run, so it is the single-point grid's
+# 1,000 epochs (plan_copy) that keep a run going for the whole cap whatever the machine's speed;
+# on the real grid a run is its epochs long.
 SOAK_BUDGET = f"""
 [budgets.soak]
 max_train_samples = 384
@@ -25,14 +27,14 @@ max_eval_samples = 96
 max_length = 96
 eval_steps = 1000000
 logging_steps = 10
-max_steps = 1000000
 max_train_seconds = {TOKEN_SECONDS + 30}
 """
 
 
 def plan_copy(folder: Path, single_point: bool = False, large_schedule: str = "none") -> Path:
     """The real plan, triggered only (a nightly schedule would start a full-budget run as soon as a
-    DAG is unpaused), with a soak budget; with single_point, the small tier's grid is one combination;
+    DAG is unpaused), with a soak budget; with single_point, the small tier's grid is one combination
+    of 1,000 epochs (what the soak budget's time cap ends);
     large_schedule gives the large tier a cron schedule of the test's choosing."""
     text = DEFAULT_PLAN_PATH.read_text()
     for hour in (1, 2):
@@ -42,8 +44,9 @@ def plan_copy(folder: Path, single_point: bool = False, large_schedule: str = "n
     if single_point:
         small_grid = text.index("[tiers.small.grid]")
         end = text.index("[tiers.medium]")
-        text = text[:small_grid] + ("[tiers.small.grid]\nlearning_rate = [5e-5]\nbatch_size = [16]\nnum_epochs = [3]\n"
-                                    "weight_decay = [0.01]\ngradient_accumulation_steps = [1]\n\n") + text[end:]
+        text = text[:small_grid] + ("[tiers.small.grid]\nlearning_rate = [5e-5]\nbatch_size = [16]\n"
+                                    "num_epochs = [1000]\nweight_decay = [0.01]\ngradient_accumulation_steps = [1]\n\n"
+                                    ) + text[end:]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "plan.toml"
     path.write_text(text)

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from training.plan import load_plan
 from training.results import store
-from training.results.estimates import BudgetExceeded, estimate_tier, gate, record_estimate, run_estimate
+from training.results.estimates import BudgetExceeded, estimate_tier, gate
+from training.results.history import record_estimate, run_estimate
 from training.results.record import ExperimentResult, StopReason
 
 CODEBERT, CODET5 = "microsoft/codebert-base", "Salesforce/codet5-small"
@@ -62,7 +63,7 @@ def test_each_grid_point_is_priced_from_the_closest_history(fresh_database):
 
 
 def test_a_model_without_history_is_scaled_by_parameter_count(fresh_database, model_root):
-    from training.results.estimates import local_parameter_count
+    from training.engine.models import local_parameter_count
 
     record(fresh_database, finished(CODEBERT, "a", planned=2880, seen=2880, wall=36.0, parameters=1_000_000))
     source = str(model_root / CODET5)

@@ -11,6 +11,7 @@ import sqlalchemy
 from transformers import TrainerCallback
 
 from training.results import store as results
+from training.results.connection import engine_for
 from training.results.record import ExperimentResult
 
 
@@ -115,7 +116,7 @@ class LiveResults(TrainerCallback):
         self.identity = dataclasses.replace(identity, attempt_count=attempt_count)
         self.experiment_id = None
         self.training = True  # the best checkpoint's evaluations after training are not curve points
-        self.engine = results.engine_for(database_url) if database_url else None
+        self.engine = engine_for(database_url) if database_url else None
 
     def _write(self, action) -> None:
         if self.engine is None:

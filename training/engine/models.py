@@ -4,6 +4,7 @@ model, else from the hub by id; always through the Auto classes' from_pretrained
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 STAND_IN_MARKER = "stand_in.json"
@@ -44,3 +45,20 @@ def load_tokenizer_and_model(source: str, label_values: list, load_model: bool =
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
+
+
+def local_parameter_count(source: str) -> int | None:
+    """Parameters of a local model folder, from its safetensors headers (no weights are read)."""
+    files = sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else []
+    total = 0
+    for path in files:
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                count = 1
+                for size in tensor["shape"]:
+                    count *= size
+                total += count
+    return total or None

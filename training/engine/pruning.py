@@ -27,12 +27,7 @@ import sqlalchemy as sa
 from transformers import TrainerCallback
 
 from training.plan import Pruning, planned_samples
-
-PEER_POINTS = sa.text(
-    "SELECT e.experiment_key, e.batch_size * e.gradient_accumulation_steps AS samples_per_step, p.step, p.f1, p.loss "
-    "FROM experiments e JOIN evaluation_points p USING (experiment_id) "
-    "WHERE e.dag_id = :dag_id AND e.run_id = :run_id AND e.model_id = :model_id AND e.confirmation_of IS NULL "
-    "AND e.experiment_key <> :own_key AND p.f1 IS NOT NULL ORDER BY e.experiment_key, p.step")
+from training.results.history import peer_points
 
 
 def standing(points: list[tuple[int, float, float | None]], rung_samples: float) -> tuple | None:
@@ -114,18 +109,7 @@ class SuccessiveHalving(TrainerCallback):
     def peer_points(self) -> dict[str, list] | None:
         if not self.spec.database_url:
             return None
-        engine = sa.create_engine(self.spec.database_url, pool_pre_ping=True)
-        try:
-            with engine.connect() as connection:
-                rows = connection.execute(PEER_POINTS, {
-                    "dag_id": self.spec.dag_id, "run_id": self.spec.run_id, "model_id": self.spec.model_id,
-                    "own_key": self.key}).all()
-        finally:
-            engine.dispose()
-        peers: dict[str, list] = {}
-        for key, per_step, step, f1, loss in rows:
-            peers.setdefault(key, []).append((step * per_step, f1, loss))
-        return peers
+        return peer_points(self.spec.database_url, self.spec.dag_id, self.spec.run_id, self.spec.model_id, self.key)
 
     def decide(self, index: int, fraction: float, rung_samples: float, samples: int) -> Decision | None:
         rung = index + 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 
 from training.report.build import RunReport, build_report
-from training.results.estimates import run_estimate
+from training.results.history import run_estimate
 from training.results.store import evaluation_curves, previous_run_id, run_experiments
 
 TEMPLATES = Path(__file__).with_name("templates")

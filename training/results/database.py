@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from training.results.connection import connect
 from training.settings import Storage, setting
 
 MIGRATIONS_DIR = Path(setting("SWEEP_SQL_DIR") or Path(__file__).resolve().parents[2] / "sql") / "migrations"
@@ -74,15 +75,11 @@ def database_url(base_url: str, database: str) -> str:
 
 def ensure_database(base_url: str, database: str) -> str:
     """Create `database` on the server if it is missing; return its URL."""
-    engine = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            exists = connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                        {"name": database}).scalar()
-            if not exists:
-                connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
-    finally:
-        engine.dispose()
+    with connect(base_url, autocommit=True) as connection:
+        exists = connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                    {"name": database}).scalar()
+        if not exists:
+            connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
     return database_url(base_url, database)
 
 
@@ -92,27 +89,23 @@ def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     if not files:
         raise FileNotFoundError(f"no migrations found in {migrations_dir}")
     applied_now = []
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as connection:
-            # One migrator at a time: two tasks starting together must not both apply 001.
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
-            connection.execute(sa.text(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version text PRIMARY KEY,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"))
-            done = set(connection.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
-            for path in files:
-                version = path.stem
-                if version in done:
-                    continue
-                # Straight to the driver with no parameters, so a '%' in a migration is just a '%'.
-                with connection.connection.dbapi_connection.cursor() as cursor:
-                    cursor.execute(path.read_text())
-                connection.execute(sa.text("INSERT INTO schema_migrations (version) VALUES (:v)"), {"v": version})
-                applied_now.append(version)
-    finally:
-        engine.dispose()
+    with connect(url, write=True) as connection:
+        # One migrator at a time: two tasks starting together must not both apply 001.
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
+        connection.execute(sa.text(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"))
+        done = set(connection.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
+        for path in files:
+            version = path.stem
+            if version in done:
+                continue
+            # Straight to the driver with no parameters, so a '%' in a migration is just a '%'.
+            with connection.connection.dbapi_connection.cursor() as cursor:
+                cursor.execute(path.read_text())
+            connection.execute(sa.text("INSERT INTO schema_migrations (version) VALUES (:v)"), {"v": version})
+            applied_now.append(version)
     return applied_now
 
 
@@ -155,16 +148,12 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
 
 def add_login(url: str, name: str, role: str, password: str | None) -> None:
     """A login role in sweep_writer or sweep_analyst; its password comes from the caller, never a file."""
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            quoted = connection.dialect.identifier_preparer.quote(name)
-            exists = connection.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}).scalar()
-            connection.execute(sa.text(f"{'ALTER' if exists else 'CREATE'} ROLE {quoted} LOGIN"))
-            if password:
-                # ALTER ROLE takes no bind parameters (psycopg 3 binds on the server), so the password
-                # goes in as a SCRAM verifier: only base64 text in the statement, never the password.
-                connection.exec_driver_sql(f"ALTER ROLE {quoted} PASSWORD '{scram_verifier(password)}'")
-            connection.execute(sa.text(f"GRANT sweep_{role} TO {quoted}"))
-    finally:
-        engine.dispose()
+    with connect(url, autocommit=True) as connection:
+        quoted = connection.dialect.identifier_preparer.quote(name)
+        exists = connection.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}).scalar()
+        connection.execute(sa.text(f"{'ALTER' if exists else 'CREATE'} ROLE {quoted} LOGIN"))
+        if password:
+            # ALTER ROLE takes no bind parameters (psycopg 3 binds on the server), so the password
+            # goes in as a SCRAM verifier: only base64 text in the statement, never the password.
+            connection.exec_driver_sql(f"ALTER ROLE {quoted} PASSWORD '{scram_verifier(password)}'")
+        connection.execute(sa.text(f"GRANT sweep_{role} TO {quoted}"))

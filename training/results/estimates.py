@@ -21,25 +21,15 @@ GPU it is CPU-hours (the experiments' wall-clock hours), and the gate compares t
 
 from __future__ import annotations
 
-import json
 import statistics
-import struct
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from training.engine.models import local_parameter_count
 from training.plan import Hyperparameters, planned_samples
-
-HISTORY = sa.text(
-    "SELECT model_id, learning_rate, batch_size, num_epochs, weight_decay, gradient_accumulation_steps, device, "
-    "gpu_count, gpu_hours, wall_seconds, samples_planned, samples_seen, steps_planned, steps_run, train_rows, "
-    "parameter_count, stop_reason, finished_at FROM experiments "
-    "WHERE status = 'finished' AND stop_reason IN ('completed', 'early_stopped', 'pruned', 'timeout') "
-    "AND reused_from_run_id IS NULL AND wall_seconds > 0 AND dataset_source = :dataset AND budget = :budget "
-    "AND confirmation_of IS NULL ORDER BY finished_at DESC NULLS LAST")
-LATEST_DEVICE = sa.text("SELECT device FROM experiments WHERE status = 'finished' AND device IS NOT NULL "
-                        "ORDER BY finished_at DESC NULLS LAST LIMIT 1")
+from training.results.history import History, read_history
+from training.results.record import StopReason
 
 
 def basis_kind(basis: str) -> str:
@@ -132,31 +122,6 @@ def gate(estimate: TierEstimate, max_gpu_hours: float | None) -> None:
             + estimate.breakdown())
 
 
-def local_parameter_count(source: str) -> int | None:
-    """Parameters of a local model folder, from its safetensors headers (no weights are read)."""
-    files = sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else []
-    total = 0
-    for path in files:
-        with path.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        for name, tensor in header.items():
-            if name != "__metadata__":
-                count = 1
-                for size in tensor["shape"]:
-                    count *= size
-                total += count
-    return total or None
-
-
-@dataclass
-class _History:
-    rows: list[dict]
-    device: str | None
-    unit: str
-    parameters: dict[str, int] = field(default_factory=dict)
-
-
 def cost(row: dict) -> float:
     """Device-hours of one experiment: GPU-hours, or wall-clock hours without a GPU."""
     return row["gpu_hours"] if row["gpu_count"] else row["wall_seconds"] / 3600
@@ -177,23 +142,7 @@ def planned(row: dict) -> int | None:
     return _samples(row, "samples_planned", "steps_planned")
 
 
-def read_history(url: str, dataset: str, budget: str) -> _History:
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    try:
-        with engine.connect() as connection:
-            device = connection.execute(LATEST_DEVICE).scalar()
-            rows = [dict(row) for row in connection.execute(HISTORY, {"dataset": dataset, "budget": budget}).mappings()]
-            parameters = dict(connection.execute(sa.text(
-                "SELECT DISTINCT ON (model_id) model_id, parameter_count FROM experiments "
-                "WHERE parameter_count IS NOT NULL ORDER BY model_id, finished_at DESC NULLS LAST")).all())
-    finally:
-        engine.dispose()
-    rows = [row for row in rows if row["device"] == device]
-    unit = "GPU-hour" if any(row["gpu_count"] for row in rows) else "CPU-hour"
-    return _History(rows, device, unit, parameters)
-
-
-def price(model_id: str, hp: Hyperparameters, samples: int | None, history: _History,
+def price(model_id: str, hp: Hyperparameters, samples: int | None, history: History,
           parameter_count: int | None) -> tuple[float | None, float | None, float | None, str]:
     """(hours, low, high, basis) of one run of one grid point."""
     def same_point(row):
@@ -202,7 +151,7 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: _His
                 and row["weight_decay"] == hp.weight_decay
                 and row["gradient_accumulation_steps"] == hp.gradient_accumulation_steps)
 
-    exact = [row for row in history.rows if same_point(row) and row["stop_reason"] != "pruned"
+    exact = [row for row in history.rows if same_point(row) and row["stop_reason"] != StopReason.PRUNED
              and (samples is None or planned(row) == samples)][:3]
     if exact:
         costs = [cost(row) for row in exact]
@@ -213,7 +162,7 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: _His
     if samples is None:
         return None, None, None, "unpriced: no earlier run tells how many training rows this dataset and budget have"
     # Pruned runs are left out: the estimate is of the plan without pruning.
-    usable = [row for row in history.rows if seen(row) and planned(row) and row["stop_reason"] != "pruned"]
+    usable = [row for row in history.rows if seen(row) and planned(row) and row["stop_reason"] != StopReason.PRUNED]
     mine = [row for row in usable if row["model_id"] == model_id]
     if mine:
         same_batch = [row for row in mine if row["batch_size"] == hp.batch_size] or mine
@@ -281,39 +230,3 @@ def _unpriced(tier, models, combinations, confirm_seeds, why, max_gpu_hours) -> 
     estimates += [Estimate(m, "seed confirmation", None, confirm_seeds, None, None, None, None, f"unpriced: {why}")
                   for m in models if confirm_seeds]
     return TierEstimate(tier.name, estimates, "GPU-hour", None, why, max_gpu_hours)
-
-
-def record_estimate(url: str, dag_id: str, run_id: str, estimate: TierEstimate) -> None:
-    """Replace this run's estimate rows (a retried first task writes them again)."""
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    try:
-        with engine.begin() as connection:
-            connection.execute(sa.text("DELETE FROM gpu_hour_estimates WHERE dag_id = :dag_id AND run_id = :run_id"),
-                               {"dag_id": dag_id, "run_id": run_id})
-            for e in estimate.estimates:
-                hp = e.hyperparameters.as_dict() if e.hyperparameters else dict.fromkeys(
-                    ("learning_rate", "batch_size", "num_epochs", "weight_decay", "gradient_accumulation_steps"))
-                connection.execute(sa.text(
-                    "INSERT INTO gpu_hour_estimates (dag_id, run_id, tier, model_id, kind, learning_rate, batch_size, "
-                    "num_epochs, weight_decay, gradient_accumulation_steps, runs, planned_samples, hours, low_hours, "
-                    "high_hours, unit, basis, device, max_gpu_hours) VALUES (:dag_id, :run_id, :tier, :model_id, "
-                    ":kind, :learning_rate, :batch_size, :num_epochs, :weight_decay, :gradient_accumulation_steps, "
-                    ":runs, :planned_samples, :hours, :low, :high, :unit, :basis, :device, :max_gpu_hours)"),
-                    {"dag_id": dag_id, "run_id": run_id, "tier": estimate.tier, "model_id": e.model_id,
-                     "kind": e.kind, **hp, "runs": e.runs, "planned_samples": e.planned_samples, "hours": e.hours,
-                     "low": e.low, "high": e.high, "unit": estimate.unit, "basis": e.basis,
-                     "device": estimate.device, "max_gpu_hours": estimate.max_gpu_hours})
-    finally:
-        engine.dispose()
-
-
-def run_estimate(url: str, dag_id: str, run_id: str) -> list[dict]:
-    """The recorded estimate rows of one run (for the report)."""
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    try:
-        with engine.connect() as connection:
-            return [dict(row) for row in connection.execute(sa.text(
-                "SELECT * FROM gpu_hour_estimates WHERE dag_id = :dag_id AND run_id = :run_id ORDER BY estimate_id"),
-                {"dag_id": dag_id, "run_id": run_id}).mappings()]
-    finally:
-        engine.dispose()

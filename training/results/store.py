@@ -10,6 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from training.results.connection import connect
 from training.results.files import read_result_file
 from training.results.record import COLUMNS, SUCCEEDED, ExperimentResult, StopReason, StoredExperiment
 
@@ -54,10 +55,6 @@ INSERT_ATTEMPT = sa.text(
     ":resumed_from_step, :last_step, :outcome)")
 
 
-def engine_for(url: str) -> sa.Engine:
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
 def upsert_experiment(connection, result: ExperimentResult, status: str = "finished") -> int | None:
     """Write the sweep run (if new) and the experiment row; return the experiment's id, or None
     when the row holds a usable result that this one (failed, or still running) must not replace."""
@@ -82,62 +79,50 @@ def record_experiment(url: str, result: ExperimentResult) -> bool:
     """The finished experiment: its row, its attempts and its whole learning curve, in one
     transaction. A failed result never replaces a usable one already recorded: then only the
     attempts are written (the ledger says what happened) and False is returned."""
-    engine = engine_for(url)
-    try:
-        with engine.begin() as connection:
-            experiment_id = upsert_experiment(connection, result)
-            kept = experiment_id is None
-            if kept:
-                experiment_id = experiment_id_of(connection, result)
-            for point in [] if kept else result.eval_points:
-                connection.execute(INSERT_POINT, {"experiment_id": experiment_id, "epoch": None, "loss": None,
-                                                  "elapsed_seconds": None, **point})
-            connection.execute(sa.text("DELETE FROM attempts WHERE experiment_id = :id"), {"id": experiment_id})
-            for attempt in result.attempts or [{"attempt": 1, "started_at": result.started_at,
-                                                "seconds": result.wall_seconds or 0, "gpu_count": result.gpu_count,
-                                                "outcome": result.to_dict()["stop_reason"]}]:
-                connection.execute(INSERT_ATTEMPT, {
-                    "experiment_id": experiment_id, "attempt": attempt["attempt"],
-                    "started_at": attempt.get("started_at"), "seconds": attempt["seconds"],
-                    "gpu_seconds": attempt["seconds"] * attempt.get("gpu_count", 0),
-                    "resumed_from_step": attempt.get("resumed_from_step"), "last_step": attempt.get("last_step"),
-                    "outcome": attempt.get("outcome")})
-        return not kept
-    finally:
-        engine.dispose()
+    with connect(url, write=True) as connection:
+        experiment_id = upsert_experiment(connection, result)
+        kept = experiment_id is None
+        if kept:
+            experiment_id = experiment_id_of(connection, result)
+        for point in [] if kept else result.eval_points:
+            connection.execute(INSERT_POINT, {"experiment_id": experiment_id, "epoch": None, "loss": None,
+                                              "elapsed_seconds": None, **point})
+        connection.execute(sa.text("DELETE FROM attempts WHERE experiment_id = :id"), {"id": experiment_id})
+        for attempt in result.attempts or [{"attempt": 1, "started_at": result.started_at,
+                                            "seconds": result.wall_seconds or 0, "gpu_count": result.gpu_count,
+                                            "outcome": result.to_dict()["stop_reason"]}]:
+            connection.execute(INSERT_ATTEMPT, {
+                "experiment_id": experiment_id, "attempt": attempt["attempt"],
+                "started_at": attempt.get("started_at"), "seconds": attempt["seconds"],
+                "gpu_seconds": attempt["seconds"] * attempt.get("gpu_count", 0),
+                "resumed_from_step": attempt.get("resumed_from_step"), "last_step": attempt.get("last_step"),
+                "outcome": attempt.get("outcome")})
+    return not kept
 
 
 def finish_sweep_run(url: str, dag_id: str, run_id: str, tier: str, run_type: str) -> str:
     """Close a sweep run: failed if any experiment failed, oom'd or diverged; return the status."""
-    engine = engine_for(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(UPSERT_SWEEP_RUN, {"dag_id": dag_id, "run_id": run_id, "tier": tier,
-                                                  "run_type": run_type, "plan_version": None,
-                                                  "code_version": None, "dataset_fingerprint": None,
-                                                  "started_at": None})
-            return connection.execute(sa.text(
-                "UPDATE sweep_runs r SET finished_at = now(), status = CASE WHEN EXISTS ("
-                "  SELECT FROM experiments e WHERE e.sweep_run_id = r.sweep_run_id"
-                "  AND (e.stop_reason = ANY(:failed) OR e.status = 'running'))"
-                " THEN 'failed' ELSE 'success' END "
-                "WHERE dag_id = :dag_id AND run_id = :run_id RETURNING status"),
-                {"dag_id": dag_id, "run_id": run_id, "failed": list(FAILED_OUTCOMES)}).scalar_one()
-    finally:
-        engine.dispose()
+    with connect(url, write=True) as connection:
+        connection.execute(UPSERT_SWEEP_RUN, {"dag_id": dag_id, "run_id": run_id, "tier": tier,
+                                              "run_type": run_type, "plan_version": None,
+                                              "code_version": None, "dataset_fingerprint": None,
+                                              "started_at": None})
+        return connection.execute(sa.text(
+            "UPDATE sweep_runs r SET finished_at = now(), status = CASE WHEN EXISTS ("
+            "  SELECT FROM experiments e WHERE e.sweep_run_id = r.sweep_run_id"
+            "  AND (e.stop_reason = ANY(:failed) OR e.status = 'running'))"
+            " THEN 'failed' ELSE 'success' END "
+            "WHERE dag_id = :dag_id AND run_id = :run_id RETURNING status"),
+            {"dag_id": dag_id, "run_id": run_id, "failed": list(FAILED_OUTCOMES)}).scalar_one()
 
 
 def run_experiments(url: str, dag_id: str, run_id: str) -> list[StoredExperiment]:
     """Every experiment of one run, in model then hyperparameter order."""
-    engine = engine_for(url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(sa.text(
-                "SELECT * FROM experiments WHERE dag_id = :dag_id AND run_id = :run_id "
-                "ORDER BY model_id, learning_rate, batch_size, num_epochs, weight_decay"),
-                {"dag_id": dag_id, "run_id": run_id}).mappings().all()
-    finally:
-        engine.dispose()
+    with connect(url) as connection:
+        rows = connection.execute(sa.text(
+            "SELECT * FROM experiments WHERE dag_id = :dag_id AND run_id = :run_id "
+            "ORDER BY model_id, learning_rate, batch_size, num_epochs, weight_decay"),
+            {"dag_id": dag_id, "run_id": run_id}).mappings().all()
     return [StoredExperiment.from_row(row) for row in rows]
 
 
@@ -145,13 +130,9 @@ def sync_result_files(url: str, root: Path, warn=print) -> dict[str, int]:
     """Load every finished result.json under root that the database lacks (or holds unfinished).
     An unreadable file is named (through warn) and counted, and the sync goes on past it."""
     counts = {"loaded": 0, "present": 0, "unreadable": 0}
-    engine = engine_for(url)
-    try:
-        with engine.connect() as connection:
-            finished = set(connection.execute(sa.text(
-                "SELECT dag_id, run_id, experiment_key FROM experiments WHERE status = 'finished'")).tuples())
-    finally:
-        engine.dispose()
+    with connect(url) as connection:
+        finished = set(connection.execute(sa.text(
+            "SELECT dag_id, run_id, experiment_key FROM experiments WHERE status = 'finished'")).tuples())
     for path in sorted(root.glob("**/result.json")):
         try:
             record = read_result_file(path)
@@ -175,14 +156,10 @@ def evaluation_curves(url: str, experiment_ids: list[int]) -> dict[int, list[tup
     """(step, F1) of every evaluation of these experiments, in step order."""
     if not experiment_ids:
         return {}
-    engine = engine_for(url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(sa.text(
-                "SELECT experiment_id, step, f1 FROM evaluation_points WHERE experiment_id = ANY(:ids) "
-                "AND f1 IS NOT NULL ORDER BY experiment_id, step"), {"ids": list(experiment_ids)}).all()
-    finally:
-        engine.dispose()
+    with connect(url) as connection:
+        rows = connection.execute(sa.text(
+            "SELECT experiment_id, step, f1 FROM evaluation_points WHERE experiment_id = ANY(:ids) "
+            "AND f1 IS NOT NULL ORDER BY experiment_id, step"), {"ids": list(experiment_ids)}).all()
     curves: dict[int, list] = {}
     for experiment_id, step, f1 in rows:
         curves.setdefault(experiment_id, []).append((step, f1))
@@ -192,39 +169,31 @@ def evaluation_curves(url: str, experiment_ids: list[int]) -> dict[int, list[tup
 def previous_run_id(url: str, dag_id: str, run_id: str) -> str | None:
     """The run to compare this one with: the last successful run of the same DAG (tier) that started
     before it, on the same dataset fingerprint and budget, with stand-ins or real models as this one."""
-    engine = engine_for(url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(sa.text(
-                "WITH kind AS (SELECT sweep_run_id, min(budget) AS budget, bool_or(is_stand_in) AS stand_in, "
-                "  min(dataset_fingerprint) AS fingerprint FROM experiments GROUP BY sweep_run_id) "
-                "SELECT p.run_id FROM sweep_runs p JOIN kind pk ON pk.sweep_run_id = p.sweep_run_id, "
-                "  sweep_runs r JOIN kind rk ON rk.sweep_run_id = r.sweep_run_id "
-                "WHERE r.dag_id = :dag_id AND r.run_id = :run_id AND p.dag_id = r.dag_id "
-                "AND p.started_at < r.started_at AND p.status = 'success' "
-                "AND pk.budget = rk.budget AND pk.stand_in = rk.stand_in AND pk.fingerprint = rk.fingerprint "
-                "ORDER BY p.started_at DESC LIMIT 1"), {"dag_id": dag_id, "run_id": run_id}).scalar()
-    finally:
-        engine.dispose()
+    with connect(url) as connection:
+        return connection.execute(sa.text(
+            "WITH kind AS (SELECT sweep_run_id, min(budget) AS budget, bool_or(is_stand_in) AS stand_in, "
+            "  min(dataset_fingerprint) AS fingerprint FROM experiments GROUP BY sweep_run_id) "
+            "SELECT p.run_id FROM sweep_runs p JOIN kind pk ON pk.sweep_run_id = p.sweep_run_id, "
+            "  sweep_runs r JOIN kind rk ON rk.sweep_run_id = r.sweep_run_id "
+            "WHERE r.dag_id = :dag_id AND r.run_id = :run_id AND p.dag_id = r.dag_id "
+            "AND p.started_at < r.started_at AND p.status = 'success' "
+            "AND pk.budget = rk.budget AND pk.stand_in = rk.stand_in AND pk.fingerprint = rk.fingerprint "
+            "ORDER BY p.started_at DESC LIMIT 1"), {"dag_id": dag_id, "run_id": run_id}).scalar()
 
 
 def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> StoredExperiment | None:
     """The latest successful record of this experiment key from another run, with its learning
     curve, or None."""
-    engine = engine_for(url)
-    try:
-        with engine.connect() as connection:
-            row = connection.execute(sa.text(
-                "SELECT * FROM experiments WHERE experiment_key = :key AND status = 'finished' "
-                "AND stop_reason = ANY(:succeeded) AND NOT (dag_id = :dag_id AND run_id = :run_id) "
-                "ORDER BY finished_at DESC NULLS LAST LIMIT 1"),
-                {"key": experiment_key, "succeeded": SUCCEEDED_OUTCOMES, "dag_id": dag_id, "run_id": run_id},
-            ).mappings().first()
-            if row is None:
-                return None
-            curve = connection.execute(sa.text(
-                "SELECT step, epoch, loss, f1, elapsed_seconds FROM evaluation_points "
-                "WHERE experiment_id = :id ORDER BY step"), {"id": row["experiment_id"]}).mappings().all()
-    finally:
-        engine.dispose()
+    with connect(url) as connection:
+        row = connection.execute(sa.text(
+            "SELECT * FROM experiments WHERE experiment_key = :key AND status = 'finished' "
+            "AND stop_reason = ANY(:succeeded) AND NOT (dag_id = :dag_id AND run_id = :run_id) "
+            "ORDER BY finished_at DESC NULLS LAST LIMIT 1"),
+            {"key": experiment_key, "succeeded": SUCCEEDED_OUTCOMES, "dag_id": dag_id, "run_id": run_id},
+        ).mappings().first()
+        if row is None:
+            return None
+        curve = connection.execute(sa.text(
+            "SELECT step, epoch, loss, f1, elapsed_seconds FROM evaluation_points "
+            "WHERE experiment_id = :id ORDER BY step"), {"id": row["experiment_id"]}).mappings().all()
     return StoredExperiment.from_row({**dict(row), "eval_points": [dict(point) for point in curve]})
