@@ -48,7 +48,7 @@ def prepare(spec, plan_settings_seed: int, cache_root: Path):
     """Our data preparation: load, fingerprint, tokenize or reuse the cache. Returns (splits, seconds)."""
     from transformers import AutoTokenizer
 
-    from training.engine.experiment import prepare as prepare_experiment
+    from training.engine.prepare import prepare as prepare_experiment
     from training.engine.tokenization import tokenized_splits
 
     started = time.perf_counter()
@@ -64,7 +64,7 @@ def prepare_naive(spec):
     """The CodeXGLUE way: tokenize again for this experiment, padded to the max length."""
     from transformers import AutoTokenizer
 
-    from training.engine.experiment import prepare as prepare_experiment
+    from training.engine.prepare import prepare as prepare_experiment
 
     started = time.perf_counter()
     prepared = prepare_experiment(spec)

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from training import commands
+
 EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL: try again later
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM: stopped on request after saving its full state
 
@@ -43,7 +45,8 @@ def run_experiment_command(args, instruments=None) -> int:
         # runs, so only the first pays the full compile. Set, not defaulted: a parent process that
         # ever touched inductor exports its own default folder (torch writes the variable back).
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(spec.runtime().compile_cache_dir())
-    from training.engine.experiment import ExperimentRunning, TrainingInterrupted, run_experiment
+    from training.engine.experiment import ExperimentRunning, run_experiment
+    from training.engine.trainer import TrainingInterrupted
     from training.results.record import StopReason
     try:
         result = run_experiment(spec, args.time_limit_seconds, instruments)
@@ -78,121 +81,6 @@ def run_experiment_command(args, instruments=None) -> int:
     return exit_code
 
 
-def check_data_command(args) -> int:
-    """The run's own checks on a dataset, before anyone triggers: what was found, or every problem."""
-    import dataclasses
-
-    from training.data.contract import SPLITS, leakage_counts
-    from training.data.loading import load_dataset
-    from training.plan import load_plan
-
-    plan_dataset = load_plan(args.plan).dataset
-    dataset = load_dataset(dataclasses.replace(plan_dataset, source=args.source))
-    spec, labels = dataset.spec, dataset.labels
-    print(f"dataset {spec.source}: valid (fingerprint {dataset.fingerprint})")
-    shape = "pairs" if len(spec.text_columns) == 2 else "single snippets"
-    print(f"  text columns: {', '.join(spec.text_columns)} ({shape}); "
-          f"label column: {spec.label_column}")
-    for split in SPLITS:
-        counts = dataset.splits[split].to_pandas()[spec.label_column].value_counts()
-        print(f"  {split}: {len(dataset.splits[split])} rows; "
-              + ", ".join(f"{value!r}: {counts.get(value, 0)}" for value in labels.values))
-    if labels.positive is None:
-        print(f"  {len(labels.values)} classes {labels.values}: F1 is macro-averaged")
-    else:
-        print(f"  labels {labels.values}; F1 is measured for the positive label {labels.positive!r}")
-    leaks = leakage_counts(dataset.splits, spec.text_columns)
-    for split in ("validation", "test"):
-        rows, count = len(dataset.splits[split]), leaks[f"{split}_duplicates_of_train"]
-        print(f"  {split}: {count} rows ({count / rows:.1%}) repeat a train row (whitespace ignored)"
-              + ("  <- held-out scores will be optimistic" if count else ""))
-        if len(spec.text_columns) == 2:
-            sharing = leaks[f"{split}_rows_sharing_train_text"]
-            print(f"  {split}: {sharing} rows ({sharing / rows:.1%}) share a function text with a train row")
-    return 0
-
-
-def check_plan_command(args) -> int:
-    from training.plan import load_plan
-
-    plan = load_plan(args.file)
-    runs = {name: len(tier.models) * len(tier.combinations()) for name, tier in sorted(plan.tiers.items())}
-    print(f"plan {plan.path}: valid (version {plan.version})")
-    for name, tier in sorted(plan.tiers.items()):
-        print(f"  {name}: {', '.join(tier.models)}; {runs[name]} runs; priority {tier.priority}; "
-              f"schedule {tier.schedule or 'triggered only'}")
-    print(f"  {sum(runs.values())} runs in all; budgets: {', '.join(sorted(plan.budgets))}; "
-          f"dataset {plan.dataset.source}")
-    return 0
-
-
-def make_dataset_command(args) -> int:
-    from training.offline import pairs, synthetic
-
-    if args.kind == "clones":
-        counts = pairs.generate(Path(args.out), max_pairs=args.max_examples, seed=args.seed)
-    else:
-        counts = synthetic.generate(Path(args.out), max_examples=args.max_examples, seed=args.seed)
-    print(f"wrote {counts} to {args.out}")
-    return 0
-
-
-def build_standins_command(args) -> int:
-    from training.offline.standins import build_stand_ins
-    from training.plan import load_plan
-
-    models = args.models.split(",") if args.models else None
-    for folder in build_stand_ins(load_plan(args.plan), Path(args.data), Path(args.out), args.max_length,
-                                  model_ids=models, full_size=args.full_size, pretrain_steps=args.pretrain_steps,
-                                  pretrain_seconds=args.pretrain_seconds):
-        print(folder)
-    return 0
-
-
-def db_command(args) -> int:
-    from training.results import database
-    from training.settings import SettingsError, Storage, database_url, setting
-
-    if args.action == "stop":
-        print("stopped" if database.stop_embedded_server() else "not running")
-    elif args.action == "up":
-        results_url, airflow_url = database.provision()
-        print(f"SWEEP_DATABASE_URL={results_url}")
-        print(f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={airflow_url}")
-    elif args.action == "migrate":
-        applied = database.migrate(database_url("db migrate"))
-        print(f"results DB migrated: {', '.join(applied) or 'already up to date'}")
-    elif args.action == "sync":
-        from training.results.store import sync_result_files
-
-        root = Path(args.root) if args.root else Path(Storage.from_environment().experiments_dir)
-        counts = sync_result_files(database_url("db sync"), root, warn=lambda line: print(line, file=sys.stderr))
-        print(f"loaded {counts['loaded']} result files the database lacked; {counts['present']} were already there")
-        if counts["unreadable"]:
-            print(f"error: {counts['unreadable']} result file(s) could not be read (named above); nothing else "
-                  "was skipped", file=sys.stderr)
-            return 1
-    elif args.action == "add-user":
-        if not args.name or args.role not in ("writer", "analyst"):
-            raise SystemExit("db add-user needs --name and --role writer|analyst")
-        password = setting("SWEEP_USER_PASSWORD")
-        if not password and not args.no_password:
-            raise SettingsError("db add-user: SWEEP_USER_PASSWORD is empty; set it, or pass --no-password for a "
-                                "login that only a trusted local socket accepts")
-        database.add_login(database_url("db add-user"), args.name, args.role, password or None)
-        print(f"login {args.name} can now connect as a sweep {args.role}")
-    return 0
-
-
-def render_report_command(args) -> int:
-    from training.report.render import render_run_report
-    from training.settings import Storage, database_url
-
-    out_dir = Storage.from_environment().report_dir(args.dag_id, args.run_id)
-    print(render_run_report(database_url("render-report"), args.dag_id, args.run_id, out_dir))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = command_line()
     args = parser.parse_args(argv)
@@ -217,9 +105,9 @@ def handled(handler, *args) -> int:
 
 def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    subcommands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run-experiment", help="train and evaluate one experiment: from a spec file, or "
+    run = subcommands.add_parser("run-experiment", help="train and evaluate one experiment: from a spec file, or "
                                                      "from the plan's names for one grid point")
     run.add_argument("--spec", default=None, help="experiment spec JSON (written by the operator or `spec`)")
     run.add_argument("--result", required=True, help="where to write the result record JSON")
@@ -228,21 +116,21 @@ def command_line() -> argparse.ArgumentParser:
     add_grid_point_arguments(run, required=False)
     run.set_defaults(handler=run_experiment_command)
 
-    spec = commands.add_parser("spec", help="write the spec of one grid point, as the operator builds it")
+    spec = subcommands.add_parser("spec", help="write the spec of one grid point, as the operator builds it")
     spec.add_argument("--out", required=True, help="where to write the spec JSON")
     add_grid_point_arguments(spec, required=True)
     spec.set_defaults(handler=spec_command)
 
-    dataset = commands.add_parser("make-dataset", help="generate an offline dataset from the standard library")
+    dataset = subcommands.add_parser("make-dataset", help="generate an offline dataset from the standard library")
     dataset.add_argument("--out", required=True)
     dataset.add_argument("--kind", choices=["clones", "bugs"], default="clones",
                          help="clones: func1/func2 pairs, the default task's shape (the demo's); bugs: single "
                               "snippets, half with an injected operator bug")
     dataset.add_argument("--max-examples", type=int, default=3000)
     dataset.add_argument("--seed", type=int, default=42)
-    dataset.set_defaults(handler=make_dataset_command)
+    dataset.set_defaults(handler=commands.make_dataset_command)
 
-    standins = commands.add_parser("build-standins", help="build scaled-down stand-ins of the plan's models")
+    standins = subcommands.add_parser("build-standins", help="build scaled-down stand-ins of the plan's models")
     standins.add_argument("--data", required=True, help="local dataset folder to train the tokenizer on")
     standins.add_argument("--out", required=True, help="model mirror root; models land in <out>/<hub id>")
     standins.add_argument("--plan", default=None)
@@ -255,9 +143,9 @@ def command_line() -> argparse.ArgumentParser:
     standins.add_argument("--pretrain-seconds", type=float, default=None,
                           help="a time limit for each pre-training; one that is hit fails the build and saves "
                                "nothing for that model (default: none, the steps alone bound it)")
-    standins.set_defaults(handler=build_standins_command)
+    standins.set_defaults(handler=commands.build_standins_command)
 
-    db = commands.add_parser("db", help="results database: up | migrate | sync | add-user | stop")
+    db = subcommands.add_parser("db", help="results database: up | migrate | sync | add-user | stop")
     db.add_argument("action", choices=["up", "migrate", "sync", "add-user", "stop"],
                     help="up: start the embedded server, create the results and Airflow databases, migrate, "
                          "print their URLs. migrate / sync / add-user act on $SWEEP_DATABASE_URL, else the "
@@ -268,22 +156,22 @@ def command_line() -> argparse.ArgumentParser:
     db.add_argument("--role", default=None, help="add-user: writer or analyst")
     db.add_argument("--no-password", action="store_true",
                     help="add-user: a login without a password (trusted local sockets only)")
-    db.set_defaults(handler=db_command)
+    db.set_defaults(handler=commands.db_command)
 
-    check_data = commands.add_parser("check-data", help="check a dataset as a run would, before triggering")
+    check_data = subcommands.add_parser("check-data", help="check a dataset as a run would, before triggering")
     check_data.add_argument("source", help="a local dataset folder or a hub id")
     check_data.add_argument("--plan", default=None, help="plan file whose [dataset] columns apply (default: packaged)")
-    check_data.set_defaults(handler=check_data_command)
+    check_data.set_defaults(handler=commands.check_data_command)
 
-    check_plan = commands.add_parser("check-plan", help="check a plan file as the DAGs and runs would")
+    check_plan = subcommands.add_parser("check-plan", help="check a plan file as the DAGs and runs would")
     check_plan.add_argument("file", nargs="?", default=None,
                             help="plan file (default: $SWEEP_PLAN_FILE, else the packaged plan)")
-    check_plan.set_defaults(handler=check_plan_command)
+    check_plan.set_defaults(handler=commands.check_plan_command)
 
-    report = commands.add_parser("render-report", help="render the report of one DAG run")
+    report = subcommands.add_parser("render-report", help="render the report of one DAG run")
     report.add_argument("--dag-id", required=True)
     report.add_argument("--run-id", required=True)
-    report.set_defaults(handler=render_report_command)
+    report.set_defaults(handler=commands.render_report_command)
 
     return parser
 

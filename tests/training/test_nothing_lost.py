@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.training.helpers import run_cli, spec_for
-from training.engine.experiment import prepare
+from training.engine.prepare import prepare
 
 
 @pytest.fixture

@@ -11,117 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import socket
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from training.data import loading
-from training.data.contract import DataError, leakage_counts
-from training.data.loading import LoadedDataset
-from training.engine.accounting import code_version
-from training.engine.models import resolve_model_source, stand_in_info
+from training.data.contract import DataError
+from training.engine.finish import finish, read_trained, refinish
+from training.engine.prepare import UNKNOWN_FINGERPRINT, Prepared, experiment_key, identity, prepare
 from training.engine.recovery import RESULT_FILE, DiskFull, close_ledger, disk_full, finished_result
-from training.plan import DatasetSpec
+from training.engine.trainer import Instruments, TrainingInterrupted, train
 from training.results.files import write_json
 from training.results.record import ExperimentResult, StopReason
 from training.spec import ExperimentSpec
-
-if TYPE_CHECKING:
-    from training.engine.trainer import Instruments
-
-UNKNOWN_FINGERPRINT = "unavailable"  # the key of a run whose data could not be read
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What is known before any model loads."""
-
-    spec: ExperimentSpec
-    key: str
-    output_dir: Path
-    dataset: LoadedDataset  # checked against the contract, before any cap
-    splits: object  # the capped raw splits (a datasets.DatasetDict), rows in file order
-    row_ids: dict[str, list[int]]  # each capped split's rows as positions in its file
-    identity: ExperimentResult
-
-    @property
-    def dataset_spec(self) -> DatasetSpec:
-        return self.dataset.spec
-
-    @property
-    def fingerprint(self) -> str:
-        return self.dataset.fingerprint
-
-    @property
-    def label_values(self) -> list:
-        return self.dataset.labels.values
-
-
-def experiment_key(spec: ExperimentSpec, dataset_fingerprint: str) -> str:
-    """Stable across retries and reruns: model, hyperparameters, data and settings, no run ids."""
-    material = json.dumps({"spec": spec.settings_for_key(), "data": dataset_fingerprint}, sort_keys=True)
-    return hashlib.sha256(material.encode()).hexdigest()[:16]
-
-
-def identity(spec: ExperimentSpec, key: str, dataset: LoadedDataset | None) -> ExperimentResult:
-    """What names an experiment and what it trains: the part of its result known before training
-    (without a dataset when the data is what failed)."""
-    import torch
-    import transformers
-
-    source = resolve_model_source(spec.model_id, spec.runtime().model_root)
-    labels = dataset.labels if dataset else None
-    return ExperimentResult(
-        dag_id=spec.dag_id, run_id=spec.run_id, run_type=spec.run_type, experiment_key=key, tier=spec.tier,
-        model_id=spec.model_id, model_source=source, is_stand_in=stand_in_info(source) is not None,
-        **spec.hyperparameters.as_dict(), budget=spec.budget, seed=spec.seed, confirmation_of=spec.confirmation_of,
-        max_steps=spec.max_steps,
-        dataset_source=spec.dataset.source,
-        dataset_fingerprint=dataset.fingerprint if dataset else None,
-        positive_label=None if labels is None or labels.positive is None else str(labels.positive),
-        class_count=len(labels.values) if labels else None, plan_version=spec.plan_version,
-        code_version=code_version(), versions={"torch": torch.__version__, "transformers": transformers.__version__})
-
-
-def cached_leakage_counts(spec: ExperimentSpec, dataset: LoadedDataset, splits, caps: dict) -> dict[str, int]:
-    """The leakage counts of these rows, computed once per dataset and row selection: every
-    experiment of a sweep (and every retry) asks the same question of the same rows, and on the full
-    data hashing every text takes longer than a small model's training step."""
-    material = json.dumps({"data": dataset.fingerprint, "caps": caps, "seed": spec.seed}, sort_keys=True)
-    path = spec.runtime().leakage_dir() / f"{hashlib.sha256(material.encode()).hexdigest()[:20]}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    counts = leakage_counts(splits, dataset.spec.text_columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(f".{os.getpid()}.tmp")
-    staging.write_text(json.dumps(counts))
-    staging.replace(path)  # whole or absent, whichever experiment writes it first
-    return counts
-
-
-def prepare(spec: ExperimentSpec) -> Prepared:
-    """Load and check the data (a DataError names every problem), and place the experiment."""
-    from datasets import DatasetDict
-
-    dataset = loading.load_dataset(spec.dataset)
-    caps = {"train": spec.max_train_samples, "validation": spec.max_eval_samples,
-            "test": spec.max_test_samples}  # test: every row unless a budget names max_test_samples
-    row_ids = {split: loading.capped_rows(len(dataset.splits[split]), cap, spec.seed) for split, cap in caps.items()}
-    # A copy: capping must not change the checked splits.
-    splits = DatasetDict({split: dataset.splits[split] if len(ids) == len(dataset.splits[split])
-                          else dataset.splits[split].select(ids) for split, ids in row_ids.items()})
-    key = experiment_key(spec, dataset.fingerprint)
-    facts = {f"{split}_rows": len(splits[split]) for split in caps}
-    facts.update(cached_leakage_counts(spec, dataset, splits, caps))
-    return Prepared(spec, key, spec.runtime().experiment_dir(spec.dag_id, spec.run_id, key), dataset, splits,
-                    row_ids, dataclasses.replace(identity(spec, key, dataset), **facts))
 
 
 def reuse_earlier_result(prepared: Prepared) -> ExperimentResult | None:
@@ -179,15 +84,6 @@ class ExperimentRunning(RuntimeError):
     """Another process is running this experiment (a lost worker and its retry, say)."""
 
 
-class TrainingInterrupted(Exception):
-    """Training stopped on SIGTERM after saving its full state (engine/checkpoints.py): the
-    experiment is neither finished nor failed, and its retry resumes from that save."""
-
-    def __init__(self, step: int):
-        self.step = step
-        super().__init__(f"stopped on SIGTERM at step {step}; the full state is saved: a retry resumes from it")
-
-
 @contextmanager
 def experiment_lock(folder: Path):
     """One run per experiment at a time: an flock on the experiment folder, released by the kernel
@@ -215,8 +111,6 @@ def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: d
     """The result of a prepared experiment, holding its lock: already finished, finished again from
     the best model an earlier attempt trained, reused, or trained now. A usable result is also
     written as result.json beside the checkpoint, which is how a retry knows the work is done."""
-    from training.engine.finish import finish, read_trained, refinish
-    from training.engine.trainer import train
 
     earlier = finished_result(prepared.output_dir)
     if earlier is not None:

@@ -9,16 +9,18 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from transformers import Trainer
+from transformers import DataCollatorWithPadding, Trainer
 
 from training.engine.accounting import AttemptLedger, peak_memory_bytes
-from training.engine.arguments import capped_steps
+from training.engine.arguments import COMPILE_PAD_MULTIPLE, capped_steps, choose_precision, training_arguments
 from training.engine.callbacks import learning_curve
 from training.engine.checkpoints import checkpoints
-from training.engine.experiment import Prepared
+from training.engine.metrics import metrics_for_trainer
+from training.engine.models import load_tokenizer_and_model
+from training.engine.prepare import Prepared
 from training.engine.serving import inference_speed, model_size
 from training.engine.tokenization import LENGTH_COLUMN
-from training.engine.trainer import Training
+from training.engine.trainer import Training, tokenize
 from training.results.files import read_result_file, set_aside_file, write_json
 from training.results.predictions import write_predictions
 from training.results.record import ExperimentResult, StopReason
@@ -105,13 +107,6 @@ def refinish(prepared: Prepared, trained: ExperimentResult) -> ExperimentResult:
     """Finish an experiment whose training an earlier attempt completed (its trained.json and best/
     are on disk) but whose evaluation or result file failed: evaluate best/ again, in seconds,
     as a new attempt in the ledger. The metrics are those the first finish would have recorded."""
-    from transformers import DataCollatorWithPadding, Trainer
-
-    from training.engine.arguments import COMPILE_PAD_MULTIPLE, choose_precision, training_arguments
-    from training.engine.metrics import metrics_for_trainer
-    from training.engine.models import load_tokenizer_and_model
-    from training.engine.trainer import tokenize
-
     best_dir = prepared.output_dir / BEST_DIR
     _, precision, gpu_count = choose_precision(prepared.spec.mixed_precision)
     ledger = AttemptLedger(prepared.output_dir, gpu_count)

@@ -27,14 +27,23 @@ from training.engine.callbacks import (
     TimeBudget,
 )
 from training.engine.checkpoints import CheckpointPolicy, StopRequest, checkpoint_step, last_full_checkpoint
-from training.engine.experiment import Prepared, TrainingInterrupted
 from training.engine.metrics import metrics_for_trainer
 from training.engine.models import load_tokenizer_and_model
+from training.engine.prepare import Prepared
 from training.engine.pruning import SuccessiveHalving
 from training.engine.tokenization import tokenized_splits
 from training.results.record import StopReason
 
 MAX_OOM_HALVINGS = 4  # batch 32 -> 2 at most; past that the model does not fit this device
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGTERM after saving its full state (engine/checkpoints.py): the
+    experiment is neither finished nor failed, and its retry resumes from that save."""
+
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"stopped on SIGTERM at step {step}; the full state is saved: a retry resumes from it")
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):

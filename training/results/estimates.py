@@ -31,6 +31,11 @@ from training.plan import Hyperparameters, planned_samples
 from training.results.history import History, read_history
 from training.results.record import StopReason
 
+# The estimate's bands, one per basis (the module docstring says why each is as wide as it is).
+SAME_CONFIGURATION_SPREAD = 0.15  # at least +-15%, or the spread of its last runs if wider
+SAME_MODEL_SPREAD = 0.4  # +-40%: another configuration of the same model
+OTHER_MODELS_FACTOR = 2.0  # x0.5 to x2: scaled from other models by parameter count
+
 
 def basis_kind(basis: str) -> str:
     """The short name of a basis ("same configuration", "same model", "parameter count",
@@ -156,7 +161,8 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: Hist
     if exact:
         costs = [cost(row) for row in exact]
         hours = statistics.median(costs)
-        spread = max(0.15, (max(costs) - min(costs)) / hours if hours else 0.15)
+        spread = max(SAME_CONFIGURATION_SPREAD, (max(costs) - min(costs)) / hours if hours
+                     else SAME_CONFIGURATION_SPREAD)
         return hours, hours * (1 - min(spread, 0.9)), hours * (1 + spread), \
             f"same configuration: its last {len(exact)} run(s)"
     if samples is None:
@@ -169,7 +175,7 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: Hist
         per_sample = statistics.median([cost(row) / seen(row) for row in same_batch])
         share = statistics.median([min(seen(row) / planned(row), 1.0) for row in mine])
         hours = samples * per_sample * share
-        return hours, hours * 0.6, hours * 1.4, (f"same model: cost per sample over {len(same_batch)} run(s), "
+        return hours, hours * (1 - SAME_MODEL_SPREAD), hours * (1 + SAME_MODEL_SPREAD), (f"same model: cost per sample over {len(same_batch)} run(s), "
                                                  f"x {share:.2f} of planned samples trained")
     others = [row for row in usable if (row["parameter_count"] or history.parameters.get(row["model_id"]))]
     if others and parameter_count:
@@ -178,7 +184,7 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: Hist
                                         for row in others])
         share = statistics.median([min(seen(row) / planned(row), 1.0) for row in others])
         hours = samples * per_sample_parameter * parameter_count * share
-        return hours, hours * 0.5, hours * 2.0, (f"parameter count: {parameter_count:,}, scaled from "
+        return hours, hours / OTHER_MODELS_FACTOR, hours * OTHER_MODELS_FACTOR, (f"parameter count: {parameter_count:,}, scaled from "
                                                  f"{len({row['model_id'] for row in others})} other model(s)")
     return None, None, None, f"unpriced: no earlier run of {model_id} or of any model with a known size on this device"
 
