@@ -175,8 +175,8 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: Hist
         per_sample = statistics.median([cost(row) / seen(row) for row in same_batch])
         share = statistics.median([min(seen(row) / planned(row), 1.0) for row in mine])
         hours = samples * per_sample * share
-        return hours, hours * (1 - SAME_MODEL_SPREAD), hours * (1 + SAME_MODEL_SPREAD), (f"same model: cost per sample over {len(same_batch)} run(s), "
-                                                 f"x {share:.2f} of planned samples trained")
+        basis = f"same model: cost per sample over {len(same_batch)} run(s), x {share:.2f} of planned samples trained"
+        return hours, hours * (1 - SAME_MODEL_SPREAD), hours * (1 + SAME_MODEL_SPREAD), basis
     others = [row for row in usable if (row["parameter_count"] or history.parameters.get(row["model_id"]))]
     if others and parameter_count:
         per_sample_parameter = statistics.median([cost(row) / (seen(row) * (row["parameter_count"]
@@ -184,8 +184,9 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: Hist
                                         for row in others])
         share = statistics.median([min(seen(row) / planned(row), 1.0) for row in others])
         hours = samples * per_sample_parameter * parameter_count * share
-        return hours, hours / OTHER_MODELS_FACTOR, hours * OTHER_MODELS_FACTOR, (f"parameter count: {parameter_count:,}, scaled from "
-                                                 f"{len({row['model_id'] for row in others})} other model(s)")
+        basis = (f"parameter count: {parameter_count:,}, scaled from {len({row['model_id'] for row in others})} "
+                 "other model(s)")
+        return hours, hours / OTHER_MODELS_FACTOR, hours * OTHER_MODELS_FACTOR, basis
     return None, None, None, f"unpriced: no earlier run of {model_id} or of any model with a known size on this device"
 
 
