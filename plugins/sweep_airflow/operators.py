@@ -47,6 +47,22 @@ class TrainExperimentOperator(BaseOperator):
 
     The subprocess's log streams into the task log; killing the task stops the subprocess.
     Runs on the GPU the worker exposes (CUDA_VISIBLE_DEVICES), or on the CPU where there is none.
+
+    :param model_id: the model's hub id, as in the plan.
+    :param learning_rate: the grid point's learning rate (mapped).
+    :param batch_size: the grid point's effective batch per optimizer step, before accumulation (mapped).
+    :param num_epochs: the grid point's epochs (mapped).
+    :param weight_decay: the grid point's weight decay (mapped).
+    :param gradient_accumulation_steps: the grid point's accumulation (mapped).
+    :param budget: a budget of the plan (templated from the trigger param).
+    :param dataset_source: a hub id or local folder; empty for the plan's (templated).
+    :param plan_path: the plan file the DAG was generated from.
+    :param selected_models: the trigger's models; a model not in it is skipped (templated).
+    :param max_steps: a step cap that only shortens the run; None for none (templated).
+    :param seed: the run's seed (templated; a seed rerun's own, mapped).
+    :param reuse_results: copy an earlier run's result for the same experiment key (templated).
+    :param confirmation_of: for a seed rerun, the experiment key of the grid run it repeats.
+    :param pruning: successive halving on, off, or None for the tier's plan setting (templated).
     """
 
     template_fields = ("budget", "dataset_source", "selected_models", "max_steps", "seed", "reuse_results", "pruning")
@@ -114,7 +130,13 @@ class TrainExperimentOperator(BaseOperator):
 
 class ChooseSeedRerunsOperator(BaseOperator):
     """After a model's grid: its chosen configuration (validation F1) with `count` more seeds, as
-    the mapped arguments of the confirm task (plan setting confirm_seeds)."""
+    the mapped arguments of the confirm task (plan setting confirm_seeds).
+
+    :param model_id: the model whose chosen configuration is rerun.
+    :param count: how many more seeds (seed + 1 ... seed + count).
+    :param seed: the run's seed (templated from the trigger param).
+    :param selected_models: the trigger's models; a model not in it is skipped (templated).
+    """
 
     template_fields = ("selected_models", "seed")
 
@@ -153,7 +175,10 @@ class ReportLink(BaseOperatorLink):
 
 
 class RenderReportOperator(BaseOperator):
-    """Close the sweep run in the results DB and render its report (Markdown and HTML); return its path."""
+    """Close the sweep run in the results DB and render its report (Markdown and HTML); return its path.
+
+    :param tier: the tier of the DAG, recorded on the sweep run.
+    """
 
     ui_color = "#eef8ee"
     operator_extra_links = (ReportLink(),)
@@ -172,7 +197,11 @@ class RenderReportOperator(BaseOperator):
 
 class VerifySweepOperator(BaseOperator):
     """Fail the DAG run when any experiment of it failed or never recorded a result; runs last, so
-    the report is rendered first."""
+    the report is rendered first.
+
+    :param experiments_per_model: how many experiments each selected model must have recorded.
+    :param selected_models: the trigger's models (templated).
+    """
 
     template_fields = ("selected_models",)
 
