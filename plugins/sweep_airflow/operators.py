@@ -50,7 +50,7 @@ class TrainExperimentOperator(BaseOperator):
 
     :param model_id: the model's hub id, as in the plan.
     :param learning_rate: the grid point's learning rate (mapped).
-    :param batch_size: the grid point's effective batch per optimizer step, before accumulation (mapped).
+    :param batch_size: the grid point's batch size (mapped).
     :param num_epochs: the grid point's epochs (mapped).
     :param weight_decay: the grid point's weight decay (mapped).
     :param gradient_accumulation_steps: the grid point's accumulation (mapped).
