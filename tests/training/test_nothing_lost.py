@@ -201,16 +201,16 @@ def test_db_sync_loads_every_readable_file_and_names_each_unreadable_one(tmp_pat
 
 def test_a_run_resumed_between_evaluations_in_a_later_epoch_reproduces_the_uninterrupted_one(tmp_path, env,
                                                                                              dataset_dir):
-    """320 rows at batch 16: 20 steps an epoch, 3 epochs, an evaluation every 4 steps. A full save
-    every 30 simulated minutes lands at step 30, between the evaluations at 28 and 32 and ten steps
-    into the second epoch; a lost machine at step 31. The resumed run must train on the same rows
-    in the same order as the run that was never stopped, and so end with the same curve and F1."""
+    """320 rows at batch 16: 20 steps an epoch, capped at 40, an evaluation every 4 steps. A full
+    save every 30 simulated minutes lands at step 30, between the evaluations at 28 and 32 and ten
+    steps into the second epoch; a lost machine at step 31. The resumed run must train on the same
+    rows in the same order as the run that was never stopped, and so end with the same curve and F1."""
     spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=16),
-                               early_stopping_patience=1000, full_checkpoint_minutes=30)
+                               max_steps=40, early_stopping_patience=1000, full_checkpoint_minutes=30)
     clock = {"seconds_per_step": 60}
     (tmp_path / "whole").mkdir()
     code, whole, output = run_cli(tmp_path / "whole", spec, env, faults=clock)
-    assert code == 0 and whole["steps_run"] == 60, output
+    assert code == 0 and whole["steps_run"] == 40, output
 
     interrupted = dataclasses.replace(spec, run_id="run-2")
     code, _, output = run_cli(tmp_path, interrupted, env, faults={**clock, "kill_at_step": 31})
