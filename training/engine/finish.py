@@ -18,10 +18,11 @@ from training.engine.checkpoints import checkpoints
 from training.engine.metrics import metrics_for_trainer
 from training.engine.models import load_tokenizer_and_model
 from training.engine.prepare import Prepared
+from training.engine.recovery import readable_record
 from training.engine.serving import inference_speed, model_size
 from training.engine.tokenization import LENGTH_COLUMN
 from training.engine.trainer import Training, tokenize
-from training.results.files import read_result_file, set_aside_file, write_json
+from training.results.files import write_json
 from training.results.predictions import write_predictions
 from training.results.record import ExperimentResult, StopReason
 from training.results.statistics import bootstrap_f1_interval
@@ -143,14 +144,9 @@ def closed_attempts(ledger: AttemptLedger, reason: StopReason) -> list[dict]:
 def read_trained(output_dir: Path) -> ExperimentResult | None:
     """What an earlier attempt's training found, if it finished training and saved best/; an
     unreadable trained.json is set aside (the experiment is then trained again)."""
-    path = output_dir / TRAINED_FILE
-    if not path.is_file() or not (output_dir / BEST_DIR / "config.json").is_file():
+    if not (output_dir / BEST_DIR / "config.json").is_file():
         return None
-    try:
-        return ExperimentResult.from_dict(read_result_file(path))
-    except (ValueError, TypeError, KeyError) as error:
-        set_aside_file(path, f"{error}; the experiment is trained again")
-        return None
+    return readable_record(output_dir / TRAINED_FILE, "the experiment is trained again")
 
 
 def result(training: Training, reason: StopReason, best_dir: Path | None, points: list[dict]) -> ExperimentResult:

@@ -16,17 +16,21 @@ RESULT_FILE = "result.json"  # beside best/: the experiment's finished result
 NEARLY_FULL_BYTES = 64 << 20  # below this much free space, a failed save is taken for a full disk
 
 
-def finished_result(output_dir: Path) -> ExperimentResult | None:
-    """The result an earlier attempt wrote, if readable. An unreadable one (truncated, say) is set
-    aside under another name, never deleted, and the experiment is finished again."""
-    path = output_dir / RESULT_FILE
+def readable_record(path: Path, then: str) -> ExperimentResult | None:
+    """The result record in path (result.json, trained.json), if there and readable. An unreadable
+    one (truncated, say) is set aside under another name, never deleted, saying what happens then."""
     if not path.is_file():
         return None
     try:
         return ExperimentResult.from_dict(read_result_file(path))
     except (ValueError, TypeError, KeyError) as error:
-        set_aside_file(path, f"{error}; finishing the experiment again")
+        set_aside_file(path, f"{error}; {then}")
         return None
+
+
+def finished_result(output_dir: Path) -> ExperimentResult | None:
+    """The result an earlier attempt wrote, if readable; else the experiment is finished again."""
+    return readable_record(output_dir / RESULT_FILE, "finishing the experiment again")
 
 
 def close_ledger(folder: Path, outcome: str) -> None:
