@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -107,11 +108,15 @@ def test_a_bad_param_fails_the_task_once_before_training(sweep_env, dataset_dir,
         make_operator(dataset_source=str(dataset_dir), **overrides).execute(context())
 
 
-def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir):
+def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir, tmp_path):
+    from tests.integration.stacks import plan_copy
     from training.engine.launcher import ExperimentFailed
+    from training.settings import Storage
 
-    # The full budget: 512-token batches over the whole dataset, far longer than this test waits.
-    operator = make_operator(dataset_source=str(dataset_dir), budget="full", num_epochs=5)
+    # The soak budget on a 1,000-epoch grid point: it trains until its 90 s time cap, far longer
+    # than this test waits, however fast the machine (a tiny stand-in's 5 epochs take 2 s).
+    plan = plan_copy(tmp_path / "plan", single_point=True)
+    operator = make_operator(dataset_source=str(dataset_dir), budget="soak", num_epochs=1000, plan_path=str(plan))
     outcome = {}
 
     def run():
@@ -122,11 +127,15 @@ def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir):
 
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 120
-    while operator._process is None and time.monotonic() < deadline:
+    # In training once the attempt ledger has counted a step (it beats at every log).
+    experiments = Path(Storage.from_environment().experiments_dir)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not any(
+            json.loads(ledger.read_text() or "[]")[-1]["last_step"] > 0
+            for ledger in experiments.glob("operator_test/*/*/attempts.json")):
         time.sleep(0.2)
-    time.sleep(8)  # let it get into training
-    assert operator._process.poll() is None, "training ended before it could be killed"
+    assert operator._process is not None and operator._process.poll() is None, \
+        "training ended before it could be killed"
     operator.on_kill()
     thread.join(60)
     assert not thread.is_alive()
