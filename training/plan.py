@@ -207,6 +207,14 @@ class Plan:
         return next(tier for tier in self.tiers.values() if model_id in tier.models)
 
 
+def configuration_label(point) -> str:
+    """A grid point as the report and the logs write it: anything with the grid's attributes (a
+    Hyperparameters, a result row). The UI names mapped instances its own way, in the DAG's
+    map_index_template ("lr=2e-05 bs=16 ep=3 wd=0.01"), which the run checks echo."""
+    return (f"lr {point.learning_rate:g}, batch {point.batch_size}, {point.num_epochs} epochs, "
+            f"wd {point.weight_decay:g}")
+
+
 def planned_steps(train_rows: int, batch: int, accumulation: int, epochs: int, max_steps: int | None) -> int:
     """Optimizer steps a run plans: the grid's epochs, or the step cap where it is shorter (a cap
     only ever shortens a run)."""

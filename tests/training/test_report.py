@@ -267,3 +267,15 @@ def test_the_resource_section_states_what_checkpointing_compiling_and_saves_cost
             "(every full_checkpoint_minutes, and on SIGTERM).")
     assert line in markdown, markdown
     assert "it cost 40% of the throughput" in html and "saves wrote 8.0 MiB over 2 runs" in html
+
+
+def test_a_pruned_run_is_listed_with_its_rung_and_configuration(tmp_path, fresh_database):
+    for record in (result_record(learning_rate=2e-5, validation_f1=0.8),
+                   result_record(learning_rate=5e-5, validation_f1=0.6, stop_reason="pruned", pruned_at_fraction=0.1,
+                                 pruned_at_samples=480, samples_seen=480, samples_planned=4800, pruning_f1=0.6,
+                                 pruning_threshold_f1=0.7, pruning_peers=3)):
+        record_experiment(fresh_database, ExperimentResult.from_dict(record))
+    _, html, markdown = render(fresh_database, tmp_path)
+    row = next(line for line in markdown.splitlines() if line.startswith("| microsoft/codebert-base | lr 5e-05"))
+    assert "lr 5e-05, batch 16, 3 epochs, wd 0.01 | 0.1 | 480 / 4800 | 0.600 | 0.700 | 3 |" in row
+    assert "<td>lr 5e-05, batch 16, 3 epochs, wd 0.01</td>" in html

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.plan import configuration_label
 from training.report import charts
 from training.report.comparisons import Comparison, SeedSummary, compare, leakage_notes, one_class_notes, seed_summary
 from training.report.costs import (
@@ -113,10 +114,6 @@ class RunReport:
                 and (self.estimated_total is None or self.estimated_total > self.max_gpu_hours))
 
 
-def configuration(e: StoredExperiment) -> str:
-    return f"lr {e.learning_rate:g}, batch {e.batch_size}, {e.num_epochs} epochs, wd {e.weight_decay:g}"
-
-
 def heatmaps(model_id: str, experiments: list[StoredExperiment]) -> list:
     """Validation F1 (what chooses) over learning rate x batch size, one grid per (epochs, weight
     decay) that occurs."""
@@ -143,8 +140,8 @@ def section(model_id: str, experiments: list[StoredExperiment], curves: dict[int
     memory = [e.peak_memory_bytes for e in experiments if e.peak_memory_bytes]
     curve = {f"{model_id} (best: lr {best.learning_rate:g}, batch {best.batch_size})":
              curves.get(best.experiment_id, [])} if best else {}
-    runner_up = (compare(f"the chosen configuration ({configuration(ranked[0])})", ranked[0],
-                         f"the next by validation F1 ({configuration(ranked[1])})", ranked[1])
+    runner_up = (compare(f"the chosen configuration ({configuration_label(ranked[0])})", ranked[0],
+                         f"the next by validation F1 ({configuration_label(ranked[1])})", ranked[1])
                  if len(ranked) > 1 else None)
     return ModelSection(
         model_id, grid, best, sum(e.gpu_hours for e in experiments),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from training.plan import configuration_label
 from training.results.estimates import basis_kind
 from training.results.record import StopReason, StoredExperiment
 
@@ -34,6 +35,10 @@ class PrunedRun:
 
     experiment: StoredExperiment
     saved: float  # in the report's cost unit
+
+    @property
+    def configuration(self) -> str:
+        return configuration_label(self.experiment)
 
     @classmethod
     def of(cls, e: StoredExperiment, unit: str) -> PrunedRun:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from training.engine.models import local_parameter_count
-from training.plan import Hyperparameters, planned_samples
+from training.plan import Hyperparameters, configuration_label, planned_samples
 from training.results.history import History, read_history
 from training.results.record import StopReason
 
@@ -94,9 +94,7 @@ class TierEstimate:
             unpriced_note = f", {unpriced} unpriced" if unpriced else ""
             lines.append(f"  {model}: {hours:.4f} ({low:.4f}-{high:.4f}){unpriced_note}")
         for e in self.estimates:
-            what = (f"lr {e.hyperparameters.learning_rate:g}, batch {e.hyperparameters.batch_size}, "
-                    f"{e.hyperparameters.num_epochs} epochs, wd {e.hyperparameters.weight_decay:g}"
-                    if e.hyperparameters else f"{e.runs} seed rerun(s)")
+            what = configuration_label(e.hyperparameters) if e.hyperparameters else f"{e.runs} seed rerun(s)"
             cost = "unpriced" if e.hours is None else f"{e.hours * e.runs:.4f}"
             lines.append(f"    {e.model_id} {what}: {cost} ({e.basis})")
         if self.why_unpriced:
