@@ -71,13 +71,17 @@ def run_experiment_command(args, instruments=None) -> int:
     from training.results.store import record_experiment
 
     try:
-        record_experiment(spec.database_url, result)
+        replaced = record_experiment(spec.database_url, result)
     except sqlalchemy.exc.OperationalError as error:
         # Nothing is lost: the result file stays beside the checkpoint; a retry or `db sync` loads it.
         print(f"could not write to the results DB ({error.orig}); the result is kept in {args.result} and "
               "beside the checkpoint: a retry records it, or run `python -m training db sync`")
         return 3
-    print(f"recorded experiment {result.experiment_key} ({result.stop_reason}) in the results DB")
+    if replaced:
+        print(f"recorded experiment {result.experiment_key} ({result.stop_reason}) in the results DB")
+    else:
+        print(f"experiment {result.experiment_key}: the results DB keeps its earlier successful record; this "
+              f"attempt ({result.stop_reason}) is added to its attempts")
     return exit_code
 
 

@@ -141,10 +141,11 @@ def hub_unreachable() -> str | None:
 def check_sources_reachable(dataset: str, models: list[str], storage: Storage) -> None:
     """The dataset and every model come from a local folder, or from a hub this machine reaches;
     otherwise a ParamError that says how to point at a local copy."""
+    from training.data.loading import missing_local_source
     from training.engine.models import resolve_model_source
 
-    if dataset.startswith(("/", "./", "../", "~")) and not Path(dataset).expanduser().is_dir():
-        raise ParamError("dataset", dataset, "no such folder on this machine")
+    if problem := missing_local_source(dataset):
+        raise ParamError("dataset", dataset, problem)
     from_hub = [] if Path(dataset).is_dir() else [("dataset", dataset, "give a local dataset folder instead")]
     from_hub += [("models", model_id, "mirror it to $SWEEP_MODEL_ROOT/" + model_id)
                  for model_id in models if resolve_model_source(model_id, storage.model_root) == model_id]

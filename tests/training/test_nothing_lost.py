@@ -221,3 +221,20 @@ def test_a_run_resumed_between_evaluations_in_a_later_epoch_reproduces_the_unint
         (p["step"], p["f1"], p["loss"]) for p in whole["eval_points"]]
     for name in ("validation_f1", "test_f1", "best_step", "steps_run"):
         assert resumed[name] == whole[name], name
+
+
+def test_an_attempt_that_fails_before_training_opens_its_own_ledger_entry(tmp_path):
+    """A retry that fails before training starts (the model cannot load, say) never opened an
+    attempt; the ledger still says it happened, after the completed one, which stays as it was."""
+    from datetime import UTC, datetime, timedelta
+
+    from training.engine.recovery import close_ledger
+
+    completed = {"attempt": 1, "started_at": "2026-12-06T06:00:00+00:00", "seconds": 60.0, "gpu_count": 1,
+                 "resumed_from_step": None, "last_step": 6, "outcome": "early_stopped"}
+    (tmp_path / "attempts.json").write_text(json.dumps([completed]))
+    attempts = close_ledger(tmp_path, "failed", datetime.now(UTC) - timedelta(seconds=3))
+    assert attempts[0] == completed and [a["outcome"] for a in attempts] == ["early_stopped", "failed"]
+    assert attempts[1]["attempt"] == 2 and attempts[1]["seconds"] >= 3 and attempts[1]["last_step"] == 0
+    assert json.loads((tmp_path / "attempts.json").read_text()) == attempts
+    assert close_ledger(tmp_path / "nothing-here", "failed", datetime.now(UTC)) == []  # no ledger: none made

@@ -13,7 +13,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +27,10 @@ from training.data.contract import (
     choose_labels,
     columns_of,
 )
-from training.plan import DatasetSpec, closest
+from training.plan import HUB_ID, DatasetSpec, closest
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 MANIFEST = "dataset.json"
-HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")  # org/name, as the hub allows
 MANIFEST_KEYS = ("text_columns", "label_column", "positive_label",
                  "description", "about")  # the last two are for people: free text, and an object of provenance
 

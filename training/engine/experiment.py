@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import json
 import os
 import socket
 import traceback
@@ -59,17 +58,7 @@ def failed_result(spec: ExperimentSpec, prepared: Prepared | None, error: BaseEx
         key = experiment_key(spec, UNKNOWN_FINGERPRINT)
         base = identity(spec, key, None)
         output_dir = spec.runtime().experiment_dir(spec.dag_id, spec.run_id, key)
-    ledger_path = output_dir / "attempts.json"
-    try:
-        attempts = json.loads(ledger_path.read_text()) if ledger_path.is_file() else []
-    except (OSError, ValueError):
-        attempts = []  # an unreadable ledger must not hide the failure being recorded
-    if attempts and attempts[-1]["outcome"] is None:
-        attempts[-1]["outcome"] = reason.value
-        try:
-            write_json(ledger_path, attempts)
-        except OSError as write_error:  # a full disk: the record of the failure still goes out
-            print(f"could not update {ledger_path}: {write_error}")
+    attempts = close_ledger(output_dir, reason.value, started_at)
     finished_at = datetime.now(UTC)
     return dataclasses.replace(
         base, stop_reason=reason, attempt_count=max(len(attempts), 1), attempts=attempts,
@@ -125,7 +114,7 @@ def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: d
         result = refinish(prepared, trained)
     else:
         result = reuse_earlier_result(prepared) or finish(
-            train(prepared, time_limit_seconds, started_at, *([instruments] if instruments else [])))
+            train(prepared, time_limit_seconds, started_at, instruments or Instruments()))
     write_json(prepared.output_dir / RESULT_FILE, result.to_dict())
     close_ledger(prepared.output_dir, result.stop_reason.value)
     return result

@@ -99,7 +99,7 @@ def finish(training: Training) -> ExperimentResult:
     for checkpoint in checkpoints(training.prepared.output_dir):
         shutil.rmtree(checkpoint)  # afterwards only the best is kept
     if best_dir is None:
-        return trained
+        return accounted(trained, training.ledger)
     evaluation = evaluate(trainer, training.tokenized, training.prepared, best_dir)
     return accounted(dataclasses.replace(trained, **evaluation), training.ledger)
 
@@ -150,7 +150,8 @@ def read_trained(output_dir: Path) -> ExperimentResult | None:
 
 
 def result(training: Training, reason: StopReason, best_dir: Path | None, points: list[dict]) -> ExperimentResult:
-    """Everything training found; the evaluation's fields stay empty (finish and refinish add them)."""
+    """Everything training found; the evaluation's fields and the attempts' time stay empty
+    (finish and refinish add them, accounted() the time)."""
     state, train_seconds, ledger = training.state, training.train_seconds, training.ledger
     spec = training.prepared.spec
     best_checkpoint = state.best_model_checkpoint if state else None
@@ -181,9 +182,7 @@ def result(training: Training, reason: StopReason, best_dir: Path | None, points
         pruned_at_fraction=pruned.fraction if pruned else None, pruned_at_samples=pruned.samples if pruned else None,
         pruning_f1=pruned.f1 if pruned else None, pruning_threshold_f1=pruned.threshold_f1 if pruned else None,
         pruning_peers=pruned.peers if pruned else None,
-        stop_reason=reason, attempt_count=len(ledger.attempts), attempts=closed_attempts(ledger, reason),
-        resumed_from_step=ledger.current["resumed_from_step"], wall_seconds=round(ledger.total_seconds, 3),
-        gpu_hours=ledger.total_gpu_seconds / 3600,
+        stop_reason=reason, resumed_from_step=ledger.current["resumed_from_step"],
         time_to_best_seconds=best_point["elapsed_seconds"] if best_point else None,
         peak_memory_bytes=peak_memory_bytes(training.gpu_count > 0),
         mean_gpu_utilization_percent=training.mean_utilisation,
@@ -194,4 +193,4 @@ def result(training: Training, reason: StopReason, best_dir: Path | None, points
         full_checkpoints_saved=sum(a.get("full_saves", 0) for a in ledger.attempts),
         model_checkpoints_saved=sum(a.get("model_saves", 0) for a in ledger.attempts),
         checkpoint_path=str(best_dir) if best_dir else None, eval_points=points,
-        started_at=training.started_at.isoformat(), finished_at=datetime.now(UTC).isoformat())
+        started_at=training.started_at.isoformat())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from training.results.files import read_result_file, set_aside_file, write_json
@@ -33,14 +34,29 @@ def finished_result(output_dir: Path) -> ExperimentResult | None:
     return readable_record(output_dir / RESULT_FILE, "finishing the experiment again")
 
 
-def close_ledger(folder: Path, outcome: str) -> None:
-    """Give the last attempt its outcome, once the result file that says so is written."""
+def close_ledger(folder: Path, outcome: str, started_at: datetime | None = None) -> list[dict]:
+    """Give the last attempt its outcome (once the result file that says so is written, or when
+    the attempt failed) and return every attempt. With started_at (a failed attempt), an attempt
+    that failed before training opened its entry gets one of its own, so the ledger says what
+    happened. An unreadable ledger, or one that cannot be written (a full disk), must not hide the
+    outcome being recorded: it is said, not raised."""
     path = folder / "attempts.json"
-    if path.is_file():
-        attempts = json.loads(path.read_text())
-        if attempts and attempts[-1]["outcome"] is None:
-            attempts[-1]["outcome"] = outcome
+    try:
+        attempts = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError) as error:
+        print(f"could not read {path}: {error}")
+        return []
+    if attempts and attempts[-1]["outcome"] is not None and started_at is not None:
+        attempts.append({"attempt": len(attempts) + 1, "started_at": started_at.isoformat(),
+                         "seconds": round((datetime.now(UTC) - started_at).total_seconds(), 3), "gpu_count": 0,
+                         "resumed_from_step": None, "last_step": 0, "outcome": None})
+    if attempts and attempts[-1]["outcome"] is None:
+        attempts[-1]["outcome"] = outcome
+        try:
             write_json(path, attempts)
+        except OSError as error:
+            print(f"could not update {path}: {error}")
+    return attempts
 
 
 class DiskFull(OSError):

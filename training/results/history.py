@@ -11,9 +11,7 @@ import sqlalchemy as sa
 
 from training.plan import GRID_FIELDS
 from training.results.connection import connect
-from training.results.record import SUCCEEDED
-
-SUCCEEDED_OUTCOMES = sorted(reason.value for reason in SUCCEEDED)
+from training.results.record import SUCCEEDED_VALUES
 
 HISTORY = sa.text(
     "SELECT model_id, learning_rate, batch_size, num_epochs, weight_decay, gradient_accumulation_steps, device, "
@@ -53,7 +51,7 @@ def read_history(url: str, dataset: str, budget: str) -> History:
     with connect(url) as connection:
         device = connection.execute(LATEST_DEVICE).scalar()
         rows = [dict(row) for row in connection.execute(HISTORY, {
-            "dataset": dataset, "budget": budget, "succeeded": SUCCEEDED_OUTCOMES}).mappings()]
+            "dataset": dataset, "budget": budget, "succeeded": SUCCEEDED_VALUES}).mappings()]
         parameters = dict(connection.execute(PARAMETER_COUNTS).all())
     rows = [row for row in rows if row["device"] == device]
     unit = "GPU-hour" if any(row["gpu_count"] for row in rows) else "CPU-hour"

@@ -34,6 +34,9 @@ class StopReason(StrEnum):
 
 
 SUCCEEDED = frozenset({StopReason.COMPLETED, StopReason.EARLY_STOPPED, StopReason.TIMEOUT, StopReason.PRUNED})
+# The same sets as SQL parameters (`stop_reason = ANY(:succeeded)`).
+SUCCEEDED_VALUES = sorted(reason.value for reason in SUCCEEDED)
+FAILED_VALUES = sorted(reason.value for reason in StopReason if reason not in SUCCEEDED)
 
 FILE_ONLY = {"column": False}  # in result.json, not a column of `experiments`
 

@@ -12,10 +12,9 @@ import sqlalchemy as sa
 
 from training.results.connection import connect
 from training.results.files import read_result_file
-from training.results.record import COLUMNS, SUCCEEDED, ExperimentResult, StopReason, StoredExperiment
+from training.results.record import COLUMNS, FAILED_VALUES, SUCCEEDED_VALUES, ExperimentResult, StoredExperiment
 
 IDENTITY = ("dag_id", "run_id", "experiment_key")
-FAILED_OUTCOMES = tuple(reason.value for reason in StopReason if not reason.succeeded)
 
 UPSERT_EXPERIMENT = sa.text(
     f"INSERT INTO experiments (sweep_run_id, status, {', '.join(COLUMNS)}) "
@@ -29,7 +28,6 @@ UPSERT_EXPERIMENT = sa.text(
     "OR (EXCLUDED.status = 'finished' AND EXCLUDED.stop_reason = ANY(:succeeded)) "
     "RETURNING experiment_id"
 ).bindparams(sa.bindparam("versions", type_=sa.JSON))
-SUCCEEDED_OUTCOMES = [reason.value for reason in SUCCEEDED]
 
 # A sweep run starts when its first experiment starts.
 UPSERT_SWEEP_RUN = sa.text(
@@ -65,7 +63,7 @@ def upsert_experiment(connection, result: ExperimentResult, status: str = "finis
     }).scalar_one()
     return connection.execute(UPSERT_EXPERIMENT, {**result.column_values(), "status": status,
                                                   "sweep_run_id": sweep_run_id,
-                                                  "succeeded": SUCCEEDED_OUTCOMES}).scalar()
+                                                  "succeeded": SUCCEEDED_VALUES}).scalar()
 
 
 def experiment_id_of(connection, result: ExperimentResult) -> int:
@@ -113,7 +111,7 @@ def finish_sweep_run(url: str, dag_id: str, run_id: str, tier: str, run_type: st
             "  AND (e.stop_reason = ANY(:failed) OR e.status = 'running'))"
             " THEN 'failed' ELSE 'success' END "
             "WHERE dag_id = :dag_id AND run_id = :run_id RETURNING status"),
-            {"dag_id": dag_id, "run_id": run_id, "failed": list(FAILED_OUTCOMES)}).scalar_one()
+            {"dag_id": dag_id, "run_id": run_id, "failed": FAILED_VALUES}).scalar_one()
 
 
 def run_experiments(url: str, dag_id: str, run_id: str) -> list[StoredExperiment]:
@@ -189,7 +187,7 @@ def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> S
             "SELECT * FROM experiments WHERE experiment_key = :key AND status = 'finished' "
             "AND stop_reason = ANY(:succeeded) AND NOT (dag_id = :dag_id AND run_id = :run_id) "
             "ORDER BY finished_at DESC NULLS LAST LIMIT 1"),
-            {"key": experiment_key, "succeeded": SUCCEEDED_OUTCOMES, "dag_id": dag_id, "run_id": run_id},
+            {"key": experiment_key, "succeeded": SUCCEEDED_VALUES, "dag_id": dag_id, "run_id": run_id},
         ).mappings().first()
         if row is None:
             return None
