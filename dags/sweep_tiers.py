@@ -81,7 +81,7 @@ def training_arguments(plan: Plan, tier: Tier, model_id: str) -> dict:
     return dict(
         model_id=model_id,
         budget="{{ params.budget }}",
-        dataset_source="{{ params.dataset }}",
+        dataset="{{ params.dataset }}",
         selected_models="{{ params.models }}",
         max_steps="{{ params.max_steps }}",
         reuse_results="{{ params.reuse_results }}",

@@ -120,6 +120,7 @@ def main() -> int:
     import torch
 
     from training.offline.standins import build_stand_ins
+    from training.parameters import RunParameters
     from training.plan import Hyperparameters, load_plan
     from training.spec import build_spec
 
@@ -133,7 +134,7 @@ def main() -> int:
     rows, figures = [], {}
     for index, model_id in enumerate(MODELS):
         spec = build_spec(plan, model_id, Hyperparameters(5e-5, BATCH_SIZE, 1, 0.01, 1),
-                          dataset_source=str(args.data), budget_name="full")
+                          RunParameters(dataset=str(args.data)))
         spec = dataclasses.replace(spec, max_train_samples=args.train_samples, max_eval_samples=64)
         # The stand-ins share one tokenizer: a cache per model, so each model's first prep is a miss.
         cache_root = work / "cache" / str(index)
@@ -175,14 +176,15 @@ def tier_run(plan, data: Path, url: str, run_id: str, pruning: bool, models=None
     gpu pool's one slot runs them), each recorded as it finishes so later ones see it; overrides
     replace spec fields."""
     from training.engine.experiment import run_experiment
+    from training.parameters import RunParameters
     from training.results.store import record_experiment, run_experiments
     from training.spec import build_spec
 
     tier = plan.tiers["small"]
     for model_id in models or tier.models:
         for hp in tier.combinations():
-            spec = build_spec(plan, model_id, hp, budget_name="demo", dataset_source=str(data), dag_id="sweep_small",
-                              run_id=run_id, database_url=url, pruning=pruning)
+            spec = build_spec(plan, model_id, hp, RunParameters(budget="demo", dataset=str(data), pruning=pruning),
+                              dag_id="sweep_small", run_id=run_id, database_url=url)
             record_experiment(url, run_experiment(dataclasses.replace(spec, **overrides)))
     return run_experiments(url, "sweep_small", run_id)
 
@@ -192,6 +194,7 @@ def pruning_figures(plan, data: Path, work: Path) -> dict:
     import io
 
     from training.engine.models import resolve_model_source
+    from training.parameters import RunParameters
     from training.results import database
     from training.results.estimates import estimate_tier
     from training.results.selection import best_of
@@ -211,8 +214,10 @@ def pruning_figures(plan, data: Path, work: Path) -> dict:
         with contextlib.redirect_stdout(quiet):
             first = tier_run(plan, data, url, "unpruned-1", pruning=False)
             storage = Storage.from_environment()
-            estimate = estimate_tier(url, tier, list(tier.models), plan.budgets["demo"], str(data), None, 0,
-                                     {m: resolve_model_source(m, storage.model_root) for m in tier.models}, None)
+            run = RunParameters(budget="demo", dataset=str(data), models=tier.models)
+            no_reruns = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, confirm_seeds=0))
+            estimate = estimate_tier(url, no_reruns, tier, run,
+                                     {m: resolve_model_source(m, storage.model_root) for m in tier.models})
             second = tier_run(plan, data, url, "unpruned-2", pruning=False)
             pruned = tier_run(plan, data, url, "pruned", pruning=True)
             every = tier_run(plan, data, url, "full-state-every-evaluation", pruning=False, models=MODELS[:1],

@@ -41,6 +41,7 @@ from transformers import (  # noqa: E402
 
 from training.engine.arguments import choose_precision, training_arguments  # noqa: E402
 from training.engine.checkpoints import folder_bytes  # noqa: E402
+from training.parameters import RunParameters  # noqa: E402
 from training.plan import load_plan  # noqa: E402
 from training.spec import build_spec  # noqa: E402
 
@@ -125,7 +126,7 @@ def one_mode(model_id: str, compiled: bool, checkpointing: bool, args, device: s
     if args.smoke:
         batch = 4
     hp = dataclasses.replace(tier.combinations()[-1], batch_size=batch, gradient_accumulation_steps=1)
-    spec = dataclasses.replace(build_spec(plan, model_id, hp, max_steps=args.warmup + args.steps),
+    spec = dataclasses.replace(build_spec(plan, model_id, hp, RunParameters(max_steps=args.warmup + args.steps)),
                                compile=compiled, gradient_checkpointing=checkpointing)
     torch.manual_seed(0)
     model, vocab = build_model(model_id, args.smoke)

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from training.parameters import RunParameters  # noqa: E402
 from training.plan import Hyperparameters, load_plan  # noqa: E402
 from training.settings import Storage  # noqa: E402
 from training.spec import build_spec  # noqa: E402
@@ -121,9 +122,9 @@ def main() -> int:
 
     def spec(tier: str, run_id: str):
         model_id, values = GRID_POINTS[tier]
-        return build_spec(plan, model_id, Hyperparameters(**values), budget_name="full", dataset_source=args.data,
-                          dag_id="gpu_check", run_id=run_id, max_steps=args.max_steps,
-                          storage=Storage.from_environment(env))
+        return build_spec(plan, model_id, Hyperparameters(**values),
+                          RunParameters(dataset=args.data, max_steps=args.max_steps), dag_id="gpu_check",
+                          run_id=run_id, storage=Storage.from_environment(env))
 
     medium = run_experiment(spec("medium", "plain"), work, "medium", env)
     report["runs"].append(medium)

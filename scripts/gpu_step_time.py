@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from transformers import T5Config, T5ForSequenceClassification, Trainer  # noqa: E402
 
 from training.engine.arguments import choose_precision, training_arguments  # noqa: E402
+from training.parameters import RunParameters  # noqa: E402
 from training.plan import Hyperparameters, load_plan  # noqa: E402
 from training.spec import build_spec  # noqa: E402
 
@@ -96,8 +97,8 @@ def main() -> int:
     # 2. The Trainer with the engine's arguments for a medium-tier grid point; no evaluation or save
     # inside the timed steps.
     plan = load_plan()
-    spec = build_spec(plan, "Salesforce/codet5-base", Hyperparameters(5e-5, 16, 3, 0.01, 1), budget_name="full",
-                      max_steps=args.steps + 5)
+    spec = build_spec(plan, "Salesforce/codet5-base", Hyperparameters(5e-5, 16, 3, 0.01, 1),
+                      RunParameters(max_steps=args.steps + 5))
     torch.manual_seed(0)
     model = T5ForSequenceClassification(config)
     with tempfile.TemporaryDirectory() as folder:

@@ -17,15 +17,16 @@ EXIT_INTERRUPTED = 143  # 128 + SIGTERM: stopped on request after saving its ful
 
 def grid_point_spec(args):
     """A spec from the plan's own names: the same function the Airflow operator builds it with."""
+    from training.parameters import RunParameters
     from training.tasks import experiment_spec
 
     hyperparameters = {"learning_rate": args.learning_rate, "batch_size": args.batch_size,
                        "num_epochs": args.epochs, "weight_decay": args.weight_decay}
     if args.gradient_accumulation_steps is not None:
         hyperparameters["gradient_accumulation_steps"] = args.gradient_accumulation_steps
-    return experiment_spec(model_id=args.model, tier=args.tier, hyperparameters=hyperparameters, plan_path=args.plan,
-                           budget=args.budget, dataset=args.dataset, max_steps=args.max_steps, seed=args.seed,
-                           dag_id=args.dag_id, run_id=args.run_id, require_database=False)
+    run = RunParameters(budget=args.budget, dataset=args.dataset or None, max_steps=args.max_steps, seed=args.seed)
+    return experiment_spec(model_id=args.model, tier=args.tier, hyperparameters=hyperparameters, run=run,
+                           plan_path=args.plan, dag_id=args.dag_id, run_id=args.run_id, require_database=False)
 
 
 def spec_command(args) -> int:

@@ -12,20 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.plan import (
-    Budget,
-    DatasetSpec,
-    Hyperparameters,
-    ParamError,
-    Plan,
-    Pruning,
-    Settings,
-    Tier,
-    closest,
-    max_steps_problem,
-    seed_problem,
-)
+from training.parameters import RunParameters
+from training.plan import DatasetSpec, Hyperparameters, ParamError, Plan, Pruning, Settings, Tier, closest
 from training.settings import Storage
+
+PLAN_AS_WRITTEN = RunParameters()  # the full budget, the plan's dataset, seed and pruning, no step cap
 
 # Where and into what a run writes: resolved where the run starts, never part of what it trains.
 RUNTIME_FIELDS = ("storage", "database_url")
@@ -119,32 +110,21 @@ class ExperimentSpec:
         return self.storage
 
 
-def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, budget_name: str = "full",
-               dataset_source: str | None = None, dag_id: str = "", run_id: str = "",
-               run_type: str = "manual", max_steps: int | None = None, seed: int | None = None,
-               reuse_results: bool = False, storage: Storage | None = None,
-               database_url: str | None = None, confirmation_of: str | None = None,
-               pruning: bool | None = None) -> ExperimentSpec:
-    """Resolve the plan for one grid point; raise ParamError naming a bad budget, model, step cap or seed.
+def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, run: RunParameters = PLAN_AS_WRITTEN,
+               *, dag_id: str = "", run_id: str = "", run_type: str = "manual", confirmation_of: str | None = None,
+               storage: Storage | None = None, database_url: str | None = None) -> ExperimentSpec:
+    """Resolve the plan for one grid point under a run's parameters; a ParamError names a budget or
+    model the plan lacks.
 
     Storage defaults to the environment's locations (this is where a run starts); the database URL
     is passed explicitly, so a spec built without one records its result in the file only.
-    pruning: None = the tier's plan setting, True = on (the tier's settings, or the defaults), False
-    = off; a seed-confirmation run is never pruned (it measures the chosen configuration whole)."""
-    if budget_name not in plan.budgets:
-        raise ParamError("budget", budget_name, f"not a budget of the plan; {closest(budget_name, plan.budgets)}")
+    A seed-confirmation run is never pruned (it measures the chosen configuration whole)."""
     if model_id not in plan.architectures:
         raise ParamError("model", model_id, f"not a model of the plan; {closest(model_id, plan.architectures)}")
-    if max_steps is not None and (problem := max_steps_problem(max_steps)):
-        raise ParamError("max_steps", max_steps, problem)
-    if seed is not None and (problem := seed_problem(seed)):
-        raise ParamError("seed", seed, problem)
-    budget: Budget = plan.budgets[budget_name]
+    budget = run.budget_of(plan)
     settings = plan.settings
     tier = plan.tier_of(model_id)
-    dataset = plan.dataset
-    if dataset_source:
-        dataset = dataclasses.replace(dataset, source=dataset_source)
+    dataset = dataclasses.replace(plan.dataset, source=run.dataset_source(plan))
     return ExperimentSpec(
         model_id=model_id,
         architecture=plan.architectures[model_id],
@@ -152,7 +132,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         hyperparameters=hyperparameters,
         gradient_checkpointing=tier.gradient_checkpointing,
         dataset=dataset,
-        budget=budget_name,
+        budget=run.budget,
         eval_steps=budget.eval_steps or settings.eval_steps,
         logging_steps=budget.logging_steps or settings.logging_steps,
         early_stopping_patience=settings.early_stopping_patience,
@@ -160,20 +140,20 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
         mixed_precision=settings.mixed_precision,
         pin_memory=settings.pin_memory,
         max_length=budget.max_length or settings.max_length,
-        seed=settings.seed if seed is None else seed,
+        seed=settings.seed if run.seed is None else run.seed,
         max_train_samples=budget.max_train_samples,
         max_eval_samples=budget.max_eval_samples,
-        max_steps=min(filter(None, (budget.max_steps, max_steps)), default=None),
+        max_steps=run.step_cap(plan),
         dag_id=dag_id,
         run_id=run_id,
         run_type=run_type,
         plan_version=plan.version,
-        reuse_results=reuse_results,
+        reuse_results=run.reuse_results,
         max_train_seconds=budget.max_train_seconds,
         max_test_samples=budget.max_test_samples,
         learning_rate_scale=budget.learning_rate_scale,
         confirmation_of=confirmation_of,
-        pruning=None if confirmation_of else pruning_settings(tier, pruning),
+        pruning=None if confirmation_of else pruning_settings(tier, run.pruning),
         compile=tier.compile,
         full_checkpoint_minutes=settings.full_checkpoint_minutes,
         storage=storage or Storage.from_environment(),
@@ -182,9 +162,8 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, *, b
 
 
 def pruning_settings(tier: Tier, switch: bool | None) -> dict | None:
-    """What a run's pruning callback needs: the settings and the model's grid shapes."""
-    if switch is not None and not isinstance(switch, bool):
-        raise ParamError("pruning", switch, "must be true, false, or empty for the plan's setting")
+    """What a run's pruning callback needs: the settings and the model's grid shapes; switch is
+    the run's pruning parameter (None: the tier's plan setting)."""
     settings = tier.pruning if switch is None else (tier.pruning or Pruning()) if switch else None
     if settings is None:
         return None

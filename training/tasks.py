@@ -9,7 +9,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from training.plan import GRID_FIELDS, Hyperparameters, ParamError, Plan, PlanError, closest, load_plan
+from training.parameters import RunParameters
+from training.plan import GRID_FIELDS, Hyperparameters, ParamError, Plan, PlanError, Tier, closest, load_plan
 from training.results.record import ExperimentResult
 from training.settings import SettingsError, Storage, database_url
 from training.spec import ExperimentSpec, build_spec
@@ -18,18 +19,14 @@ from training.spec import ExperimentSpec, build_spec
 CONFIGURATION_ERRORS = (PlanError, ParamError, SettingsError)
 
 
-def experiment_spec(*, model_id: str, hyperparameters: dict, tier: str | None = None,
-                    plan_path: str | None = None, budget: str = "full",
-                    dataset: str | None = None, max_steps: int | None = None, seed: int | None = None,
-                    reuse_results: bool = False, dag_id: str = "", run_id: str = "", run_type: str = "manual",
-                    require_database: bool = True, confirmation_of: str | None = None,
-                    pruning: bool | None = None) -> ExperimentSpec:
+def experiment_spec(*, model_id: str, hyperparameters: dict, run: RunParameters, tier: str | None = None,
+                    plan_path: str | None = None, dag_id: str = "", run_id: str = "", run_type: str = "manual",
+                    require_database: bool = True, confirmation_of: str | None = None) -> ExperimentSpec:
     """The spec of one grid point, built the same way for an Airflow task and for the CLI."""
     plan = load_plan(plan_path)
-    return build_spec(plan, model_id, grid_point(plan, model_id, tier, hyperparameters), budget_name=budget,
-                      dataset_source=dataset or None, dag_id=dag_id, run_id=run_id, run_type=run_type,
-                      max_steps=max_steps, seed=seed, reuse_results=bool(reuse_results),
-                      confirmation_of=confirmation_of, pruning=pruning, storage=Storage.from_environment(),
+    return build_spec(plan, model_id, grid_point(plan, model_id, tier, hyperparameters), run, dag_id=dag_id,
+                      run_id=run_id, run_type=run_type, confirmation_of=confirmation_of,
+                      storage=Storage.from_environment(),
                       database_url=database_url("a training task" if require_database else None))
 
 
@@ -64,35 +61,19 @@ def start_decision(*, tier: str, params: dict, run_type: str, scheduled_for: dat
     A run that goes ahead is priced (logged, and recorded for the report); one priced above its
     max_gpu_hours raises BudgetExceeded with the breakdown."""
     plan = load_plan(plan_path)
-    tier_plan = plan.tiers[tier]
-    models = params.get("models") or []
-    if not models:
-        raise ParamError("models", models, f"choose at least one of {list(tier_plan.models)}")
-    for model_id in models:
-        if model_id not in tier_plan.models:
-            raise ParamError("models", model_id, f"not a model of the {tier} tier {list(tier_plan.models)}")
-        build_spec(plan, model_id, tier_plan.combinations()[0], budget_name=params.get("budget", "full"),
-                   max_steps=params.get("max_steps"), seed=params.get("seed"), storage=Storage.from_environment(),
-                   pruning=params.get("pruning"))
-    max_gpu_hours = params.get("max_gpu_hours")
-    if max_gpu_hours is not None and (isinstance(max_gpu_hours, bool) or not isinstance(max_gpu_hours, (int, float))
-                                      or not max_gpu_hours > 0):
-        raise ParamError("max_gpu_hours", max_gpu_hours, "must be a number above 0, or empty for the plan's setting")
-    dataset = params.get("dataset")
-    if dataset is not None and (not isinstance(dataset, str) or not dataset.strip()):
-        raise ParamError("dataset", dataset, "a hub id or a local folder, or empty for the plan's dataset")
-    check_sources_reachable(dataset or plan.dataset.source, models, Storage.from_environment())
+    run = RunParameters.from_trigger(params, plan, tier)
+    check_sources_reachable(run.dataset_source(plan), list(run.models), Storage.from_environment())
     tolerance = timedelta(minutes=plan.scheduling.late_start_tolerance_minutes)
     if run_type == "scheduled" and scheduled_for is not None and now - scheduled_for > tolerance:
         late = now - scheduled_for
         return False, (f"scheduled for {scheduled_for:%Y-%m-%d %H:%M} UTC but starting {late} later, beyond the "
                        f"plan's tolerance of {tolerance}: Airflow made this run for a missed cron time when the "
                        "DAG was enabled. Skipped before any training; the next run is at the next cron time.")
-    estimate_and_gate(plan, tier_plan, params, dag_id, run_id, log)
-    return True, f"{run_type} run of {', '.join(models)} on budget {params.get('budget')}: go"
+    estimate_and_gate(plan, plan.tiers[tier], run, dag_id, run_id, log)
+    return True, f"{run_type} run of {', '.join(run.models)} on budget {run.budget}: go"
 
 
-def estimate_and_gate(plan: Plan, tier_plan, params: dict, dag_id: str, run_id: str,
+def estimate_and_gate(plan: Plan, tier: Tier, run: RunParameters, dag_id: str, run_id: str,
                       log: Callable[[str], None]) -> None:
     """Price the run from this deployment's history, log and record the estimate, and refuse the
     run (BudgetExceeded) when it is above max_gpu_hours (the param, else the tier's setting)."""
@@ -102,22 +83,16 @@ def estimate_and_gate(plan: Plan, tier_plan, params: dict, dag_id: str, run_id: 
 
     storage = Storage.from_environment()
     url = database_url()
-    cap = params.get("max_gpu_hours")
-    cap = float(cap) if cap is not None else tier_plan.max_gpu_hours
-    models = list(params.get("models") or [])
-    dataset = params.get("dataset") or plan.dataset.source
-    estimate = estimate_tier(url, tier_plan, models, plan.budgets[params.get("budget", "full")], dataset,
-                             params.get("max_steps"), plan.settings.confirm_seeds,
-                             {m: resolve_model_source(m, storage.model_root) for m in models}, cap)
+    estimate = estimate_tier(url, plan, tier, run, {m: resolve_model_source(m, storage.model_root) for m in run.models})
     log(estimate.breakdown())
     if url and dag_id:
         try:
             record_estimate(url, dag_id, run_id, estimate)
         except Exception as error:  # the estimate is for the report; a write failure must not stop the run
             log(f"could not record the estimate ({type(error).__name__}: {error}); the report will lack it")
-    gate(estimate, cap)
-    if cap is not None:
-        log(f"within max_gpu_hours = {cap:g}: go")
+    gate(estimate)
+    if estimate.max_gpu_hours is not None:
+        log(f"within max_gpu_hours = {estimate.max_gpu_hours:g}: go")
 
 
 def hub_unreachable() -> str | None:

@@ -55,7 +55,7 @@ class TrainExperimentOperator(BaseOperator):
     :param weight_decay: the grid point's weight decay (mapped).
     :param gradient_accumulation_steps: the grid point's accumulation (mapped).
     :param budget: a budget of the plan (templated from the trigger param).
-    :param dataset_source: a hub id or local folder; empty for the plan's (templated).
+    :param dataset: a hub id or local folder; empty for the plan's (templated).
     :param plan_path: the plan file the DAG was generated from.
     :param selected_models: the trigger's models; a model not in it is skipped (templated).
     :param max_steps: a step cap that only shortens the run; None for none (templated).
@@ -65,12 +65,12 @@ class TrainExperimentOperator(BaseOperator):
     :param pruning: successive halving on, off, or None for the tier's plan setting (templated).
     """
 
-    template_fields = ("budget", "dataset_source", "selected_models", "max_steps", "seed", "reuse_results", "pruning")
+    template_fields = ("budget", "dataset", "selected_models", "max_steps", "seed", "reuse_results", "pruning")
     ui_color = "#e8f1fb"
 
     def __init__(self, *, model_id: str, learning_rate: float, batch_size: int, num_epochs: int,
                  weight_decay: float, gradient_accumulation_steps: int, budget: str = "full",
-                 dataset_source: str | None = None, plan_path: str | None = None,
+                 dataset: str | None = None, plan_path: str | None = None,
                  selected_models: list[str] | None = None, max_steps: int | None = None, seed: int | None = None,
                  reuse_results: bool = False, confirmation_of: str | None = None, pruning: bool | None = None,
                  **kwargs) -> None:
@@ -83,7 +83,7 @@ class TrainExperimentOperator(BaseOperator):
         self.weight_decay = weight_decay
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.budget = budget
-        self.dataset_source = dataset_source
+        self.dataset = dataset
         self.plan_path = plan_path
         self.selected_models = selected_models
         self.max_steps = max_steps
@@ -94,15 +94,17 @@ class TrainExperimentOperator(BaseOperator):
 
     def execute(self, context) -> dict[str, Any]:
         from training import tasks
+        from training.parameters import RunParameters
 
         if self.selected_models and self.model_id not in self.selected_models:
             raise AirflowSkipException(f"{self.model_id} was not selected for this run")
         try:
+            run = RunParameters(budget=self.budget, dataset=self.dataset or None, max_steps=self.max_steps,
+                                seed=self.seed, pruning=self.pruning, reuse_results=bool(self.reuse_results))
             spec = tasks.experiment_spec(
-                model_id=self.model_id, hyperparameters={name: getattr(self, name) for name in GRID_FIELDS},
-                plan_path=self.plan_path, budget=self.budget, dataset=self.dataset_source, max_steps=self.max_steps,
-                seed=self.seed, reuse_results=self.reuse_results, dag_id=self.dag_id, run_id=context["run_id"],
-                run_type=_run_type(context), confirmation_of=self.confirmation_of, pruning=self.pruning)
+                model_id=self.model_id, hyperparameters={name: getattr(self, name) for name in GRID_FIELDS}, run=run,
+                plan_path=self.plan_path, dag_id=self.dag_id, run_id=context["run_id"], run_type=_run_type(context),
+                confirmation_of=self.confirmation_of)
         except tasks.CONFIGURATION_ERRORS as error:  # the same on every retry: fail once, now
             raise AirflowFailException(str(error)) from None
         ti = context["ti"]

@@ -41,7 +41,7 @@ def sweep_env(monkeypatch, dataset_dir, model_root, fresh_database):
 
 
 def test_execute_trains_records_and_returns_a_small_dict(sweep_env, dataset_dir, tmp_path):
-    operator = make_operator(dataset_source=str(dataset_dir))
+    operator = make_operator(dataset=str(dataset_dir))
     summary = operator.execute(context())
     assert set(summary) == {"experiment_key", "validation_f1", "test_f1", "gpu_hours", "stop_reason"}
     assert summary["gpu_hours"] == 0.0
@@ -76,7 +76,7 @@ def test_without_a_results_database_the_task_fails_before_training(monkeypatch, 
 
     monkeypatch.delenv("SWEEP_DATABASE_URL", raising=False)
     with pytest.raises(AirflowFailException, match="SWEEP_DATABASE_URL"):  # no retry: the same every time
-        make_operator(dataset_source=str(dataset_dir)).execute(context())
+        make_operator(dataset=str(dataset_dir)).execute(context())
 
 
 def test_a_data_error_fails_the_task_once_without_a_retry(sweep_env, tmp_path):
@@ -88,7 +88,7 @@ def test_a_data_error_fails_the_task_once_without_a_retry(sweep_env, tmp_path):
         (bad / f"{split}.jsonl").write_text('{"code": "x = 1", "label": "buggy"}\n{"code": "y = 2", "label": "ok"}\n')
     (bad / "dataset.json").write_text('{"text_columns": ["code"]}')  # but no positive_label for these labels
     with pytest.raises(AirflowFailException) as failure:  # AirflowFailException: Airflow does not retry it
-        make_operator(dataset_source=str(bad)).execute(context())
+        make_operator(dataset=str(bad)).execute(context())
     assert "invalid_data" in str(failure.value) and "positive_label" in str(failure.value)
     with sa.create_engine(sweep_env).connect() as connection:
         row = connection.execute(sa.text("SELECT stop_reason, error FROM experiments")).one()
@@ -105,7 +105,7 @@ def test_a_bad_param_fails_the_task_once_before_training(sweep_env, dataset_dir,
     from airflow.sdk.exceptions import AirflowFailException
 
     with pytest.raises(AirflowFailException, match=re.escape(named)):
-        make_operator(dataset_source=str(dataset_dir), **overrides).execute(context())
+        make_operator(dataset=str(dataset_dir), **overrides).execute(context())
 
 
 def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir, tmp_path):
@@ -116,7 +116,7 @@ def test_on_kill_stops_the_training_subprocess(sweep_env, dataset_dir, tmp_path)
     # The soak budget on a 1,000-epoch grid point: it trains until its 90 s time cap, far longer
     # than this test waits, however fast the machine (a tiny stand-in's 5 epochs take 2 s).
     plan = plan_copy(tmp_path / "plan", single_point=True)
-    operator = make_operator(dataset_source=str(dataset_dir), budget="soak", num_epochs=1000, plan_path=str(plan))
+    operator = make_operator(dataset=str(dataset_dir), budget="soak", num_epochs=1000, plan_path=str(plan))
     outcome = {}
 
     def run():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from training.parameters import RunParameters
 from training.plan import Hyperparameters, load_plan
 from training.settings import Storage, database_url
 from training.spec import build_spec
@@ -58,6 +59,6 @@ MECHANICS_CADENCE = {"max_train_samples": 384, "max_eval_samples": 96, "max_leng
 def spec_for(model_id, dataset, budget="tiny", plan=None, run_id="run-1", **hyperparameters):
     values = {"learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3, "weight_decay": 0.01,
               "gradient_accumulation_steps": 1, **hyperparameters}
-    spec = build_spec(plan or load_plan(), model_id, Hyperparameters(**values), budget_name=budget,
-                      dataset_source=str(dataset), dag_id="test_dag", run_id=run_id)
+    spec = build_spec(plan or load_plan(), model_id, Hyperparameters(**values),
+                      RunParameters(budget=budget, dataset=str(dataset)), dag_id="test_dag", run_id=run_id)
     return dataclasses.replace(spec, **MECHANICS_CADENCE) if budget == "demo" else spec

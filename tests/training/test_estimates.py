@@ -4,9 +4,12 @@ gate's refusal naming the estimate, and the rows the report reads back."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 
+from training.parameters import RunParameters
 from training.plan import load_plan
 from training.results import store
 from training.results.estimates import BudgetExceeded, estimate_tier, gate
@@ -38,8 +41,13 @@ def record(url: str, *results: ExperimentResult) -> None:
 
 def small_estimate(url, models=(CODEBERT,), cap=None, sources=None, confirm_seeds=0):
     plan = load_plan()
-    return estimate_tier(url, plan.tiers["small"], list(models), plan.budgets["demo"], DATA, None, confirm_seeds,
-                         sources or {}, cap)
+    plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, confirm_seeds=confirm_seeds))
+    run = RunParameters(budget="demo", dataset=DATA, models=models, max_gpu_hours=cap)
+    return estimate_tier(url, plan, plan.tiers["small"], run, sources or {})
+
+
+def gated(estimate, cap):
+    gate(dataclasses.replace(estimate, max_gpu_hours=cap))
 
 
 def test_each_grid_point_is_priced_from_the_closest_history(fresh_database):
@@ -79,9 +87,9 @@ def test_a_model_without_history_is_scaled_by_parameter_count(fresh_database, mo
 def test_without_history_nothing_is_priced_and_a_gate_refuses(fresh_database):
     estimate = small_estimate(fresh_database, confirm_seeds=2)
     assert len(estimate.unpriced) == 9 and estimate.why_unpriced  # 8 grid points and the seed reruns
-    gate(estimate, None)  # no gate: the run goes ahead
+    gated(estimate, None)  # no gate: the run goes ahead
     with pytest.raises(BudgetExceeded, match="cannot be priced, so the budget cannot be checked"):
-        gate(estimate, 100.0)
+        gated(estimate, 100.0)
     assert small_estimate(None).why_unpriced == "there is no results database to learn from"
 
 
@@ -93,10 +101,10 @@ def test_the_gate_names_the_estimate_and_the_report_reads_it_back(fresh_database
     estimate = small_estimate(fresh_database)
     assert estimate.total() == pytest.approx(8 * 36 / 3600)  # every point priced by its own last run
     with pytest.raises(BudgetExceeded) as refused:
-        gate(estimate, 0.01)
+        gated(estimate, 0.01)
     assert "estimated 0.0800 CPU-hours" in str(refused.value) and "above max_gpu_hours = 0.01" in str(refused.value)
     assert f"{CODEBERT}: 0.0800" in str(refused.value)
-    gate(estimate, 1.0)  # within the budget
+    gated(estimate, 1.0)  # within the budget
     record_estimate(fresh_database, "sweep_small", "now", estimate)
     record_estimate(fresh_database, "sweep_small", "now", estimate)  # a retried first task replaces its rows
     rows = run_estimate(fresh_database, "sweep_small", "now")

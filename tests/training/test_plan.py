@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from training.parameters import RunParameters
 from training.plan import DEFAULT_PLAN_PATH, PlanError, load_plan
 from training.spec import build_spec
 
@@ -130,21 +131,38 @@ def test_broken_plan_names_file_field_and_value(tmp_path, old, new, field, value
 
 
 @pytest.mark.parametrize("arguments, named", [
-    ({"budget_name": "huge"}, "budget = 'huge': not a budget of the plan; expected one of ['demo', 'full', 'tiny']"),
-    ({"budget_name": "tinny"}, "did you mean 'tiny'"),
+    ({"budget": "huge"}, "budget = 'huge': not a budget of the plan; expected one of ['demo', 'full', 'tiny']"),
+    ({"budget": "tinny"}, "did you mean 'tiny'"),
     ({"max_steps": 0}, "max_steps = 0"),
     ({"max_steps": 2.5}, "max_steps = 2.5"),
     ({"seed": -3}, "seed = -3"),
     ({"seed": 2**31}, "seed = 2147483648: must be a whole number from 0 to 2,147,483,637"),
     ({"max_steps": 10**12}, "max_steps = 1000000000000: must be a whole number from 1 to 10,000,000"),
+    ({"pruning": "yes"}, "pruning = 'yes': must be true, false"),
+    ({"max_gpu_hours": True}, "max_gpu_hours = True: must be a number above 0"),
 ])
 def test_a_bad_run_parameter_names_itself(arguments, named):
+    """Run parameters are checked once, where they are made; the budget against the plan when used."""
     from training.plan import ParamError
 
     plan = load_plan()
     with pytest.raises(ParamError) as error:
-        build_spec(plan, "microsoft/codebert-base", plan.tiers["small"].combinations()[0], **arguments)
+        build_spec(plan, "microsoft/codebert-base", plan.tiers["small"].combinations()[0], RunParameters(**arguments))
     assert named in str(error.value)
+
+
+def test_run_parameters_give_one_step_cap_to_the_spec_and_the_estimate():
+
+    plan = load_plan()
+    point = plan.tiers["small"].combinations()[0]
+    assert plan.budgets["tiny"].max_steps is not None
+    tiny = plan.budgets["tiny"].max_steps
+    for asked, cap in ((None, tiny), (tiny + 5, tiny), (max(1, tiny - 1), max(1, tiny - 1))):
+        run = RunParameters(budget="tiny", max_steps=asked)
+        assert run.step_cap(plan) == cap == build_spec(plan, "microsoft/codebert-base", point, run).max_steps
+    assert RunParameters(models=["a/b"]).models == ("a/b",)  # the form's list, frozen
+    assert RunParameters(dataset="/data").dataset_source(plan) == "/data"
+    assert RunParameters().dataset_source(plan) == plan.dataset.source
 
 
 def test_a_model_outside_the_plan_names_the_closest():
@@ -177,10 +195,12 @@ def test_a_tier_can_run_only_when_triggered_and_a_budget_can_cap_time(tmp_path):
     plan = load_plan(path)
     assert plan.tiers["medium"].schedule is None and plan.tiers["small"].schedule == "0 1 * * *"
     assert plan.budgets["tiny"].max_train_seconds == 30
-    spec = build_spec(plan, "Salesforce/codet5-base", plan.tiers["medium"].combinations()[0], budget_name="tiny")
+    spec = build_spec(plan, "Salesforce/codet5-base", plan.tiers["medium"].combinations()[0],
+                      RunParameters(budget="tiny"))
     assert spec.max_train_seconds == 30
     assert "max_train_seconds" in spec.settings_for_key()  # a time cap changes the model, so the key
-    uncapped = build_spec(plan, "Salesforce/codet5-base", plan.tiers["medium"].combinations()[0], budget_name="demo")
+    uncapped = build_spec(plan, "Salesforce/codet5-base", plan.tiers["medium"].combinations()[0],
+                          RunParameters(budget="demo"))
     assert "max_train_seconds" not in uncapped.settings_for_key()  # keys recorded before the field stay valid
 
 
@@ -220,4 +240,5 @@ def test_compile_and_auto_checkpointing_are_read_per_tier(tmp_path):
 def test_seed_zero_is_a_seed_in_the_plan_as_in_the_form(tmp_path):
     plan = load_plan(broken(tmp_path, "seed = 42", "seed = 0"))
     assert plan.settings.seed == 0
-    assert build_spec(plan, "microsoft/codebert-base", plan.tiers["small"].combinations()[0], seed=0).seed == 0
+    assert build_spec(plan, "microsoft/codebert-base", plan.tiers["small"].combinations()[0],
+                      RunParameters(seed=0)).seed == 0

@@ -51,6 +51,7 @@ def test_a_pre_trained_stand_in_learns_the_pair_task_within_the_demo_budget(tmp_
     from devstack.local import PRETRAIN_STEPS
     from tests.training.helpers import run_cli
     from training.offline.standins import build_stand_ins
+    from training.parameters import RunParameters
     from training.plan import Hyperparameters
     from training.spec import build_spec
 
@@ -66,7 +67,7 @@ def test_a_pre_trained_stand_in_learns_the_pair_task_within_the_demo_budget(tmp_
     spec = build_spec(load_plan(), "microsoft/codebert-base",
                       Hyperparameters(learning_rate=2e-5, batch_size=16, num_epochs=3, weight_decay=0.01,
                                       gradient_accumulation_steps=1),
-                      budget_name="demo", dataset_source=str(clone_pairs), dag_id="test_dag", run_id="run-1")
+                      RunParameters(budget="demo", dataset=str(clone_pairs)), dag_id="test_dag", run_id="run-1")
     code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(models)})
     assert code == 0, output[-3000:]
     assert result["is_stand_in"] and (result["train_rows"], result["validation_rows"]) == (960, 300)

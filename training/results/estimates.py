@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from training.engine.models import local_parameter_count
-from training.plan import Hyperparameters, configuration_label, planned_samples
+from training.parameters import RunParameters
+from training.plan import Hyperparameters, Plan, Tier, configuration_label, planned_samples
 from training.results.history import History, read_history
 from training.results.record import StopReason
 
@@ -106,8 +107,9 @@ class BudgetExceeded(ValueError):
     """The run's estimate is above its max_gpu_hours, or cannot be checked against it."""
 
 
-def gate(estimate: TierEstimate, max_gpu_hours: float | None) -> None:
-    """Raise BudgetExceeded, with the breakdown, when the run may cost more than max_gpu_hours."""
+def gate(estimate: TierEstimate) -> None:
+    """Raise BudgetExceeded, with the breakdown, when the run may cost more than its max_gpu_hours."""
+    max_gpu_hours = estimate.max_gpu_hours
     if max_gpu_hours is None:
         return
     if estimate.unpriced:
@@ -188,21 +190,22 @@ def price(model_id: str, hp: Hyperparameters, samples: int | None, history: Hist
     return None, None, None, f"unpriced: no earlier run of {model_id} or of any model with a known size on this device"
 
 
-def estimate_tier(url: str | None, tier, models: list[str], budget, dataset: str, max_steps: int | None,
-                  confirm_seeds: int, model_sources: dict[str, str], max_gpu_hours: float | None) -> TierEstimate:
-    """Price every experiment a tier run will start; never raises for lack of history."""
+def estimate_tier(url: str | None, plan: Plan, tier: Tier, run: RunParameters,
+                  model_sources: dict[str, str]) -> TierEstimate:
+    """Price every experiment a tier run of run.models will start; never raises for lack of history."""
     combinations = tier.combinations()
+    models, confirm_seeds, max_gpu_hours = list(run.models), plan.settings.confirm_seeds, run.gpu_hours_cap(tier)
     if url is None:
         return _unpriced(tier, models, combinations, confirm_seeds, "there is no results database to learn from",
                          max_gpu_hours)
     try:
-        history = read_history(url, dataset, budget.name)
+        history = read_history(url, run.dataset_source(plan), run.budget)
     except sa.exc.SQLAlchemyError as error:
         return _unpriced(tier, models, combinations, confirm_seeds,
                          f"the results database could not be read ({type(error).__name__})", max_gpu_hours)
     rows = [row["train_rows"] for row in history.rows if row["train_rows"]]
     train_rows = rows[0] if rows else None
-    step_cap = min(filter(None, (budget.max_steps, max_steps)), default=None)
+    step_cap = run.step_cap(plan)
     estimates = []
     for model_id in models:
         parameters = history.parameters.get(model_id) or local_parameter_count(model_sources.get(model_id, ""))
