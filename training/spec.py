@@ -18,8 +18,22 @@ from training.settings import Storage
 
 PLAN_AS_WRITTEN = RunParameters()  # the full budget, the plan's dataset, seed and pruning, no step cap
 
-# Where and into what a run writes: resolved where the run starts, never part of what it trains.
-RUNTIME_FIELDS = ("storage", "database_url")
+# The experiment key (engine/prepare.py) hashes what changes the trained model: the fields below.
+# Every field of the spec is in exactly one of the three lists (a test checks it), so a new field
+# is a decision, not an accident. A field added to the key later goes in KEY_FIELDS_WHEN_SET with
+# the value it had before it existed: left out at that value, keys recorded earlier stay valid.
+# KEY_VERSION counts deliberate breaks: raise it (it enters the key above 1) to change every key.
+KEY_VERSION = 1
+KEY_FIELDS = ("model_id", "architecture", "tier", "hyperparameters", "gradient_checkpointing", "dataset",
+              "eval_steps", "logging_steps", "early_stopping_patience", "early_stopping_min_delta",
+              "mixed_precision", "pin_memory", "max_length", "max_train_samples", "max_eval_samples", "max_steps",
+              "seed")
+KEY_FIELDS_WHEN_SET = {"max_train_seconds": None, "max_test_samples": None, "learning_rate_scale": None,
+                       "pruning": None, "compile": False}
+# Why a run exists, where it writes, and how often it saves: never what it trains. (A seed
+# confirmation is another experiment by its seed, not by confirmation_of.)
+NOT_IN_KEY = ("budget", "dag_id", "run_id", "run_type", "plan_version", "reuse_results", "confirmation_of",
+              "full_checkpoint_minutes", "storage", "database_url")
 
 
 @dataclass(frozen=True)
@@ -66,18 +80,12 @@ class ExperimentSpec:
 
     def settings_for_key(self) -> dict[str, Any]:
         """What changes the trained model, and so belongs in the experiment key (not run ids)."""
-        data = dataclasses.asdict(self)
-        # confirmation_of only says why a run exists; its seed is what makes it another experiment.
-        for name in ("dag_id", "run_id", "run_type", "budget", "plan_version", "reuse_results", "confirmation_of",
-                     "full_checkpoint_minutes", *RUNTIME_FIELDS):
-            data.pop(name)
-        if data["compile"] is False:
-            data.pop("compile")  # keys of eager experiments stay as they were
-        for optional in ("max_train_seconds", "max_test_samples", "learning_rate_scale", "pruning"):
-            if data[optional] is None:
-                data.pop(optional)  # keys of experiments without these caps stay as they were
+        data = {name: value for name, value in dataclasses.asdict(self).items()
+                if name in KEY_FIELDS or name in KEY_FIELDS_WHEN_SET and value != KEY_FIELDS_WHEN_SET[name]}
         if any(data.get(cap) is not None for cap in ("max_train_samples", "max_eval_samples", "max_test_samples")):
-            data["row_sample"] = "file-order"  # capped rows are now sampled by loading.capped_rows
+            data["row_sample"] = "file-order"  # capped rows are sampled by loading.capped_rows
+        if KEY_VERSION > 1:
+            data["key_version"] = KEY_VERSION
         return data
 
     def to_json(self) -> str:

@@ -242,3 +242,24 @@ def test_seed_zero_is_a_seed_in_the_plan_as_in_the_form(tmp_path):
     assert plan.settings.seed == 0
     assert build_spec(plan, "microsoft/codebert-base", plan.tiers["small"].combinations()[0],
                       RunParameters(seed=0)).seed == 0
+
+
+def test_every_spec_field_is_decided_for_the_key_and_recorded_keys_stay_valid():
+    """A new spec field must be put in or out of the experiment key on purpose; and the keys of
+    experiments already in a results database do not move when the code is reorganised."""
+    from training.engine.prepare import experiment_key
+    from training.spec import KEY_FIELDS, KEY_FIELDS_WHEN_SET, NOT_IN_KEY, ExperimentSpec
+
+    lists = [*KEY_FIELDS, *KEY_FIELDS_WHEN_SET, *NOT_IN_KEY]
+    assert sorted(lists) == sorted(field.name for field in dataclasses.fields(ExperimentSpec))
+    assert len(lists) == len(set(lists))
+    plan = load_plan()
+    plain = build_spec(plan, "microsoft/codebert-base", plan.tiers["small"].combinations()[0])
+    assert experiment_key(plain, "fp") == "81fe9c77d15ac204"  # recorded before the allow-list existed
+    capped = build_spec(plan, "Salesforce/codet5-large", plan.tiers["large"].combinations()[1],
+                        RunParameters(budget="tiny", dataset="/x", max_steps=5, seed=7, pruning=True))
+    capped = dataclasses.replace(capped, compile="auto", max_train_seconds=5, learning_rate_scale=2.0,
+                                 max_train_samples=None, max_eval_samples=None)
+    assert experiment_key(capped, "fp") == "1cb175c291440d40"
+    assert experiment_key(dataclasses.replace(plain, run_id="other", budget="demo", database_url="x"), "fp") == \
+        "81fe9c77d15ac204"
