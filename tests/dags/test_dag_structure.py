@@ -41,7 +41,7 @@ def test_each_tier_maps_exactly_the_plan_combinations(dagbag, tier_name, expecte
         m.replace("/", "_").replace(".", "_") for m in tier.models)
     total = 0
     for task in trainings:
-        combos = task._get_specified_expand_input().value
+        combos = task.expand_input.value
         assert combos == [c.as_dict() for c in tier.combinations()]  # explicit and sorted
         assert task.partial_kwargs["model_id"] in tier.models
         assert task.partial_kwargs["pool"] == "gpu"

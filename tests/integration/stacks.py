@@ -104,3 +104,58 @@ def training_processes(stack: Stack) -> list[int]:
     return found
 
 
+def scheduled_runs(stack: Stack, dag_id: str) -> list[dict]:
+    runs = stack.api("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+    return [run for run in runs if run["run_type"] == "scheduled"]
+
+
+def wait_for_scheduled_runs(stack: Stack, dag_id: str, count: int, timeout_seconds: float = 240) -> list[dict]:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        runs = scheduled_runs(stack, dag_id)
+        if len(runs) >= count and all(run["state"] in ("success", "failed") for run in runs):
+            return runs
+        time.sleep(3)
+    pytest.fail(f"{dag_id}: {count} scheduled run(s) did not finish within {timeout_seconds:.0f} s")
+
+
+def assert_skipped_before_training(stack: Stack, env: dict, dag_id: str, run: dict) -> None:
+    instances = {ti["task_id"]: ti for ti in task_instances(stack, dag_id, run["dag_run_id"])}
+    assert instances["start"]["state"] == "success", instances["start"]
+    assert {ti["state"] for name, ti in instances.items() if name != "start"} == {"skipped"}, instances
+    assert results(stack, env, dag_id, run["dag_run_id"]) == []  # no experiment started
+
+
+def scheduler_passes(env: dict, dag_id: str, run_id: str, passes: int, timeout_seconds: float = 120) -> None:
+    """Wait until the scheduler has examined a running run `passes` more times. Each examination is
+    one scheduling loop, which first starts every queued run that max_active_runs allows: what a
+    test of "stays queued" must wait for, instead of a guessed sleep."""
+    engine = sa.create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    query = sa.text("SELECT last_scheduling_decision FROM dag_run WHERE dag_id = :dag_id AND run_id = :run_id")
+    seen, deadline = set(), time.monotonic() + timeout_seconds
+    try:
+        while len(seen) <= passes:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{dag_id} {run_id}: {len(seen)} scheduler pass(es) in {timeout_seconds:.0f} s, "
+                            f"not {passes}")
+            with engine.connect() as connection:
+                seen.add(connection.execute(query, {"dag_id": dag_id, "run_id": run_id}).scalar())
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
+def raw_get(stack, path: str) -> tuple[int, str, dict]:
+    """A GET with the path exactly as given (no client-side normalising of dots)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(stack.url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    try:
+        connection.request("GET", path, headers={"Authorization": f"Bearer {stack.token()}"})
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace"), {
+            name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()

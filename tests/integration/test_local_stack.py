@@ -22,12 +22,17 @@ from tests.integration.stacks import (
     GROUP,
     MODEL,
     assert_nothing_left,
+    assert_skipped_before_training,
     plan_copy,
+    raw_get,
     results,
+    scheduled_runs,
+    scheduler_passes,
     task_instances,
     training_processes,
     trigger,
     wait_for_run,
+    wait_for_scheduled_runs,
 )
 
 # The large tier runs nightly at a time three hours ago: enabling it makes Airflow schedule that
@@ -123,22 +128,6 @@ def test_the_report_is_served_behind_the_login_and_linked_from_its_task(local_st
     status, body, headers = raw_get(stack, links["Report"].removeprefix(stack.url))
     assert status == 200 and headers["x-content-type-options"] == "nosniff"
     assert "script-src 'none'" in headers["content-security-policy"]
-
-
-def raw_get(stack, path: str) -> tuple[int, str, dict]:
-    """A GET with the path exactly as given (no client-side normalising of dots)."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    where = urlsplit(stack.url)
-    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
-    try:
-        connection.request("GET", path, headers={"Authorization": f"Bearer {stack.token()}"})
-        response = connection.getresponse()
-        return response.status, response.read().decode(errors="replace"), {
-            name.lower(): value for name, value in response.getheaders()}
-    finally:
-        connection.close()
 
 
 def test_the_api_server_listens_on_this_machine_only(local_stack):
@@ -244,28 +233,6 @@ def test_the_ui_in_chromium_lists_the_tiers_shows_the_form_and_names_mapped_inst
 
 
 
-def scheduled_runs(stack: Stack, dag_id: str) -> list[dict]:
-    runs = stack.api("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
-    return [run for run in runs if run["run_type"] == "scheduled"]
-
-
-def wait_for_scheduled_runs(stack: Stack, dag_id: str, count: int, timeout_seconds: float = 240) -> list[dict]:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        runs = scheduled_runs(stack, dag_id)
-        if len(runs) >= count and all(run["state"] in ("success", "failed") for run in runs):
-            return runs
-        time.sleep(3)
-    pytest.fail(f"{dag_id}: {count} scheduled run(s) did not finish within {timeout_seconds:.0f} s")
-
-
-def assert_skipped_before_training(stack: Stack, env: dict, dag_id: str, run: dict) -> None:
-    instances = {ti["task_id"]: ti for ti in task_instances(stack, dag_id, run["dag_run_id"])}
-    assert instances["start"]["state"] == "success", instances["start"]
-    assert {ti["state"] for name, ti in instances.items() if name != "start"} == {"skipped"}, instances
-    assert results(stack, env, dag_id, run["dag_run_id"]) == []  # no experiment started
-
-
 def test_enabling_a_nightly_dag_never_starts_training_now(local_stack):
     """A first enable, and an enable again after missed nights: the runs Airflow makes for missed
     cron points are skipped by the first task; the next real run is at the next cron point."""
@@ -315,7 +282,7 @@ def test_enabling_a_nightly_dag_never_starts_training_now(local_stack):
 def test_stopping_the_stack_in_the_middle_of_training_leaves_nothing_running(local_stack, local_run, dataset_dir):
     """Last in this module: it stops the stack. A training subprocess runs in a session of its own
     (so a task's on_kill can end it); stop() must end it too, not only the Airflow components."""
-    stack, _ = local_stack
+    stack, env = local_stack
     conf = {"budget": "soak", "models": [MODEL], "dataset": str(dataset_dir)}
     first = trigger(stack, "sweep_small", conf)
     deadline = time.monotonic() + 300
@@ -326,7 +293,7 @@ def test_stopping_the_stack_in_the_middle_of_training_leaves_nothing_running(loc
 
     # One active run per tier: a second trigger waits instead of competing for the GPUs.
     second = trigger(stack, "sweep_small", conf)
-    time.sleep(10)  # several scheduler loops
+    scheduler_passes(env, "sweep_small", first, passes=3)  # each would have started the second if allowed
     assert stack.api("GET", f"dags/sweep_small/dagRuns/{first}")["state"] == "running"
     assert stack.api("GET", f"dags/sweep_small/dagRuns/{second}")["state"] == "queued"
     stopped = assert_nothing_left(stack)

@@ -18,11 +18,6 @@ from tests.training.helpers import run_cli, spec_for
 from training.engine.prepare import prepare
 
 
-@pytest.fixture
-def env(tmp_path, model_root):
-    return {"SWEEP_MODEL_ROOT": str(model_root), "SWEEP_HOME": str(tmp_path / "home")}
-
-
 def experiment_folder(spec, env: dict) -> Path:
     """Where the run of this spec keeps its files, as the run itself computes it."""
     from tests.training.helpers import with_runtime
