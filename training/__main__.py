@@ -41,6 +41,8 @@ def run_experiment_command(args, instruments=None) -> int:
     from training.spec import ExperimentSpec
 
     spec = ExperimentSpec.read(args.spec) if args.spec else grid_point_spec(args)
+    if not sys.stderr.isatty():  # a task log: progress bars there are lines of "0%|" (set before the libraries load)
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     if spec.compile and spec.storage is not None:
         # Before torch is imported. One cache for every experiment of this deployment, kept across
         # runs, so only the first pays the full compile. Set, not defaulted: a parent process that

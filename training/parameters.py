@@ -49,9 +49,15 @@ class RunParameters:
 
     @classmethod
     def from_trigger(cls, params: Mapping[str, Any], plan: Plan, tier: str) -> RunParameters:
-        """A tier run's params (the trigger form's names), checked against the plan: the budget is
-        one of its budgets, and the models are at least one of the tier's."""
-        names = {field.name for field in fields(cls)}
+        """A tier run's params (the trigger form's names), checked against the plan: every key is a
+        param of the DAG (Airflow passes any key of the trigger's JSON through), the budget is one of
+        the plan's, and the models are at least one of the tier's."""
+        names = [field.name for field in fields(cls)]
+        for key in sorted(set(params) - set(names)):
+            hint = closest(key, names)
+            raise ParamError(key, params[key], "not a param of this DAG, which would ignore it"
+                             + (f" ({hint})" if hint.startswith("did you mean") else "")
+                             + f"; its params are {', '.join(names)}")
         run = cls(**{name: params[name] for name in names if name in params})
         run.budget_of(plan)
         models = plan.tiers[tier].models

@@ -65,7 +65,7 @@ def start_decision(*, tier: str, params: dict, run_type: str, scheduled_for: dat
     check_sources_reachable(run.dataset_source(plan), list(run.models), Storage.from_environment())
     tolerance = timedelta(minutes=plan.scheduling.late_start_tolerance_minutes)
     if run_type == "scheduled" and scheduled_for is not None and now - scheduled_for > tolerance:
-        late = now - scheduled_for
+        late = timedelta(seconds=int((now - scheduled_for).total_seconds()))  # no microseconds
         return False, (f"scheduled for {scheduled_for:%Y-%m-%d %H:%M} UTC but starting {late} later, beyond the "
                        f"plan's tolerance of {tolerance}: Airflow made this run for a missed cron time when the "
                        "DAG was enabled. Skipped before any training; the next run is at the next cron time.")

@@ -11,10 +11,14 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from training.plan import GRID_FIELDS
 
+REFUSAL_KEY = "refusal"  # the XCom of a task that refused the run: the run's note says it
 
-def start_sweep(tier: str, plan_path: str | None, params: dict, dag_run, **_) -> bool:
-    """The first task of a tier run (a ShortCircuitOperator's callable): log the params it got, fail
-    at once on one the plan refuses, and skip the whole run when it is a late scheduled one."""
+
+def start_sweep(tier: str, plan_path: str | None, params: dict, dag_run, ti, **_) -> bool:
+    """The first task of a tier run (a ShortCircuitOperator's callable): fail at once, for good, on
+    a param the plan refuses or an estimate above the budget gate, saying why in the log's first
+    line and on the run (its note, see listeners.py); skip the whole run when it is a late
+    scheduled one."""
     import logging
     from datetime import datetime
 
@@ -22,17 +26,25 @@ def start_sweep(tier: str, plan_path: str | None, params: dict, dag_run, **_) ->
     from training.results.estimates import BudgetExceeded
 
     log = logging.getLogger(__name__)
-    log.info("params of this run: %s", {name: params[name] for name in sorted(params)})
     run_type = getattr(dag_run.run_type, "value", str(dag_run.run_type))
     scheduled_for = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
+    lines, reason, go, why = [], None, False, ""
     try:
         go, why = tasks.start_decision(tier=tier, params=dict(params), run_type=run_type, scheduled_for=scheduled_for,
                                        now=datetime.now(UTC), plan_path=plan_path, dag_id=dag_run.dag_id,
-                                       run_id=dag_run.run_id, log=log.info)
+                                       run_id=dag_run.run_id, log=lines.append)
     except tasks.CONFIGURATION_ERRORS as error:
-        raise AirflowFailException(f"this run's params break the plan's rules: {error}") from None
+        reason = f"refused before any training: {error}"
     except BudgetExceeded as error:  # the same on every retry: fail once, before any training
-        raise AirflowFailException(f"budget gate: {error}") from None
+        reason = f"refused before any training by the budget gate: {error}"
+    if reason:
+        log.error(reason)  # the first line of the log: what the user must change
+    log.info("params of this run: %s", {name: params[name] for name in sorted(params)})
+    for line in lines:
+        log.info(line)
+    if reason:
+        ti.xcom_push(key=REFUSAL_KEY, value=reason)  # the run's note (listeners.py)
+        raise AirflowFailException(reason.splitlines()[0])
     log.info(why)
     return go
 

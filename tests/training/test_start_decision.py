@@ -4,6 +4,7 @@ the plan refuses are named before any training. The real scheduler is in tests/i
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,7 +29,7 @@ def offline(monkeypatch, dataset_dir, model_root):
 @pytest.mark.parametrize("run_type, started_after, go", [
     ("scheduled", timedelta(minutes=2), True),  # the nightly run, on time
     ("scheduled", timedelta(minutes=59), True),  # queued behind another tier: still its own night
-    ("scheduled", timedelta(hours=13), False),  # enabled at 14:00: the 01:00 run it makes is skipped
+    ("scheduled", timedelta(hours=13, seconds=31, microseconds=450391), False),  # enabled at 14:00: 01:00 is skipped
     ("scheduled", timedelta(days=3, hours=1), False),  # enabled again after missed nights
     ("manual", timedelta(days=3), True),  # a person pressed Trigger: never skipped
 ])
@@ -38,6 +39,7 @@ def test_only_a_late_scheduled_run_is_skipped(run_type, started_after, go):
     assert decided is go
     if not go:
         assert "beyond the plan's tolerance of 1:00:00" in why and "next cron time" in why
+        assert re.search(r"starting \d+ days?, \d+:\d\d:\d\d later|starting \d+:\d\d:\d\d later", why), why
 
 
 @pytest.mark.parametrize("change, named", [
@@ -49,6 +51,9 @@ def test_only_a_late_scheduled_run_is_skipped(run_type, started_after, go):
     ({"dataset": "  "}, "dataset = '  '"),
     ({"max_gpu_hours": 0}, "max_gpu_hours = 0: must be a number above 0"),
     ({"pruning": "yes"}, "pruning = 'yes': must be true, false"),
+    ({"learning_rate": "fast"}, "learning_rate = 'fast': not a param of this DAG, which would ignore it; its "
+                                "params are budget, dataset, models, max_steps"),
+    ({"max_step": 8}, r"max_step = 8: not a param of this DAG, which would ignore it \(did you mean 'max_steps'\?\)"),
 ])
 def test_params_the_plan_refuses_are_named(change, named):
     with pytest.raises(ParamError, match=named.replace("[", r"\[").replace("]", r"\]")):
