@@ -31,6 +31,15 @@ MAP_INDEX_TEMPLATE = (
     "lr={{ task.learning_rate }} bs={{ task.batch_size }} ep={{ task.num_epochs }} wd={{ task.weight_decay }}"
 )
 SEED_MAP_INDEX_TEMPLATE = "seed={{ task.seed }} " + MAP_INDEX_TEMPLATE
+# What the form checks is what it can say at the field: types and choices. The numbers are two JSON
+# types, so the UI draws a text field that keeps what is typed and says at the field when it is not
+# a number (its number field turned a typed "-5" into NaN and then empty: a run with no step cap).
+# Ranges and "at least one model" are the start task's (training/parameters.py): a value out of
+# range reaches the run as typed, and the run fails before any training with the reason as its
+# note, on the page the UI opens after Trigger. (The server's own refusal appears at the top of the
+# trigger dialog, scrolled out of view, under a JSON-schema dump.)
+TYPED_NUMBER = ["integer", "number"]
+ADVANCED = "Advanced (seed, pruning, GPU-hour budget, reuse)"  # a collapsed section of the form
 
 
 def trigger_params(plan: Plan, tier: Tier, defaults: RunDefaults) -> dict[str, Param]:
@@ -49,28 +58,25 @@ def trigger_params(plan: Plan, tier: Tier, defaults: RunDefaults) -> dict[str, P
                                      "from the Hugging Face hub"),
         # `examples` on the array is what makes the UI draw a multi-select (items.enum validates).
         "models": Param(list(tier.models), type="array", title="Models", examples=list(tier.models),
-                        items={"type": "string", "enum": list(tier.models)}, minItems=1, uniqueItems=True,
+                        items={"type": "string", "enum": list(tier.models)}, uniqueItems=True,
                         description="which models of the tier to train (at least one); the others are skipped"),
-        # exclusiveMinimum, not minimum: the form's number field clamps to a `minimum` when it loses
-        # focus (-5 silently became 1), while the server refuses a value below an exclusive minimum
-        # with a message the form shows. For integers the bound is the same.
-        "max_steps": Param(None, type=["null", "integer"], exclusiveMinimum=0, exclusiveMaximum=MAX_STEPS_CAP + 1,
-                           title="Step cap",
+        "max_steps": Param(None, type=["null", *TYPED_NUMBER], title="Step cap",
                            description="stop every experiment after at most this many optimizer steps (smoke "
                                        "runs); it only shortens a run, never past the grid's epochs; a whole "
                                        f"number from 1 to {MAX_STEPS_CAP:,}, or empty for none"),
-        "seed": Param(plan.settings.seed, type="integer", exclusiveMinimum=-1, exclusiveMaximum=SEED_MAX + 1,
-                      title="Seed",
-                      description=f"random seed of data order and initialisation (0 to {SEED_MAX:,})"),
-        "pruning": Param(None, type=["null", "boolean"], title="Pruning",
+        "seed": Param(plan.settings.seed, type=["null", *TYPED_NUMBER], title="Seed", section=ADVANCED,
+                      description=f"random seed of data order and initialisation: a whole number from 0 to "
+                                  f"{SEED_MAX:,}; empty = the plan's ({plan.settings.seed})"),
+        "pruning": Param(None, type=["null", "boolean"], title="Pruning", section=ADVANCED,
                          description="successive halving across each model's grid: stop a run that is behind "
                                      "its peers at a rung; empty = the plan's setting for this tier ("
                                      + ("on" if tier.pruning else "off") + ")"),
-        "max_gpu_hours": Param(None, type=["null", "number"], exclusiveMinimum=0, title="Budget (GPU-hours)",
+        "max_gpu_hours": Param(None, type=["null", *TYPED_NUMBER], title="Budget (GPU-hours)",
+                               section=ADVANCED,
                                description="refuse the run before any training when its estimate (from this "
-                                           "deployment's earlier runs) is above this; empty = the plan's setting "
-                                           f"for this tier ({tier.max_gpu_hours or 'none'})"),
-        "reuse_results": Param(False, type="boolean", title="Reuse earlier results",
+                                           "deployment's earlier runs) is above this number; empty = the plan's "
+                                           f"setting for this tier ({tier.max_gpu_hours or 'none'})"),
+        "reuse_results": Param(False, type="boolean", title="Reuse earlier results", section=ADVANCED,
                                description="copy the result of an experiment whose full fingerprint (model, "
                                            "hyperparameters, data, settings) already succeeded, instead of training"),
     }

@@ -140,20 +140,26 @@ def train(spec: ExperimentSpec, *, task_id: str, map_index: int, try_number: int
     return run_in_subprocess(spec, work_dir, log, on_start=on_start, time_limit_seconds=time_limit_seconds)
 
 
-def report(dag_id: str, run_id: str, tier: str, run_type: str) -> tuple[str, Path]:
-    """Close the sweep run in the results DB and render its report; (run status, report path)."""
+def report(dag_id: str, run_id: str, tier: str, run_type: str, refusal: str | None = None,
+           params: dict | None = None) -> tuple[str, Path]:
+    """Close the sweep run in the results DB and render its report; (run status, report path).
+    refusal: why the start task refused the run; params: what it was triggered with (for the index)."""
     from training.report.render import render_run_report
     from training.results.store import finish_sweep_run
 
     url = database_url("the report task")
     status = finish_sweep_run(url, dag_id, run_id, tier, run_type)
-    return status, render_run_report(url, dag_id, run_id, Storage.from_environment().report_dir(dag_id, run_id))
+    status = "refused" if refusal else status  # recorded as closed with nothing trained; shown as refused
+    shown = {name: (params or {}).get(name) for name in ("budget", "dataset", "models", "max_steps", "seed")}
+    summary = {"tier": tier, "run_type": run_type, "status": status, "params": shown}
+    return status, render_run_report(url, dag_id, run_id, Storage.from_environment().report_dir(dag_id, run_id),
+                                     refusal, summary)
 
 
-def seed_confirmations(dag_id: str, run_id: str, model_id: str, count: int, seed: int) -> list[dict]:
+def seed_confirmations(dag_id: str, run_id: str, model_id: str, count: int, seed: int | None) -> list[dict]:
     """The reruns of a model's chosen configuration (by validation F1, among this run's grid) with
-    `count` more seeds (seed+1 ... seed+count), as the confirm task's mapped arguments; none when no
-    grid point succeeded."""
+    `count` more seeds (seed+1 ... seed+count; seed None: the chosen run's own), as the confirm
+    task's mapped arguments; none when no grid point succeeded."""
     from training.results.selection import best_of
     from training.results.store import run_experiments
 
@@ -162,6 +168,7 @@ def seed_confirmations(dag_id: str, run_id: str, model_id: str, count: int, seed
     best = best_of(records)
     if best is None:
         return []
+    seed = best.seed if seed is None else seed
     return [{**{name: getattr(best, name) for name in GRID_FIELDS}, "seed": seed + offset,
              "confirmation_of": best.experiment_key} for offset in range(1, count + 1)]
 

@@ -1,9 +1,10 @@
-"""What the scheduler calls when a sweep run fails: the run's note says why, in the task's own
-words, so the reason is on the run itself and not only inside a task's log.
+"""What the scheduler calls when a sweep run ends: the run's note links its report and, when the
+run failed, says why in the task's own words, so both are on the run's page (where the UI opens
+after Trigger) and not only inside a task's log.
 
 A task that fails a run for a reason the user must act on (the start task refusing a param or a
 budget, the verify task naming the experiments that failed) pushes that reason as the XCom
-`refusal` before it fails; the first of them, in run order, becomes the note. A note a person
+`refusal` before it fails; the first of them, in run order, goes in the note. A note a person
 wrote is never replaced.
 """
 
@@ -23,14 +24,40 @@ log = logging.getLogger(__name__)
 
 @hookimpl
 def on_dag_run_failed(dag_run, msg: str) -> None:
+    write_note(dag_run, failed=True)
+
+
+@hookimpl
+def on_dag_run_success(dag_run, msg: str) -> None:
+    write_note(dag_run, failed=False)
+
+
+def write_note(dag_run, failed: bool) -> None:
     if not dag_run.dag_id.startswith("sweep_") or dag_run.note:
         return
     try:
-        reason = refusal(dag_run)
-        if reason:
-            dag_run.note = reason if len(reason) <= NOTE_LIMIT else reason[:NOTE_LIMIT - 1] + "…"
+        reason = refusal(dag_run) if failed else None
+        link = report_link(dag_run)
+        if reason and len(reason) + len(link) > NOTE_LIMIT:
+            reason = reason[:NOTE_LIMIT - len(link) - 1] + "…"
+        note = "\n\n".join(part for part in (reason, link) if part)
+        if note:
+            dag_run.note = note
     except Exception:  # a note is a courtesy: it must never stop the scheduler
-        log.exception("could not write the reason on %s %s as its note", dag_run.dag_id, dag_run.run_id)
+        log.exception("could not write the note of %s %s", dag_run.dag_id, dag_run.run_id)
+
+
+def report_link(dag_run) -> str:
+    """A Markdown link to the run's report, when its report task wrote one."""
+    from airflow.configuration import conf
+
+    from sweep_airflow.report_server import report_url
+    from training.settings import Storage
+
+    if not (Storage.from_environment().report_dir(dag_run.dag_id, dag_run.run_id) / "report.html").is_file():
+        return ""
+    url = report_url(conf.get("api", "base_url", fallback="http://localhost:8080"), dag_run.dag_id, dag_run.run_id)
+    return f"[Report]({url})"
 
 
 def refusal(dag_run) -> str | None:

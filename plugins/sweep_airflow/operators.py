@@ -154,7 +154,7 @@ class ChooseSeedRerunsOperator(BaseOperator):
 
     template_fields = ("selected_models", "seed")
 
-    def __init__(self, *, model_id: str, count: int, seed: int, selected_models: list[str] | None = None,
+    def __init__(self, *, model_id: str, count: int, seed: int | None, selected_models: list[str] | None = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.model_id = model_id
@@ -167,7 +167,8 @@ class ChooseSeedRerunsOperator(BaseOperator):
 
         if self.selected_models and self.model_id not in self.selected_models:
             raise AirflowSkipException(f"{self.model_id} was not selected for this run")
-        reruns = tasks.seed_confirmations(self.dag_id, context["run_id"], self.model_id, self.count, int(self.seed))
+        seed = None if self.seed is None else int(self.seed)  # None: the grid's own (the plan's)
+        reruns = tasks.seed_confirmations(self.dag_id, context["run_id"], self.model_id, self.count, seed)
         self.log.info("seed confirmation of %s: %s", self.model_id,
                       reruns or "no grid point succeeded; nothing to rerun")
         return reruns
@@ -202,10 +203,18 @@ class RenderReportOperator(BaseOperator):
         self.tier = tier
 
     def execute(self, context) -> str:
+        from airflow.configuration import conf
+
+        from sweep_airflow.report_server import report_url
         from training import tasks
 
-        status, path = tasks.report(self.dag_id, context["run_id"], self.tier, _run_type(context))
+        refusal = context["ti"].xcom_pull(task_ids="start", key=REFUSAL_KEY)
+        status, path = tasks.report(self.dag_id, context["run_id"], self.tier, _run_type(context), refusal,
+                                    dict(context["params"]))
         self.log.info("sweep run %s: %s; report written to %s", context["run_id"], status, path)
+        # Last, where a reader of the log looks first: the address the report is served at.
+        self.log.info("report: %s", report_url(conf.get("api", "base_url", fallback="http://localhost:8080"),
+                                                self.dag_id, context["run_id"]))
         return str(path)
 
 
@@ -228,9 +237,15 @@ class VerifySweepOperator(BaseOperator):
         from training import tasks
         from training.results.verdict import SweepRunFailed
 
+        ti = context["ti"]
+        # The start task failed the run before any training: this last task (the one Airflow's run
+        # state follows) fails too, so a refused run is never marked a success.
+        if refusal := ti.xcom_pull(task_ids="start", key=REFUSAL_KEY):
+            raise AirflowFailException(f"nothing was trained: {refusal.splitlines()[0]}")
         try:
             succeeded = tasks.verify(self.dag_id, context["run_id"], self.experiments_per_model,
                                      self.selected_models)
         except SweepRunFailed as failure:
+            ti.xcom_push(key=REFUSAL_KEY, value=str(failure))  # the run's note (listeners.py)
             raise AirflowFailException(str(failure)) from None
         return {"succeeded": succeeded}

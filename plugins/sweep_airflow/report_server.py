@@ -9,12 +9,16 @@ must be allowed to read the DAG's runs.
 from __future__ import annotations
 
 import html
+import json
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from training.settings import Storage, inside, safe_name
 
@@ -28,6 +32,17 @@ SECURITY_HEADERS = {
 }
 
 app = FastAPI(title="Sweep reports", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.exception_handler(HTTPException)
+async def signed_out_to_the_login(request: Request, error: HTTPException):
+    """A browser that is not signed in goes to the login page and comes back here after it; a
+    script (no text/html in its Accept header) gets the status and its JSON, as before."""
+    if error.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+        from airflow.api_fastapi.app import get_auth_manager
+
+        return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+    return await http_exception_handler(request, error)
 
 
 def reports_root() -> Path:
@@ -48,23 +63,68 @@ def report_file(dag_id: str, run_id: str, name: str) -> FileResponse:
 
 @app.get("/", response_class=HTMLResponse)
 def index(user: GetUserDep) -> HTMLResponse:
-    """Every tier's reports, newest first, linked; only DAGs the caller may read are listed."""
+    """One row per run, newest first, of the DAGs the caller may read: tier, date, budget, dataset,
+    state, what it chose, and links to the report and to the run in the UI."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 
-    manager, sections, root = get_auth_manager(), [], reports_root()
+    manager, root, rows = get_auth_manager(), reports_root(), []
     for dag_dir in sorted(p for p in root.glob("*") if p.is_dir() and not p.is_symlink()):
-        if not manager.is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN,
-                                         details=DagDetails(id=dag_dir.name), user=user):
-            continue
-        runs = sorted((p for p in dag_dir.glob("*/report.html") if inside(root, p) and p.is_file()),
-                      key=lambda p: p.stat().st_mtime, reverse=True)
-        items = "".join(f'<li><a href="{html.escape(dag_dir.name)}/{html.escape(p.parent.name)}/report.html">'
-                        f"{html.escape(p.parent.name)}</a></li>" for p in runs)
-        sections.append(f"<h2>{html.escape(dag_dir.name)}</h2><ul>{items}</ul>")
-    body = "".join(sections) or "<p>No reports yet: each tier's report task writes one per run.</p>"
-    return HTMLResponse(f"<!doctype html><title>Sweep reports</title><h1>Sweep reports</h1>{body}",
-                        headers=SECURITY_HEADERS)
+        if manager.is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN,
+                                     details=DagDetails(id=dag_dir.name), user=user):
+            rows += [run_summary(dag_dir.name, p) for p in dag_dir.glob("*/report.html")
+                     if inside(root, p) and p.is_file()]
+    rows.sort(key=lambda row: row["rendered_at"], reverse=True)
+    body = (f"<table><tr><th>tier</th><th>run</th><th>date (UTC)</th><th>budget</th><th>dataset</th><th>state</th>"
+            f"<th>experiments</th><th>most accurate</th><th>links</th></tr>{''.join(map(index_row, rows))}</table>"
+            if rows else "<p>No reports yet: each tier's report task writes one per run.</p>")
+    return HTMLResponse(INDEX_PAGE.format(body=body), headers=SECURITY_HEADERS)
+
+
+def run_summary(dag_folder: str, report: Path) -> dict:
+    """The report task's summary.json of a run; a report from before it existed gets its folder's
+    name and the file's time only."""
+    try:
+        summary = json.loads((report.parent / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    rendered = datetime.fromtimestamp(report.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    return {"dag_id": dag_folder, "run_id": report.parent.name, "params": {}, "rendered_at": rendered, **summary,
+            "href": f"{dag_folder}/{report.parent.name}/report.html"}
+
+
+def index_row(row: dict) -> str:
+    def cell(value) -> str:
+        return f"<td>{html.escape('–' if value in (None, '') else str(value))}</td>"
+
+    params, state = row.get("params") or {}, str(row.get("status") or "–")
+    date = str(row["rendered_at"]).replace("T", " ")[:16]
+    dataset = params.get("dataset") or ("the plan's" if params else None)
+    best = row.get("most_accurate")
+    run_page = f"../dags/{quote(row['dag_id'], safe='')}/runs/{quote(row['run_id'], safe='')}"
+    links = (f'<a href="{html.escape(row["href"])}">report</a> · '
+             f'<a href="{html.escape(row["href"].removesuffix(".html") + ".md")}">Markdown</a> · '
+             f'<a href="{html.escape(run_page)}">run</a>')
+    return (f"<tr>{cell(row.get('tier') or row['dag_id'].removeprefix('sweep_'))}"
+            f'<td><a href="{html.escape(row["href"])}">{html.escape(row["run_id"])}</a></td>'
+            f"{cell(date)}{cell(params.get('budget'))}{cell(dataset)}"
+            f'<td><span class="state {html.escape(state)}">{html.escape(state)}</span></td>'
+            f"{cell(row.get('experiments'))}{cell(best)}<td>{links}</td></tr>")
+
+
+INDEX_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sweep reports</title><style>
+body {{ font: 14px/1.5 system-ui, sans-serif; margin: 1.5rem 2rem; color: #1d2433; background: #f7f8fa; }}
+h1 {{ font-size: 1.4rem; font-weight: 600; }}
+table {{ border-collapse: collapse; width: 100%; background: #fff; border: 1px solid #dde2ea; }}
+th, td {{ text-align: left; padding: 0.45rem 0.7rem; border-bottom: 1px solid #e6e9ef; }}
+th {{ background: #eef1f6; font-weight: 600; }}
+a {{ color: #0a58ca; text-decoration: none; }} a:hover {{ text-decoration: underline; }}
+.state {{ padding: 0.1rem 0.5rem; border-radius: 0.6rem; font-size: 0.85rem; background: #e6e9ef; }}
+.state.success {{ background: #d7f0dc; color: #145c2a; }} .state.failed {{ background: #fbd9d9; color: #8a1c1c; }}
+.state.refused {{ background: #fde8c8; color: #7a4a00; }}
+</style></head><body><h1>Sweep reports</h1>
+<p>One row per run, newest first. The state is the report task's: refused runs stopped before any training.</p>
+{body}</body></html>"""
 
 
 def report_url(base_url: str, dag_id: str, run_id: str) -> str:

@@ -97,8 +97,15 @@ def test_the_trigger_form_validates_its_params(dagbag):
     form = params.get_param("models").serialize()  # what the UI builds its field from: a JSON-Schema
     assert form["schema"]["items"]["enum"] == ["Salesforce/codet5-base", "Salesforce/codet5p-220m"]
     assert form["schema"]["examples"] == form["schema"]["items"]["enum"]  # the UI's multi-select needs these
-    for name, bad in [("models", ["Salesforce/codet5-large"]), ("models", []), ("budget", "huge"),
-                      ("max_steps", 0), ("seed", -1), ("reuse_results", "yes")]:
+    for name, bad in [("models", ["Salesforce/codet5-large"]), ("budget", "huge"), ("max_steps", "eight"),
+                      ("seed", "x"), ("reuse_results", "yes"), ("max_gpu_hours", [1])]:
         with pytest.raises(ParamValidationError):
             params.get_param(name).resolve(bad)
+    # Numbers are typed in a text field that keeps what is typed (two JSON types), and their ranges are
+    # the start task's, so a typed -5 reaches the run as typed and is refused there, never dropped.
+    for name in ("max_steps", "seed", "max_gpu_hours"):
+        schema = params.get_param(name).serialize()["schema"]
+        assert set(schema["type"]) == {"null", "integer", "number"} and "exclusiveMinimum" not in schema
+        assert params.get_param(name).resolve(-5) == -5
+    assert params.get_param("models").resolve([]) == []  # refused by the start task: "choose at least one"
     assert params.get_param("models").resolve(["Salesforce/codet5-base"]) == ["Salesforce/codet5-base"]

@@ -1,13 +1,11 @@
 """The real stack with the LocalExecutor, beyond dag.test(): separate api-server, scheduler,
 dag-processor and triggerer processes on a real Postgres; a tier triggered through the REST API;
-invalid form values refused by the server; the UI in headless Chromium; and a stop in the middle
-of training that leaves nothing running."""
+invalid form values refused by the server; and a stop in the middle of training that leaves
+nothing running. The UI in headless Chromium is test_local_stack_ui.py, on the same stack."""
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -16,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from devstack.stack import Stack, StackError, free_port
+from devstack.stack import StackError
 from tests.integration.stacks import (
-    ARTIFACTS,
     GROUP,
+    LARGE_CRON_POINT,
     MODEL,
     assert_nothing_left,
     assert_skipped_before_training,
-    plan_copy,
     raw_get,
     results,
     scheduled_runs,
@@ -34,36 +31,7 @@ from tests.integration.stacks import (
     wait_for_run,
     wait_for_scheduled_runs,
 )
-
-# The large tier runs nightly at a time three hours ago: enabling it makes Airflow schedule that
-# missed cron point at once, the case the first task must skip.
-THREE_HOURS_AGO = datetime.now(UTC) - timedelta(hours=3)
-LARGE_CRON = f"{THREE_HOURS_AGO.minute} {THREE_HOURS_AGO.hour} * * *"
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory, dataset_dir, model_root):
-    home = tmp_path_factory.mktemp("local-stack")
-    plan = plan_copy(home / "plan", large_schedule=LARGE_CRON)
-    # The stack's offline defaults point the form at the local data; the tests' budget is tiny (make
-    # airflow's is demo) so that a run of every default stays short.
-    stack = Stack(home, port=free_port(), models_dir=model_root, data_dir=dataset_dir,
-                  extra_env={"SWEEP_PLAN_FILE": str(plan), "SWEEP_DEFAULT_BUDGET": "tiny"})
-    try:
-        env = stack.start()
-        yield stack, env
-    finally:
-        assert_nothing_left(stack)  # also after the last test has stopped it already
-
-
-@pytest.fixture(scope="module")
-def local_run(local_stack, dataset_dir):
-    """sweep_small triggered through the REST API with every other param at its default (offline,
-    the local data and the stack's budget) and one model chosen: the other model's tasks are
-    skipped. (The whole-DAG test trains both.)"""
-    stack, env = local_stack
-    run_id = trigger(stack, "sweep_small", {"models": [MODEL]})
-    return run_id, wait_for_run(stack, "sweep_small", run_id, timeout_seconds=900)
+from training.settings import safe_name
 
 
 def test_a_tier_triggered_through_the_rest_api_runs_on_the_scheduler(local_stack, local_run, dataset_dir):
@@ -92,9 +60,16 @@ def test_a_tier_triggered_through_the_rest_api_runs_on_the_scheduler(local_stack
     assert {row["dataset_source"] for row in rows} == {str(dataset_dir)} and {row["budget"] for row in rows} == {"tiny"}
     assert {row["status"] for row in rows} == {"finished"} and {row["run_type"] for row in rows} == {"manual"}
     assert {row["stop_reason"] for row in rows} <= {"completed", "early_stopped"}
-    report = Path(env["SWEEP_REPORTS_DIR"]) / "sweep_small"
-    html = next(report.glob("*/report.html")).read_text()
+    folder = Path(env["SWEEP_REPORTS_DIR"]) / "sweep_small" / safe_name(run_id)
+    html = (folder / "report.html").read_text()
     assert MODEL in html and "Recommendation matrix" in html
+    summary = json.loads((folder / "summary.json").read_text())  # the reports index's row
+    assert (summary["tier"], summary["status"], summary["params"]["budget"], summary["experiments"]) == (
+        "small", "success", "tiny", 8)
+    log = stack.api("GET", f"dags/sweep_small/dagRuns/{run_id}/taskInstances/report/logs/1?full_content=true")
+    events = [e["event"] for e in log["content"] if isinstance(e, dict) and "sweep_airflow" in str(e.get("logger"))]
+    assert events[-1] == f"report: {stack.url}/sweep-reports/sweep_small/{safe_name(run_id)}/report.html", events
+    assert run["note"] == f"[Report]({stack.url}/sweep-reports/sweep_small/{safe_name(run_id)}/report.html)"
     verify = next(ti for ti in instances if ti["task_id"] == "verify")
     assert verify["state"] == "success"
 
@@ -107,7 +82,9 @@ def test_the_report_is_served_behind_the_login_and_linked_from_its_task(local_st
     anonymous = urllib.request.Request(links["Report"])
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(anonymous, timeout=30)
-    assert refused.value.code == 401
+    assert refused.value.code == 401  # a script gets the status
+    browser = raw_get(stack, links["Report"].removeprefix(stack.url), token=None, accept="text/html")
+    assert browser[0] == 303 and browser[2]["location"].startswith("/auth/login?next="), browser  # a browser: login
     forged = urllib.request.Request(links["Report"], headers={"Authorization": "Bearer not-a-token"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(forged, timeout=30)
@@ -134,12 +111,16 @@ def test_the_report_is_served_behind_the_login_and_linked_from_its_task(local_st
 
 
 def test_a_refused_run_says_why_in_its_first_log_line_and_on_the_run(local_stack):
-    """A folder that does not exist and a key that is not a param: the form accepts both (Airflow
-    passes unknown keys through), the start task refuses before any training, and the reason is
-    the first line the task logs and the run's note."""
+    """A folder that does not exist, a step cap out of range, no model, and a key that is not a
+    param: the server accepts them (Airflow passes unknown keys through; ranges are not the form's),
+    the start task refuses before any training, and the reason is the first line the task logs and
+    the run's note, on the page the UI opens after Trigger."""
     stack, _ = local_stack
     for conf, reason in [({"models": [MODEL], "dataset": "/no/such/folder"},
                           "dataset = '/no/such/folder': no such folder"),
+                         ({"models": [MODEL], "max_steps": -5},
+                          "max_steps = -5: must be a whole number from 1 to 10,000,000, or empty for no cap"),
+                         ({"models": []}, "models = []: choose at least one of"),
                          ({"models": [MODEL], "learning_rate": "fast"},
                           "learning_rate = 'fast': not a param of this DAG, which would ignore it; its params are "
                           "budget, dataset, models")]:
@@ -147,9 +128,12 @@ def test_a_refused_run_says_why_in_its_first_log_line_and_on_the_run(local_stack
         run = wait_for_run(stack, "sweep_small", run_id, timeout_seconds=300)
         assert run["state"] == "failed"
         assert run["note"].startswith("refused before any training: ") and reason in run["note"], run["note"]
+        report = f"{stack.url}/sweep-reports/sweep_small/{safe_name(run_id)}/report.html"
+        assert run["note"].endswith(f"[Report]({report})"), run["note"]
         instances = {ti["task_id"]: ti["state"] for ti in task_instances(stack, "sweep_small", run_id)}
         assert instances["start"] == "failed"
         assert {state for task, state in instances.items() if ".train" in task} == {"upstream_failed"}
+        assert instances["verify"] == "failed"  # the task the run's state follows: never a success
         log = stack.api("GET", f"dags/sweep_small/dagRuns/{run_id}/taskInstances/start/logs/1?full_content=true")
         ours = [entry["event"] for entry in log["content"]
                 if isinstance(entry, dict) and str(entry.get("logger", "")).startswith("sweep_airflow")]
@@ -169,94 +153,14 @@ def test_the_api_server_listens_on_this_machine_only(local_stack):
     assert listening == {"0100007F"}, listening  # 127.0.0.1, and not 0.0.0.0 or ::
 
 
-def test_the_api_server_refuses_invalid_form_values_and_names_them(local_stack):
+def test_the_api_server_refuses_values_outside_the_forms_choices_and_names_them(local_stack):
+    """What the form offers as choices (budgets, models) or types (a number) is checked by the
+    server before a run exists; ranges are the start task's (the test above)."""
     stack, _ = local_stack
-    for conf, named in [({"max_steps": 0}, "max_steps"), ({"budget": "huge"}, "budget"),
-                        ({"models": ["Salesforce/codet5-large"]}, "models")]:
+    for conf, named in [({"budget": "huge"}, "budget"), ({"models": ["Salesforce/codet5-large"]}, "models"),
+                        ({"max_steps": "eight"}, "max_steps")]:
         with pytest.raises(StackError, match=f"HTTP 400.*param {named}"):
             stack.api("POST", "dags/sweep_small/dagRuns", {"logical_date": None, "conf": conf})
-
-
-def test_the_ui_in_chromium_lists_the_tiers_shows_the_form_and_names_mapped_instances(local_stack, local_run):
-    from playwright.sync_api import expect, sync_playwright
-
-    stack, _ = local_stack
-    run_id, _ = local_run
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                             args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{stack.url}/auth/login")  # SimpleAuthManager's login form
-            page.get_by_label("Username").fill("admin")
-            page.get_by_label("Password").fill(stack.admin_password())
-            page.get_by_role("button", name="Sign in").click()
-            # The login page itself matches "<url>/**": wait until sign-in has navigated away from it,
-            # or the next goto can race the redirect and be aborted (net::ERR_ABORTED, seen once in CI).
-            page.wait_for_url(lambda url: url.startswith(stack.url) and "/auth/login" not in url)
-            page.wait_for_load_state()
-
-            page.goto(f"{stack.url}/dags")
-            for dag_id in ("sweep_small", "sweep_medium", "sweep_large"):
-                expect(page.get_by_text(dag_id, exact=True).first).to_be_visible(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "airflow-dags.png"))
-
-            page.goto(f"{stack.url}/dags/sweep_small")
-            page.get_by_role("button", name="Trigger").first.click()
-            dialog = page.get_by_role("dialog")
-            # one field per Param, each with its title and help text, the widget its schema asks for
-            expect(dialog.get_by_role("combobox", name="Budget")).to_be_visible(timeout=30_000)
-            expect(dialog.get_by_role("group").filter(has_text="Dataset").get_by_role("textbox")).to_be_visible()
-            models = dialog.get_by_role("group").filter(has_text="which models of the tier to train")
-            expect(models.get_by_role("combobox", name="Select one or multiple values")).to_be_visible()  # multi
-            for model in ("microsoft/codebert-base", "Salesforce/codet5-small"):  # default: the whole tier
-                expect(models.get_by_text(model, exact=True)).to_be_visible()
-            expect(dialog.get_by_role("spinbutton", name="Step cap")).to_have_value("")
-            expect(dialog.get_by_role("spinbutton", name="Seed")).to_have_value("42")
-            expect(dialog.get_by_role("checkbox", name="Reuse earlier results")).not_to_be_checked()
-            expect(dialog.get_by_text("full = the plan as written; demo and tiny shrink data")).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "airflow-trigger-form.png"))
-
-            # An out-of-range step cap stays as typed and is refused in the form, not clamped to 1.
-            runs_before = stack.api("GET", "dags/sweep_small/dagRuns")["total_entries"]
-            step_cap = dialog.get_by_role("spinbutton", name="Step cap")
-            step_cap.fill("-5")
-            step_cap.press("Tab")
-            expect(step_cap).to_have_value("-5")
-            dialog.get_by_role("button", name="Trigger").click()
-            expect(dialog.get_by_text(re.compile(r"-5 is less than or equal to the minimum of 0"))).to_be_visible(
-                timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "airflow-trigger-refused.png"))
-            assert stack.api("GET", "dags/sweep_small/dagRuns")["total_entries"] == runs_before
-            page.keyboard.press("Escape")
-
-            page.goto(f"{stack.url}/dags/sweep_small/runs/{run_id}/tasks/{GROUP}.train/mapped")
-            expect(page.get_by_text("lr=2e-05 bs=16 ep=3").first).to_be_visible(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "airflow-mapped-instances.png"))
-
-            page.goto(f"{stack.url}/dags/sweep_small/runs/{run_id}")
-            page.wait_for_timeout(3000)
-            page.screenshot(path=str(ARTIFACTS / "airflow-dag-grid.png"))
-
-            # The report, one click from the report task: its "Report" link opens it, signed in.
-            page.goto(f"{stack.url}/dags/sweep_small/runs/{run_id}/tasks/report")
-            page.get_by_role("link", name="Details", exact=True).click()  # the task's extra links are there
-            link = page.get_by_role("link", name="Report", exact=True)
-            expect(link).to_be_visible(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "airflow-report-link.png"))
-            link.click()  # same origin as the UI: it opens in place, with the session's login
-            page.wait_for_url(f"{stack.url}/sweep-reports/**", timeout=30_000)
-            expect(page.get_by_role("heading", name="Sweep report: sweep_small")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("Recommendation matrix").first).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "airflow-report-opened.png"))
-
-            page.goto(f"{stack.url}/sweep-reports/")  # the index, also in the UI's navigation
-            expect(page.get_by_role("link", name=run_id, exact=True)).to_be_visible(timeout=30_000)
-        finally:
-            browser.close()
-
-
 
 
 def test_enabling_a_nightly_dag_never_starts_training_now(local_stack):
@@ -272,7 +176,7 @@ def test_enabling_a_nightly_dag_never_starts_training_now(local_stack):
                     f"dags/sweep_large/dagRuns/{first['dag_run_id']}/taskInstances/start/logs/1?full_content=true")
     assert "beyond the plan's tolerance" in json.dumps(log)
     next_run = datetime.fromisoformat(stack.api("GET", "dags/sweep_large")["next_dagrun_run_after"])
-    assert next_run == THREE_HOURS_AGO.replace(second=0, microsecond=0) + timedelta(days=1)
+    assert next_run == LARGE_CRON_POINT.replace(second=0, microsecond=0) + timedelta(days=1)
 
     # Paused, and three nights pass: the DAG's next run is three nights ago. (Its one run is removed
     # rather than moved: a run keeps its run id, which the scheduler would make again for that night.)
@@ -301,13 +205,15 @@ def test_enabling_a_nightly_dag_never_starts_training_now(local_stack):
     for run in runs:
         assert_skipped_before_training(stack, env, "sweep_large", run)
     assert not training_processes(stack)
-    assert next_run == THREE_HOURS_AGO.replace(second=0, microsecond=0) + timedelta(days=1)  # tonight's
+    assert next_run == LARGE_CRON_POINT.replace(second=0, microsecond=0) + timedelta(days=1)  # tonight's
     stack.api("PATCH", "dags/sweep_large", {"is_paused": True})
 
 
+@pytest.mark.stops_local_stack
 def test_stopping_the_stack_in_the_middle_of_training_leaves_nothing_running(local_stack, local_run, dataset_dir):
-    """Last in this module: it stops the stack. A training subprocess runs in a session of its own
-    (so a task's on_kill can end it); stop() must end it too, not only the Airflow components."""
+    """Last of the tests on the local stack (conftest.py orders it): it stops the stack. A training
+    subprocess runs in a session of its own (so a task's on_kill can end it); stop() must end it
+    too, not only the Airflow components."""
     stack, env = local_stack
     conf = {"budget": "soak", "models": [MODEL], "dataset": str(dataset_dir)}
     first = trigger(stack, "sweep_small", conf)

@@ -29,9 +29,22 @@ def make_operator(**overrides):
         return TrainExperimentOperator(task_id="train", **arguments)
 
 
-def context(run_id="manual__op"):
-    return {"run_id": run_id, "dag_run": SimpleNamespace(run_type="manual"),
-            "ti": SimpleNamespace(map_index=0, try_number=1)}
+class TaskInstance(SimpleNamespace):
+    """What the operators use of Airflow's task instance; XComs in a dict (the real ones: tests/integration)."""
+
+    def __init__(self, xcoms=None):
+        super().__init__(map_index=0, try_number=1, xcoms=dict(xcoms or {}))
+
+    def xcom_pull(self, task_ids, key="return_value"):
+        return self.xcoms.get((task_ids, key))
+
+    def xcom_push(self, key, value):
+        self.xcoms[("self", key)] = value
+
+
+def context(run_id="manual__op", xcoms=None):
+    return {"run_id": run_id, "dag_run": SimpleNamespace(run_type="manual"), "ti": TaskInstance(xcoms),
+            "params": {}}
 
 
 @pytest.fixture
@@ -171,9 +184,15 @@ def test_the_final_check_fails_the_run_for_a_failed_or_missing_experiment(monkey
         context(PREVIOUS_RUN)) == {"succeeded": 3}
     with pytest.raises(AirflowFailException, match="1 recorded no result"):
         verify_operator(2, ["microsoft/codebert-base", "Salesforce/codet5-small"]).execute(context(PREVIOUS_RUN))
+    latest = context(LATEST_RUN)
     with pytest.raises(AirflowFailException, match=r"3 of 4 experiments succeeded\n  Salesforce/codet5-small lr=2e-05 "
                                                    r"bs=16 ep=3 wd=0.01: failed"):
-        verify_operator(2, ["microsoft/codebert-base", "Salesforce/codet5-small"]).execute(context(LATEST_RUN))
+        verify_operator(2, ["microsoft/codebert-base", "Salesforce/codet5-small"]).execute(latest)
+    assert latest["ti"].xcoms[("self", "refusal")].startswith("3 of 4 experiments succeeded")  # the run's note
+    # A run the start task refused trained nothing; the last task fails it even when nothing was expected.
+    refused = context(PREVIOUS_RUN, {("start", "refusal"): "refused before any training: models = []: choose"})
+    with pytest.raises(AirflowFailException, match="nothing was trained: refused before any training: models"):
+        verify_operator(1, []).execute(refused)
 
 
 def test_an_unselected_model_is_skipped_without_training():

@@ -91,6 +91,7 @@ class RunReport:
     estimates: list[EstimateLine] = field(default_factory=list)  # per model, from the run's first task
     estimate_unit: str | None = None  # the estimate's own unit ("GPU-hour", "CPU-hour")
     max_gpu_hours: float | None = None  # the run's budget gate, if it had one
+    refusal: str | None = None  # why the start task refused the run before any training
 
     @property
     def pruning_saved(self) -> float:
@@ -230,7 +231,7 @@ def metric_description(rows: list[StoredExperiment]) -> str | None:
 
 def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curves: dict[int, list] | None = None,
                  previous_id: str | None = None, previous_records: list[StoredExperiment] | None = None,
-                 estimate_rows: list[dict] | None = None) -> RunReport:
+                 estimate_rows: list[dict] | None = None, refusal: str | None = None) -> RunReport:
     models = sections(records, curves or {})
     rows = [e for m in models for e in m.experiments]
     gpu_hours = sum(m.gpu_hours for m in models)
@@ -252,4 +253,5 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
                      any_real=any(not e.is_stand_in for e in rows),
                      pruned=[PrunedRun.of(e, unit) for e in rows if e.stop_reason == StopReason.PRUNED],
                      estimates=estimate_lines(estimate_rows, models, compare_unit), estimate_unit=estimate_unit,
-                     max_gpu_hours=next((r["max_gpu_hours"] for r in estimate_rows if r["max_gpu_hours"]), None))
+                     max_gpu_hours=next((r["max_gpu_hours"] for r in estimate_rows if r["max_gpu_hours"]), None),
+                     refusal=refusal)

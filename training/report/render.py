@@ -4,6 +4,8 @@ the report (build.py), and write report.html (autoescaped) and report.md through
 from __future__ import annotations
 
 import html
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
@@ -35,19 +37,34 @@ def markdown_text(value):
     return html.escape(value, quote=False) if isinstance(value, str) else value
 
 
-def render(report: RunReport, out_dir: Path) -> Path:
+def render(report: RunReport, out_dir: Path, summary: dict | None = None) -> Path:
+    """report.html, report.md and summary.json (the reports index's row of this run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps({**(summary or {}), **summary_of(report)}, indent=2,
+                                                     default=str))
     (out_dir / "report.md").write_text(environment(False).get_template("report.md.j2").render(report=report))
     html_path = out_dir / "report.html"
     html_path.write_text(environment(True).get_template("report.html.j2").render(report=report))
     return html_path
 
 
-def render_run_report(url: str, dag_id: str, run_id: str, out_dir: Path) -> Path:
+def summary_of(report: RunReport) -> dict:
+    """What the reports index shows of a run, beside what the report task knows (tier, state, the
+    params it was triggered with)."""
+    chosen = [{"model_id": m.model_id, "test_f1": m.best.test_f1} for m in report.models if m.best]
+    return {"dag_id": report.dag_id, "run_id": report.run_id, "experiments": report.experiment_count,
+            "failed": report.failed_count, "refusal": report.refusal, "chosen": chosen,
+            "most_accurate": next((pick.model_id for pick in report.recommendations if pick.title == "Most accurate"),
+                                  None),
+            "rendered_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def render_run_report(url: str, dag_id: str, run_id: str, out_dir: Path, refusal: str | None = None,
+                      summary: dict | None = None) -> Path:
     """Render the report of one run from the results DB into out_dir; return the HTML file."""
     records = run_experiments(url, dag_id, run_id)
     previous_id = previous_run_id(url, dag_id, run_id)
     report = build_report(dag_id, run_id, records, evaluation_curves(url, [r.experiment_id for r in records]),
                           previous_id, run_experiments(url, dag_id, previous_id) if previous_id else [],
-                          run_estimate(url, dag_id, run_id))
-    return render(report, out_dir)
+                          run_estimate(url, dag_id, run_id), refusal)
+    return render(report, out_dir, summary)
