@@ -38,8 +38,8 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
     reruns = [row for row in every_row if row["confirmation_of"] is not None]
     assert len(rows) == 16 and len(reruns) == 2
     chosen = {row["model_id"]: row for row in
-              sorted(rows, key=lambda r: (r["validation_f1"], r["stop_reason"] != "pruned", -r["gpu_hours"],
-                                       -r["wall_seconds"]))}
+              sorted(rows, key=lambda r: (r["validation_f1"], r["stop_reason"] != "pruned", -r["num_epochs"],
+                                       -r["gpu_hours"], -r["wall_seconds"]))}
     for rerun in reruns:  # the chosen configuration of its model, with the next seed
         best = chosen[rerun["model_id"]]
         assert (rerun["confirmation_of"], rerun["seed"], best["seed"]) == (best["experiment_key"], 43, 42)

@@ -185,7 +185,9 @@ def test_stand_in_results_carry_a_notice(tmp_path, fresh_database):
     _, html, markdown = render(fresh_database, tmp_path)
     for text in (html, markdown):
         assert "Stand-in models" in text and "says nothing about the real models" in text
-    assert "sweep cost (wall-clock hours)" in markdown  # nothing ran on a GPU: cost in wall-clock time
+    # Nothing ran on a GPU: one unit everywhere, CPU-hours (wall-clock), said once in the header.
+    assert "sweep cost (CPU-hours)" in markdown and "GPU-hours" not in markdown and "wall-clock hours" in markdown
+    assert "0.1000 CPU-hours (0.0500 saved by early stopping): nothing ran on a GPU" in markdown
 
 
 def test_markup_in_names_is_escaped_in_html_and_markdown(tmp_path, fresh_database):

@@ -15,8 +15,9 @@ from training.report.comparisons import Comparison, SeedSummary, compare, leakag
 from training.report.costs import (
     EstimateLine,
     PrunedRun,
+    cost_unit,
+    early_stop_saved,
     estimate_lines,
-    gpu_hours_saved,
     mean,
     run_cost,
     training_modes,
@@ -32,8 +33,8 @@ class ModelSection:
     model_id: str
     experiments: list[StoredExperiment]
     best: StoredExperiment | None
-    gpu_hours: float
-    gpu_hours_saved: float
+    cost: float  # in the report's cost unit, seed reruns included
+    cost_saved: float  # by early stopping, in the same unit
     wall_seconds: float
     failures: list[StoredExperiment]
     mean_time_to_best_seconds: float | None
@@ -44,6 +45,7 @@ class ModelSection:
     seeds: SeedSummary | None = None
     runner_up: Comparison | None = None  # the chosen configuration against the next one by validation F1
     modes: str | None = None  # compiled, activation checkpointing and its cost (training_modes)
+    cap_note: str | None = None  # when the step cap made the grid's epochs irrelevant
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ class Change:
     test_f1: float | None
     previous_test_f1: float | None
     delta: float | None
-    gpu_hours: float
-    previous_gpu_hours: float
+    cost: float  # in the report's cost unit
+    previous_cost: float
     beyond_interval: bool
 
 
@@ -71,10 +73,10 @@ class RunReport:
     models: list[ModelSection]
     experiment_count: int
     failed_count: int
-    gpu_hours: float
-    gpu_hours_saved: float
+    cost: float  # in cost_unit
+    cost_saved: float  # by early stopping, in cost_unit
     any_stand_in: bool
-    cost_unit: str  # "GPU-hour", or "wall-clock hour" when nothing ran on a GPU
+    cost_unit: str  # "GPU-hour", or "CPU-hour" (wall-clock hours) when nothing ran on a GPU
     costs: dict[str, float]  # per model, in cost_unit
     failures: list[StoredExperiment]
     recommendations: list[Recommendation]
@@ -133,7 +135,7 @@ def heatmaps(model_id: str, experiments: list[StoredExperiment]) -> list:
     return grids
 
 
-def section(model_id: str, experiments: list[StoredExperiment], curves: dict[int, list]) -> ModelSection:
+def section(model_id: str, experiments: list[StoredExperiment], curves: dict[int, list], unit: str) -> ModelSection:
     grid = [e for e in experiments if e.confirmation_of is None]
     confirmations = [e for e in experiments if e.confirmation_of is not None]
     ranked = ranked_by_validation(grid)
@@ -145,38 +147,60 @@ def section(model_id: str, experiments: list[StoredExperiment], curves: dict[int
                          f"the next by validation F1 ({configuration_label(ranked[1])})", ranked[1])
                  if len(ranked) > 1 else None)
     return ModelSection(
-        model_id, grid, best, sum(e.gpu_hours for e in experiments),
-        sum(gpu_hours_saved(e) for e in experiments), sum(e.wall_seconds or 0 for e in experiments),
+        model_id, grid, best, sum(run_cost(e, unit) for e in experiments),
+        sum(early_stop_saved(e, unit) for e in experiments), sum(e.wall_seconds or 0 for e in experiments),
         [e for e in experiments if not e.succeeded],
         mean([e.time_to_best_seconds for e in grid if e.time_to_best_seconds is not None]),
         max(memory) if memory else None, heatmaps(model_id, grid),
         charts.learning_curves(f"{model_id}: validation F1 of the best run", curve) if curve else "",
-        confirmations, seed_summary(best, confirmations), runner_up, training_modes(experiments))
+        confirmations, seed_summary(best, confirmations), runner_up, training_modes(experiments),
+        cap_note(model_id, grid))
 
 
-def cost_of(model: ModelSection, unit: str) -> float:
-    return model.gpu_hours if unit == "GPU-hour" else model.wall_seconds / 3600
+def cap_note(model_id: str, grid: list[StoredExperiment]) -> str | None:
+    """Said when the step cap, not the epochs, set every run's length: then the grid's epoch
+    values trained the same steps and only a tie-break (the fewest epochs) chose between them."""
+    epochs = sorted({e.num_epochs for e in grid})
+    if len(epochs) < 2 or not grid or any(e.steps_planned_by != "max_steps" for e in grid):
+        return None
+    caps = sorted({e.max_steps for e in grid if e.max_steps})
+    cap = f" ({caps[0]:,} steps)" if len(caps) == 1 else ""
+    return (f"The step cap{cap} bound every run of {model_id}, so its {' and '.join(map(str, epochs))}-epoch cells "
+            f"trained the same number of steps: epochs made no difference here, and ties went to the fewest "
+            f"epochs ({epochs[0]}), the cheaper configuration without the cap.")
 
 
-def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendation], Comparison | None]:
+def recommend(models: list[ModelSection], unit: str,
+              nothing_learned_below: float | None = None) -> tuple[list[Recommendation], Comparison | None]:
     """Most accurate; best F1 per unit of cost; fastest within one F1 point of the best. Every
     choice is made on validation F1; the test F1 of what was chosen is only reported, and the
     verdict between the top two models comes from a paired test on the same test rows. Stand-ins
-    are never ranked against real models: where a run has both, only the real ones compete."""
+    are never ranked against real models: where a run has both, only the real ones compete.
+    nothing_learned_below: the F1 of always answering the positive class, when no chosen model is
+    better than it (comparisons.one_class_notes): then nothing is recommended, and the reason is said."""
     scored = [m for m in models if m.best and m.best.validation_f1 is not None]
     if any(not m.best.is_stand_in for m in scored):
         scored = [m for m in scored if not m.best.is_stand_in]
     if not scored:
         return [Recommendation("Most accurate", None, "no model finished an experiment")], None
     ranked = sorted(scored, key=lambda m: m.best.validation_f1, reverse=True)
+    verdict = None
+    if len(ranked) > 1:
+        verdict = compare(ranked[0].model_id, ranked[0].best, ranked[1].model_id, ranked[1].best, ranked[0].seeds,
+                          ranked[1].seeds)
+    if nothing_learned_below is not None:
+        return [Recommendation("Most accurate", None,
+                               f"no model to ship: none beats always answering the positive class (F1 "
+                               f"{nothing_learned_below:.3f} on the test rows); train longer, on more data, or "
+                               "check the labels")], verdict
     top = ranked[0]
     picks = [Recommendation("Most accurate", top.model_id, f"validation F1 {top.best.validation_f1:.3f}, "
                                                            f"test F1 {_score(top.best.test_f1)}")]
-    costed = [m for m in scored if cost_of(m, unit) > 0]
+    costed = [m for m in scored if m.cost > 0]
     if costed:
-        value = max(costed, key=lambda m: m.best.validation_f1 / cost_of(m, unit))
+        value = max(costed, key=lambda m: m.best.validation_f1 / m.cost)
         picks.append(Recommendation(f"Best F1 per {unit}", value.model_id,
-                                    f"{value.best.validation_f1 / cost_of(value, unit):.3f} validation F1 per "
+                                    f"{value.best.validation_f1 / value.cost:.3f} validation F1 per "
                                     f"{unit} for the sweep"))
     close = [m for m in scored
              if m.best.validation_f1 >= top.best.validation_f1 - WITHIN_F1 and m.best.latency_batch1_ms]
@@ -184,10 +208,6 @@ def recommend(models: list[ModelSection], unit: str) -> tuple[list[Recommendatio
         fastest = min(close, key=lambda m: m.best.latency_batch1_ms)
         picks.append(Recommendation("Fastest within one F1 point of the best", fastest.model_id,
                                     f"{fastest.best.latency_batch1_ms:.1f} ms per example at batch 1"))
-    verdict = None
-    if len(ranked) > 1:
-        second = ranked[1]
-        verdict = compare(top.model_id, top.best, second.model_id, second.best, top.seeds, second.seeds)
     return picks, verdict
 
 
@@ -195,7 +215,7 @@ def _score(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def changes(models: list[ModelSection], previous_records: list[StoredExperiment]) -> list[Change]:
+def changes(models: list[ModelSection], previous_records: list[StoredExperiment], unit: str) -> list[Change]:
     """Each model's best against the previous run's best; only the previous run's rows are needed,
     not its charts."""
     previous = previous_records
@@ -208,15 +228,17 @@ def changes(models: list[ModelSection], previous_records: list[StoredExperiment]
         delta = None if None in (now_f1, old_f1) else now_f1 - old_f1
         outside = (delta is not None and model.best.test_f1_ci_low is not None
                    and not model.best.test_f1_ci_low <= old_f1 <= model.best.test_f1_ci_high)
-        result.append(Change(model.model_id, now_f1, old_f1, delta, model.gpu_hours,
-                             sum(row.gpu_hours for row in old_rows), outside))
+        result.append(Change(model.model_id, now_f1, old_f1, delta, model.cost,
+                             sum(run_cost(row, unit) for row in old_rows), outside))
     return result
 
 
-def sections(records: list[StoredExperiment], curves: dict[int, list]) -> list[ModelSection]:
-    rows = records
-    return [section(model_id, [r for r in rows if r.model_id == model_id], curves)
-            for model_id in sorted({r.model_id for r in rows})]
+def sections(records: list[StoredExperiment], curves: dict[int, list], unit: str) -> list[ModelSection]:
+    """One per model, the most accurate first (validation F1 of its chosen configuration), then
+    the models with no successful experiment."""
+    models = [section(model_id, [r for r in records if r.model_id == model_id], curves, unit)
+              for model_id in sorted({r.model_id for r in records})]
+    return sorted(models, key=lambda m: (m.best is None, -(m.best.validation_f1 or 0) if m.best else 0))
 
 
 def metric_description(rows: list[StoredExperiment]) -> str | None:
@@ -232,22 +254,21 @@ def metric_description(rows: list[StoredExperiment]) -> str | None:
 def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curves: dict[int, list] | None = None,
                  previous_id: str | None = None, previous_records: list[StoredExperiment] | None = None,
                  estimate_rows: list[dict] | None = None, refusal: str | None = None) -> RunReport:
-    models = sections(records, curves or {})
+    unit = cost_unit(records)
+    models = sections(records, curves or {}, unit)
     rows = [e for m in models for e in m.experiments]
-    gpu_hours = sum(m.gpu_hours for m in models)
-    unit = "GPU-hour" if gpu_hours > 0 else "wall-clock hour"
-    picks, verdict = recommend(models, unit)
     one_class, baseline = one_class_notes({m.model_id: m.best for m in models})
+    picks, verdict = recommend(models, unit, baseline if len(one_class) == len([m for m in models if m.best]) else None)
     every_row = rows + [e for m in models for e in m.confirmations]
     seed_cost = sum(run_cost(e, unit) for m in models for e in m.confirmations)
     estimate_rows = estimate_rows or []
     # The estimate's unit decides how actual cost is counted beside it: CPU-hours are wall-clock hours.
     estimate_unit = estimate_rows[0]["unit"] if estimate_rows else None
-    compare_unit = "GPU-hour" if estimate_unit == "GPU-hour" else "wall-clock hour"
-    return RunReport(dag_id, run_id, models, len(every_row), sum(not e.succeeded for e in every_row), gpu_hours,
-                     sum(m.gpu_hours_saved for m in models), any(e.is_stand_in for e in rows), unit,
-                     {m.model_id: cost_of(m, unit) for m in models}, [e for m in models for e in m.failures],
-                     picks, verdict, previous_id, changes(models, previous_records or []) if previous_id else [],
+    compare_unit = "GPU-hour" if estimate_unit == "GPU-hour" else "CPU-hour"
+    return RunReport(dag_id, run_id, models, len(every_row), sum(not e.succeeded for e in every_row),
+                     sum(m.cost for m in models), sum(m.cost_saved for m in models), any(e.is_stand_in for e in rows),
+                     unit, {m.model_id: m.cost for m in models}, [e for m in models for e in m.failures],
+                     picks, verdict, previous_id, changes(models, previous_records or [], unit) if previous_id else [],
                      metric_description(rows), leakage=leakage_notes(rows), seed_cost_gpu_hours=seed_cost,
                      one_class=one_class, positive_baseline_f1=baseline,
                      any_real=any(not e.is_stand_in for e in rows),

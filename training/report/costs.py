@@ -1,5 +1,5 @@
-"""The resource side of the run report: what each run cost (GPU-hours, or wall-clock hours on a
-CPU), what early stopping saved, the pruned runs, the launch estimate against what was spent, and
+"""The resource side of the run report: what each run cost (GPU-hours, or CPU-hours: wall-clock
+hours without a GPU), what early stopping saved, the pruned runs, the launch estimate against what was spent, and
 how the runs trained (compiled, activation checkpointing, saves)."""
 
 from __future__ import annotations
@@ -16,16 +16,22 @@ def mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def gpu_hours_saved(experiment: StoredExperiment) -> float:
-    """Steps an early stop did not run, priced at this experiment's GPU-hours per step."""
-    if experiment.stop_reason != StopReason.EARLY_STOPPED or not experiment.steps_run or not experiment.steps_planned:
-        return 0.0
-    return experiment.gpu_hours * max(experiment.steps_planned - experiment.steps_run, 0) / experiment.steps_run
+def cost_unit(experiments: list[StoredExperiment]) -> str:
+    """The one unit a report counts cost in: GPU-hours when anything ran on a GPU, else CPU-hours
+    (the wall-clock hours of experiments that ran without one), the estimate's unit there too."""
+    return "GPU-hour" if any(e.gpu_hours for e in experiments) else "CPU-hour"
 
 
 def run_cost(experiment: StoredExperiment, unit: str) -> float:
     """One experiment's cost in the report's unit: GPU-hours, or wall-clock hours without a GPU."""
     return experiment.gpu_hours if unit == "GPU-hour" else (experiment.wall_seconds or 0) / 3600
+
+
+def early_stop_saved(experiment: StoredExperiment, unit: str) -> float:
+    """Steps an early stop did not run, priced at this experiment's cost per step."""
+    if experiment.stop_reason != StopReason.EARLY_STOPPED or not experiment.steps_run or not experiment.steps_planned:
+        return 0.0
+    return run_cost(experiment, unit) * max(experiment.steps_planned - experiment.steps_run, 0) / experiment.steps_run
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import jinja2
 
 from training.report.build import RunReport, build_report
+from training.report.costs import run_cost
 from training.results.history import run_estimate
 from training.results.store import evaluation_curves, previous_run_id, run_experiments
 
@@ -29,6 +30,7 @@ def environment(autoescape: bool) -> jinja2.Environment:
     env.filters["mebibytes"] = lambda value: "–" if not value else f"{value / 2**20:,.1f} MiB"
     env.filters["hours"] = lambda seconds: "–" if seconds is None else f"{seconds / 3600:,.3f}"
     env.filters["millions"] = lambda value: "–" if not value else f"{value / 1e6:,.2f} M"
+    env.filters["cost"] = run_cost  # an experiment's cost in the report's unit
     return env
 
 

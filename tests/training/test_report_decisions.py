@@ -1,0 +1,67 @@
+"""The report read as someone choosing what to ship: no winner named when nothing beats the trivial
+answer, ties that go to the cheaper configuration (and say when a step cap made epochs irrelevant),
+the most accurate model first in the matrix, and a change flag explained only when something is
+flagged. Rendered in headless Chromium as well, since that is where a person reads it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.training.fixtures import CODEBERT, CODET5, result_record
+from tests.training.test_report import predictions_file, render
+from tests.training.test_report_browser import chromium
+from training.results.record import ExperimentResult
+from training.results.store import finish_sweep_run, record_experiment
+
+
+def record(url, **fields) -> None:
+    record_experiment(url, ExperimentResult.from_dict(result_record(**fields)))
+
+
+@pytest.mark.slow  # drives a browser
+def test_when_no_model_beats_always_answering_positive_no_winner_is_named(tmp_path, fresh_database):
+    labels = [1, 0] * 50
+    for model_id, folder in ((CODEBERT, "a"), (CODET5, "b")):
+        record(fresh_database, model_id=model_id, validation_f1=0.67 if model_id == CODEBERT else 0.66,
+               test_f1=0.667, predictions_path=predictions_file(tmp_path / folder, labels, [1] * 100))
+    path, html, markdown = render(fresh_database, tmp_path)
+    assert markdown.count("> **Learned little.**") == 2
+    assert ("- **Most accurate:** none (no model to ship: none beats always answering the positive class (F1 0.667 "
+            "on the test rows); train longer, on more data, or check the labels)") in markdown
+    assert "Best F1 per" not in markdown and "Fastest within" not in markdown
+    dom = chromium(tmp_path, "--dump-dom", path.as_uri()).stdout
+    assert "no model to ship" in dom and "Most accurate:</strong> microsoft" not in dom
+
+
+@pytest.mark.slow  # drives a browser
+def test_a_tie_goes_to_the_cheaper_configuration_and_the_cap_is_named(tmp_path, fresh_database):
+    """Under a step cap of 8 the 3- and 5-epoch cells are the same run (same F1); the 5-epoch one
+    happened to be faster on the clock, which used to decide. Now the fewer epochs win."""
+    for epochs, wall in ((3, 40.0), (5, 30.0)):
+        record(fresh_database, key=f"k{epochs}", num_epochs=epochs, wall_seconds=wall, gpu_hours=0.0, gpu_count=0,
+               validation_f1=0.7, max_steps=8, steps_planned=8, steps_run=8, steps_planned_by="max_steps",
+               stop_reason="completed")
+    path, html, markdown = render(fresh_database, tmp_path)
+    best = markdown.split("## Optimal configuration per model")[1]
+    assert "| microsoft/codebert-base | 2e-05 | 16 | 3 |" in best, best[:600]
+    note = ("The step cap (8 steps) bound every run of microsoft/codebert-base, so its 3 and 5-epoch cells trained "
+            "the same number of steps: epochs made no difference here, and ties went to the fewest epochs (3)")
+    assert note in markdown
+    assert note in chromium(tmp_path, "--dump-dom", path.as_uri()).stdout
+
+
+@pytest.mark.parametrize("previous_f1, flagged", [(0.745, False), (0.60, True)])
+def test_the_matrix_puts_the_most_accurate_first_and_explains_a_flag_only_when_one_is_shown(
+        tmp_path, fresh_database, previous_f1, flagged):
+    for run_id, day, f1 in (("before", "24", previous_f1), ("now", "25", 0.75)):
+        record(fresh_database, model_id=CODET5, run_id=run_id, key=f"{run_id}-a", validation_f1=0.71, test_f1=0.7,
+               started_at=f"2026-11-{day}T02:00:00+00:00")
+        record(fresh_database, model_id=CODEBERT, run_id=run_id, key=f"{run_id}-b", validation_f1=0.8, test_f1=f1,
+               test_f1_ci_low=0.70, test_f1_ci_high=0.80, started_at=f"2026-11-{day}T02:00:00+00:00")
+        finish_sweep_run(fresh_database, "sweep_small", run_id, "small", "manual")
+    path, html, markdown = render(fresh_database, tmp_path, "now")
+    matrix = markdown.split("## Recommendation matrix")[1].split("\n- **")[0]
+    assert matrix.index(f"| {CODEBERT} |") < matrix.index(f"| {CODET5} |")  # validation F1 0.80 before 0.71
+    assert ("⚑ marks a change where the previous F1 lies outside" in markdown) is flagged
+    assert ("No change is beyond this run's 95% interval." in markdown) is not flagged
+    assert ("⚑" in markdown.split("## Change since the previous run")[1]) is flagged
