@@ -65,3 +65,13 @@ def test_the_matrix_puts_the_most_accurate_first_and_explains_a_flag_only_when_o
     assert ("⚑ marks a change where the previous F1 lies outside" in markdown) is flagged
     assert ("No change is beyond this run's 95% interval." in markdown) is not flagged
     assert ("⚑" in markdown.split("## Change since the previous run")[1]) is flagged
+
+
+def test_the_learning_curve_has_a_step_axis_with_round_ticks():
+    from training.report.charts import learning_curves, step_ticks
+
+    assert step_ticks(8) == [0, 2, 4, 6, 8] and step_ticks(240) == [0, 50, 100, 150, 200]
+    assert step_ticks(1000) == [0, 200, 400, 600, 800, 1000] and len(step_ticks(5873)) <= 6
+    svg = str(learning_curves("curve", {"best": [(100, 0.5), (200, 0.6), (240, 0.65)]}))
+    labels = [f'text-anchor="middle">{tick}</text>' for tick in (0, 50, 100, 150, 200)]
+    assert all(label in svg for label in labels) and "optimizer step" in svg

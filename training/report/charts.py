@@ -56,6 +56,17 @@ def heatmap(title: str, rows: list, columns: list, cells: dict, row_label: str, 
     return Markup("".join(parts))
 
 
+def step_ticks(max_step: int, most: int = 6) -> list[int]:
+    """0 and round steps (1, 2 or 5 times a power of ten apart) up to max_step, at most `most`."""
+    spacing = 1
+    while max_step / spacing > most - 1:
+        for factor in (2, 2.5, 2):  # 1 -> 2 -> 5 -> 10 -> 20 ...
+            spacing = int(spacing * factor)
+            if max_step / spacing <= most - 1:
+                break
+    return list(range(0, max_step + 1, spacing))
+
+
 def learning_curves(title: str, curves: dict[str, list[tuple[int, float]]]) -> Markup:
     """Validation F1 against step, one line per labelled curve."""
     points = [p for curve in curves.values() for p in curve]
@@ -79,8 +90,13 @@ def learning_curves(title: str, curves: dict[str, list[tuple[int, float]]]) -> M
              f'<line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{MARGIN + plot_height}" stroke="#888"/>']
     for tick in (0.0, 0.5, 1.0):
         parts.append(f'<text x="{MARGIN - 4}" y="{y(tick) + 4}" font-size="10" text-anchor="end">{tick:.1f}</text>')
-    parts.append(f'<text x="{MARGIN + plot_width}" y="{MARGIN + plot_height + 14}" font-size="10" '
-                 f'text-anchor="end">step {max_step}</text>')
+    for tick in step_ticks(max_step):
+        parts.append(f'<line x1="{x(tick):.1f}" y1="{MARGIN + plot_height}" x2="{x(tick):.1f}" '
+                     f'y2="{MARGIN + plot_height + 4}" stroke="#888"/>'
+                     f'<text x="{x(tick):.1f}" y="{MARGIN + plot_height + 15}" font-size="10" '
+                     f'text-anchor="middle">{tick:,}</text>')
+    parts.append(f'<text x="{MARGIN + plot_width}" y="{MARGIN + plot_height + 27}" font-size="10" '
+                 f'text-anchor="end">optimizer step</text>')
     for index, (label, curve) in enumerate(curves.items()):
         colour = PALETTE[index % len(PALETTE)]
         path = " ".join(f"{x(step):.1f},{y(f1):.1f}" for step, f1 in curve)
