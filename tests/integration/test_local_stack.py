@@ -111,15 +111,13 @@ def test_the_report_is_served_behind_the_login_and_linked_from_its_task(local_st
 
 
 def test_a_refused_run_says_why_in_its_first_log_line_and_on_the_run(local_stack):
-    """A folder that does not exist, a step cap out of range, no model, and a key that is not a
-    param: the server accepts them (Airflow passes unknown keys through; ranges are not the form's),
+    """A folder that does not exist, no model, and a key that is not a param (a step cap out of
+    range: test_local_stack_ui.py): the server accepts them (Airflow passes unknown keys through),
     the start task refuses before any training, and the reason is the first line the task logs and
     the run's note, on the page the UI opens after Trigger."""
     stack, _ = local_stack
     for conf, reason in [({"models": [MODEL], "dataset": "/no/such/folder"},
                           "dataset = '/no/such/folder': no such folder"),
-                         ({"models": [MODEL], "max_steps": -5},
-                          "max_steps = -5: must be a whole number from 1 to 10,000,000, or empty for no cap"),
                          ({"models": []}, "models = []: choose at least one of"),
                          ({"models": [MODEL], "learning_rate": "fast"},
                           "learning_rate = 'fast': not a param of this DAG, which would ignore it; its params are "

@@ -4,12 +4,15 @@ named by their hyperparameters, the report one click from its task, and the repo
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
 from tests.integration.stacks import ARTIFACTS, GROUP
+from training.settings import safe_name
 
 ADVANCED = re.compile(r"^Advanced \(seed")
 
@@ -134,7 +137,7 @@ def test_a_number_typed_key_by_key_reaches_the_run_as_typed_or_is_refused_at_the
 def test_mapped_instances_are_named_and_the_report_is_one_click_from_its_task(local_stack, local_run, page):
     from playwright.sync_api import expect
 
-    stack, _ = local_stack
+    stack, env = local_stack
     run_id, _ = local_run
     page.goto(f"{stack.url}/dags/sweep_small/runs/{run_id}/tasks/{GROUP}.train/mapped")
     expect(page.get_by_text("lr=2e-05 bs=16 ep=3").first).to_be_visible(timeout=30_000)
@@ -160,7 +163,11 @@ def test_mapped_instances_are_named_and_the_report_is_one_click_from_its_task(lo
     page.goto(f"{stack.url}/sweep-reports/")  # the index, also in the UI's navigation
     row = page.get_by_role("row").filter(has=page.get_by_role("link", name=run_id, exact=True))
     expect(row).to_be_visible(timeout=30_000)
-    for column in ("small", "tiny", "success", "Salesforce/codet5-small"):  # tier, budget, state, chosen
+    summary = json.loads((Path(env["SWEEP_REPORTS_DIR"]) / "sweep_small" / safe_name(run_id) / "summary.json")
+                         .read_text())
+    # tier, budget, state, experiments, and the report's most accurate model (none, "–", when the
+    # tiny budget's stand-ins beat no constant answer)
+    for column in ("small", "tiny", "success", "8", summary["most_accurate"] or "–"):
         expect(row.get_by_role("cell", name=column, exact=True)).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "sweep-reports-index.png"))
     refused = page.get_by_role("row").filter(has_text="refused")
