@@ -175,8 +175,14 @@ def test_mapped_instances_are_named_and_the_report_is_one_click_from_its_task(lo
     row.get_by_role("link", name="run", exact=True).click()
     page.wait_for_url(f"{stack.url}/dags/sweep_small/runs/**", timeout=30_000)
 
-    # Signed out, a report's address leads to the login page, and back to the report after it.
-    page.context.clear_cookies()
-    page.goto(link_url)
-    page.wait_for_url(re.compile(r".*/auth/login.*"), timeout=30_000)
-    expect(page.get_by_label("Username")).to_be_visible()
+    # Signed out (a browser of its own, so the signed-in UI cannot renew the session meanwhile), a
+    # report's address leads to the login page, which returns to the report after signing in.
+    signed_out = page.context.browser.new_context()
+    try:
+        other = signed_out.new_page()
+        other.goto(link_url)
+        other.wait_for_url(re.compile(r".*/auth/login.*"), timeout=30_000)
+        assert "next=" in other.url
+        expect(other.get_by_label("Username")).to_be_visible(timeout=30_000)
+    finally:
+        signed_out.close()
