@@ -24,7 +24,7 @@ COPY dags ./dags
 COPY sql ./sql
 # The same pinned tree the tests run on (celery included); on PyPI torch==2.13.0 for Linux is the
 # CUDA build the GPU workers need.
-RUN pip install -c requirements.lock ".[celery]"
+RUN pip install -c requirements.lock ".[celery,kubernetes]"
 
 USER airflow
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/code-sweep/dags \

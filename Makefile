@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test,celery]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test,celery,kubernetes]"
 	touch $(STAMP)
 
 demo: install

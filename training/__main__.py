@@ -48,7 +48,8 @@ def run_experiment_command(args, instruments=None) -> int:
         # runs, so only the first pays the full compile. Set, not defaulted: a parent process that
         # ever touched inductor exports its own default folder (torch writes the variable back).
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(spec.runtime().compile_cache_dir())
-    from training.engine.experiment import ExperimentRunning, run_experiment
+    from training.engine.experiment import run_experiment
+    from training.engine.locks import ExperimentRunning
     from training.engine.trainer import TrainingInterrupted
     from training.results.record import StopReason
     try:

@@ -102,6 +102,9 @@ class Settings:
     # The full resumable state (optimizer, scheduler, RNG) is saved at most this often (and on
     # SIGTERM); a new best saves the model only. 0: the full state at every evaluation.
     full_checkpoint_minutes: float = 30.0
+    # At an experiment's end, how long it waits for the artifact store to take what is left to send
+    # before its row names what is missing (kept on the host for a later sync).
+    upload_wait_minutes: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ PLAN_FORMAT_VERSION = 1  # the plan file's `version`: the layout this code reads
 TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models")
 SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_stopping_patience",
                  "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "confirm_seeds",
-                 "full_checkpoint_minutes")
+                 "full_checkpoint_minutes", "upload_wait_minutes")
 SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date", "late_start_tolerance_minutes")
 DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
 TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "compile", "grid", "pruning",
@@ -140,6 +140,10 @@ class PlanValidator:
             self.fail("settings.full_checkpoint_minutes", minutes,
                       "must be a number of minutes >= 0 (0: the full state at every evaluation)")
         values["full_checkpoint_minutes"] = float(minutes)
+        wait = raw.get("upload_wait_minutes", Settings.upload_wait_minutes)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+            self.fail("settings.upload_wait_minutes", wait, "must be a number of minutes >= 0")
+        values["upload_wait_minutes"] = float(wait)
         return Settings(metric_for_best_model="f1", mixed_precision=raw["mixed_precision"],
                         pin_memory=raw["pin_memory"], **values)
 

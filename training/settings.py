@@ -36,6 +36,8 @@ ENVIRONMENT = (
     Variable("SWEEP_HOME", "generated state: database, data, stand-ins, checkpoints, caches", "./.sweep"),
     Variable("SWEEP_EXPERIMENTS_DIR", "checkpoints and result files, a folder per experiment",
              "$SWEEP_HOME/experiments"),
+    Variable("SWEEP_ARTIFACTS_URL", "the artifact store every host shares: s3://bucket/prefix, gs://..., or a path",
+             "unset: the local folders below are the store"),
     Variable("SWEEP_REPORTS_DIR", "the rendered reports, a folder per DAG run", "$SWEEP_HOME/reports"),
     Variable("SWEEP_CACHE_DIR", "tokenized splits, leakage counts and the compile cache", "$SWEEP_HOME/cache"),
     Variable("SWEEP_GPU_LOCK_DIR", "the per-GPU lock files every worker on a host shares", "/tmp/sweep-gpu-locks"),
@@ -83,6 +85,7 @@ class Storage:
     cache_dir: str  # tokenized splits, shared by every experiment of a model
     gpu_lock_dir: str  # machine-wide: every worker on a host must see the same GPU locks
     model_root: str | None  # a local mirror of the hub: <root>/<hub id> (air-gapped clusters, stand-ins)
+    artifacts_url: str | None = None  # the artifact store (training/artifacts.py); None: the local folders
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Storage:
@@ -98,6 +101,7 @@ class Storage:
             cache_dir=str(Path(env("SWEEP_CACHE_DIR") or home / "cache").resolve()),
             gpu_lock_dir=env("SWEEP_GPU_LOCK_DIR") or "/tmp/sweep-gpu-locks",
             model_root=str(Path(model_root).resolve()) if model_root else None,
+            artifacts_url=env("SWEEP_ARTIFACTS_URL"),
         )
 
     def experiment_dir(self, dag_id: str, run_id: str, experiment_key: str) -> Path:

@@ -33,7 +33,7 @@ KEY_FIELDS_WHEN_SET = {"max_train_seconds": None, "max_test_samples": None, "lea
 # Why a run exists, where it writes, and how often it saves: never what it trains. (A seed
 # confirmation is another experiment by its seed, not by confirmation_of.)
 NOT_IN_KEY = ("budget", "dag_id", "run_id", "run_type", "plan_version", "reuse_results", "confirmation_of",
-              "full_checkpoint_minutes", "storage", "database_url")
+              "full_checkpoint_minutes", "upload_wait_seconds", "storage", "database_url")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class ExperimentSpec:
     # How often the full resumable state is saved (engine/checkpoints.py); not in the key: it
     # changes what a retry resumes from, never the model trained.
     full_checkpoint_minutes: float = Settings.full_checkpoint_minutes
+    upload_wait_seconds: float = Settings.upload_wait_minutes * 60  # engine/uploads.py; not in the key
     storage: Storage | None = None  # every location on disk (see training/settings.py)
     database_url: str | None = None  # the results DB; None: the result file only
 
@@ -164,6 +165,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, run:
         pruning=None if confirmation_of else pruning_settings(tier, run.pruning),
         compile=tier.compile,
         full_checkpoint_minutes=settings.full_checkpoint_minutes,
+        upload_wait_seconds=settings.upload_wait_minutes * 60,
         storage=storage or Storage.from_environment(),
         database_url=database_url,
     )

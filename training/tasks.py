@@ -144,6 +144,7 @@ def report(dag_id: str, run_id: str, tier: str, run_type: str, refusal: str | No
            params: dict | None = None) -> tuple[str, Path]:
     """Close the sweep run in the results DB and render its report; (run status, report path).
     refusal: why the start task refused the run; params: what it was triggered with (for the index)."""
+    from training.report.published import publish
     from training.report.render import render_run_report
     from training.results.store import finish_sweep_run
 
@@ -152,8 +153,10 @@ def report(dag_id: str, run_id: str, tier: str, run_type: str, refusal: str | No
     status = "refused" if refusal else status  # recorded as closed with nothing trained; shown as refused
     shown = {name: (params or {}).get(name) for name in ("budget", "dataset", "models", "max_steps", "seed")}
     summary = {"tier": tier, "run_type": run_type, "status": status, "params": shown}
-    return status, render_run_report(url, dag_id, run_id, Storage.from_environment().report_dir(dag_id, run_id),
-                                     refusal, summary)
+    storage = Storage.from_environment()
+    html = render_run_report(url, dag_id, run_id, storage.report_dir(dag_id, run_id), refusal, summary)
+    publish(storage, html.parent)  # to the artifact store, where the report server reads it (if one is set)
+    return status, html
 
 
 def seed_confirmations(dag_id: str, run_id: str, model_id: str, count: int, seed: int | None) -> list[dict]:

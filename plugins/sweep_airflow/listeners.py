@@ -52,9 +52,10 @@ def report_link(dag_run) -> str:
     from airflow.configuration import conf
 
     from sweep_airflow.report_server import report_url
+    from training.report.published import report_file
     from training.settings import Storage
 
-    if not (Storage.from_environment().report_dir(dag_run.dag_id, dag_run.run_id) / "report.html").is_file():
+    if report_file(Storage.from_environment(), dag_run.dag_id, dag_run.run_id, "report.html") is None:
         return ""
     url = report_url(conf.get("api", "base_url", fallback="http://localhost:8080"), dag_run.dag_id, dag_run.run_id)
     return f"[Report]({url})"

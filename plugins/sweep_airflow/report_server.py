@@ -9,18 +9,16 @@ must be allowed to read the DAG's runs.
 from __future__ import annotations
 
 import html
-import json
-from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import quote
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from training.settings import Storage, inside, safe_name
+from training.report.published import published_runs, report_file
+from training.settings import Storage, safe_name
 
 URL_PREFIX = "/sweep-reports"
 REPORT_FILES = {"report.html": "text/html; charset=utf-8", "report.md": "text/markdown; charset=utf-8"}
@@ -45,20 +43,17 @@ async def signed_out_to_the_login(request: Request, error: HTTPException):
     return await http_exception_handler(request, error)
 
 
-def reports_root() -> Path:
-    return Path(Storage.from_environment().reports_dir)
-
-
 @app.get("/{dag_id}/{run_id}/{name}", dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
-def report_file(dag_id: str, run_id: str, name: str) -> FileResponse:
-    """report.html or report.md of one run: names from a fixed list, folders through safe_name, and
-    only a regular file whose resolved path (symlinks followed) stays inside the reports folder."""
+def report(dag_id: str, run_id: str, name: str) -> Response:
+    """report.html or report.md of one run, from the artifact store (or the local reports folder
+    where none is set): names from a fixed list, folders through safe_name, and locally only a
+    regular file whose resolved path (symlinks followed) stays inside the reports folder."""
     if name not in REPORT_FILES:
         raise HTTPException(404, f"{name} is not a report file; there are {sorted(REPORT_FILES)}")
-    path = inside(reports_root(), Storage.from_environment().report_dir(dag_id, run_id) / name)
-    if path is None or not path.is_file():
+    content = report_file(Storage.from_environment(), dag_id, run_id, name)
+    if content is None:
         raise HTTPException(404, f"no report for {dag_id} run {run_id}: the report task writes it")
-    return FileResponse(path, media_type=REPORT_FILES[name], headers=SECURITY_HEADERS)
+    return Response(content, media_type=REPORT_FILES[name], headers=SECURITY_HEADERS)
 
 
 @app.get("/", response_class=HTMLResponse)
@@ -68,12 +63,11 @@ def index(user: GetUserDep) -> HTMLResponse:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 
-    manager, root, rows = get_auth_manager(), reports_root(), []
-    for dag_dir in sorted(p for p in root.glob("*") if p.is_dir() and not p.is_symlink()):
+    manager, rows = get_auth_manager(), []
+    for dag_folder, run_folder, summary in published_runs(Storage.from_environment()):
         if manager.is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN,
-                                     details=DagDetails(id=dag_dir.name), user=user):
-            rows += [run_summary(dag_dir.name, p) for p in dag_dir.glob("*/report.html")
-                     if inside(root, p) and p.is_file()]
+                                     details=DagDetails(id=dag_folder), user=user):
+            rows.append(run_summary(dag_folder, run_folder, summary))
     rows.sort(key=lambda row: row["rendered_at"], reverse=True)
     body = (f"<table><tr><th>tier</th><th>run</th><th>date (UTC)</th><th>budget</th><th>dataset</th><th>state</th>"
             f"<th>experiments</th><th>most accurate</th><th>links</th></tr>{''.join(map(index_row, rows))}</table>"
@@ -81,16 +75,11 @@ def index(user: GetUserDep) -> HTMLResponse:
     return HTMLResponse(INDEX_PAGE.format(body=body), headers=SECURITY_HEADERS)
 
 
-def run_summary(dag_folder: str, report: Path) -> dict:
+def run_summary(dag_folder: str, run_folder: str, summary: dict) -> dict:
     """The report task's summary.json of a run; a report from before it existed gets its folder's
-    name and the file's time only."""
-    try:
-        summary = json.loads((report.parent / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {}
-    rendered = datetime.fromtimestamp(report.stat().st_mtime, UTC).isoformat(timespec="seconds")
-    return {"dag_id": dag_folder, "run_id": report.parent.name, "params": {}, "rendered_at": rendered, **summary,
-            "href": f"{dag_folder}/{report.parent.name}/report.html"}
+    name (and, locally, the file's time) only."""
+    return {"dag_id": dag_folder, "run_id": run_folder, "params": {}, "rendered_at": "", **summary,
+            "href": f"{dag_folder}/{run_folder}/report.html"}
 
 
 def index_row(row: dict) -> str:

@@ -142,8 +142,9 @@ class CheckpointPolicy(TrainerCallback):
     counted into the attempt ledger."""
 
     def __init__(self, output_dir: Path, full_every_seconds: float, ledger, stop: StopRequest | None = None,
-                 clock: Callable[[object], float] | None = None):
+                 clock: Callable[[object], float] | None = None, uploads=None):
         self.output_dir, self.full_every, self.ledger, self.stop = output_dir, full_every_seconds, ledger, stop
+        self.uploads = uploads  # engine/uploads.py Uploads: each save (and the ledger) to the artifact store
         self.clock = clock or (lambda state: time.monotonic())
         self.last_full = None
         self.pending = None  # "full" or "model": what the save about to happen writes
@@ -193,6 +194,8 @@ class CheckpointPolicy(TrainerCallback):
             self.last_full = self.clock(state)
         self.pending = None
         self.most_on_disk = max(self.most_on_disk, len(checkpoints(self.output_dir)))
+        if self.uploads is not None and folder.is_dir():
+            self.uploads.send(folder, self.ledger.path)
         self.rotate(state)
 
     def rotate(self, state) -> None:

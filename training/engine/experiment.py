@@ -4,25 +4,25 @@ checkpoint by validation F1, test F1 with it, accounting). The result is an Expe
 also written as result.json beside the checkpoint.
 
 Runs in its own process (python -m training run-experiment) so that a GPU's memory is freed and
-a hung run can be killed; it never imports Airflow. One process at a time holds an experiment.
+a hung run can be killed; it never imports Airflow. One process at a time, on any host, holds an
+experiment (engine/locks.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import os
-import socket
 import traceback
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from training.artifacts import ArtifactStore, StoreError
 from training.data.contract import DataError
-from training.engine.finish import finish, read_trained, refinish
+from training.engine.finish import BEST_DIR, finish, read_trained, refinish
+from training.engine.locks import cross_host_lock, experiment_lock
 from training.engine.prepare import UNKNOWN_FINGERPRINT, Prepared, experiment_key, identity, prepare
 from training.engine.recovery import RESULT_FILE, DiskFull, close_ledger, disk_full, finished_result
 from training.engine.trainer import Instruments, TrainingInterrupted, train
+from training.engine.uploads import OUTBOX, Uploads, hydrate, snapshot
 from training.results.files import write_json
 from training.results.record import ExperimentResult, StopReason
 from training.spec import ExperimentSpec
@@ -69,44 +69,54 @@ def failed_result(spec: ExperimentSpec, prepared: Prepared | None, error: BaseEx
         error=str(error) if isinstance(error, (DataError, DiskFull)) else f"{type(error).__name__}: {error}")
 
 
-class ExperimentRunning(RuntimeError):
-    """Another process is running this experiment (a lost worker and its retry, say)."""
+def delivered(prepared: Prepared, result: ExperimentResult, store: ArtifactStore,
+              uploads: Uploads) -> ExperimentResult:
+    """The result once its artifacts are in the store (or named as missing there): the best model
+    and its predictions, the arguments, the training record and the ledger. Rows carry the store's
+    URLs, so a report on any host finds them."""
+    out = prepared.output_dir
+    uploads.send(*(out / name for name in (BEST_DIR, "training_args.json", "trained.json", "attempts.json")))
+    missing = uploads.close(prepared.spec.upload_wait_seconds)
+
+    def url(path: str | None) -> str | None:
+        try:
+            return store.url_of(Path(path)) if path and "://" not in path else path
+        except ValueError:  # recorded on another host (a reused or hydrated result): already a store URL
+            return path
+    return dataclasses.replace(result, checkpoint_url=url(result.checkpoint_path),
+                               predictions_path=url(result.predictions_path), artifacts_missing=missing or None)
 
 
-@contextmanager
-def experiment_lock(folder: Path):
-    """One run per experiment at a time: an flock on the experiment folder, released by the kernel
-    however the holder ends. A second run exits at once, naming the holder, touching nothing."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / "experiment.lock", os.O_RDWR | os.O_CREAT, 0o644)
+def write_result(prepared: Prepared, result: ExperimentResult, store: ArtifactStore) -> ExperimentResult:
+    """result.json beside the checkpoint and in the store, last: it is how a retry anywhere knows
+    the work is done. If the store refuses it, it waits in the outbox and the row says so."""
+    path = prepared.output_dir / RESULT_FILE
+    write_json(path, result.to_dict())
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise ExperimentRunning(f"experiment {folder.name} is already running ({holder}); this run exits "
-                                "without touching its files") from None
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        store.put_file(path)
+    except StoreError as error:
+        print(f"could not send {RESULT_FILE} to the artifact store ({error}); it waits in {OUTBOX}")
+        result = dataclasses.replace(result, artifacts_missing=[*(result.artifacts_missing or []), RESULT_FILE])
+        write_json(path, result.to_dict())
+        snapshot(path, prepared.output_dir / OUTBOX / RESULT_FILE)
+    return result
 
 
 def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime,
              instruments: Instruments | None = None) -> ExperimentResult:
-    """The result of a prepared experiment, holding its lock: already finished, finished again from
-    the best model an earlier attempt trained, reused, or trained now. A usable result is also
-    written as result.json beside the checkpoint, which is how a retry knows the work is done."""
-
+    """The result of a prepared experiment, holding its locks: already finished, finished again from
+    the best model an earlier attempt trained, reused, or trained now. On a host with nothing local,
+    what attempts elsewhere left comes from the artifact store first."""
+    store = ArtifactStore.of(prepared.spec.runtime())
+    hydrate(store, prepared.output_dir)
+    uploads = Uploads(store, prepared.output_dir)
     earlier = finished_result(prepared.output_dir)
     if earlier is not None:
         # A retry after the result was written but not recorded (say the database was down):
-        # the work is done, only the recording is left.
+        # the work is done, only the recording (and any upload left over) is left.
         print(f"experiment already finished; its result is {prepared.output_dir / RESULT_FILE}")
-        return earlier
+        missing = uploads.close(prepared.spec.upload_wait_seconds)
+        return dataclasses.replace(earlier, artifacts_missing=missing or None)
     trained = read_trained(prepared.output_dir)
     if trained is not None:
         print(f"training finished in an earlier attempt ({trained.stop_reason.value} at step {trained.steps_run}): "
@@ -114,8 +124,8 @@ def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: d
         result = refinish(prepared, trained)
     else:
         result = reuse_earlier_result(prepared) or finish(
-            train(prepared, time_limit_seconds, started_at, instruments or Instruments()))
-    write_json(prepared.output_dir / RESULT_FILE, result.to_dict())
+            train(prepared, time_limit_seconds, started_at, instruments or Instruments(), uploads))
+    result = write_result(prepared, delivered(prepared, result, store, uploads), store)
     close_ledger(prepared.output_dir, result.stop_reason.value)
     return result
 
@@ -134,7 +144,7 @@ def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None
     except Exception as error:
         traceback.print_exc()
         return failed_result(spec, None, error, started_at)
-    with experiment_lock(prepared.output_dir):
+    with experiment_lock(prepared.output_dir), cross_host_lock(spec.database_url, prepared.key):
         try:
             return complete(prepared, time_limit_seconds, started_at, instruments)
         except TrainingInterrupted:

@@ -32,6 +32,7 @@ from training.engine.models import load_tokenizer_and_model
 from training.engine.prepare import Prepared
 from training.engine.pruning import SuccessiveHalving
 from training.engine.tokenization import tokenized_splits
+from training.engine.uploads import Uploads
 from training.results.record import StopReason
 
 MAX_OOM_HALVINGS = 4  # batch 32 -> 2 at most; past that the model does not fit this device
@@ -123,10 +124,11 @@ class Training:
     mean_utilisation: float | None = None
     stop: StopRequest = field(default_factory=StopRequest)  # SIGTERM during training: save the full state, stop
     instruments: Instruments = field(default_factory=Instruments)
+    uploads: Uploads | None = None  # sends each save to the artifact store (engine/uploads.py)
 
 
 def train(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime,
-          instruments: Instruments = Instruments()) -> Training:
+          instruments: Instruments = Instruments(), uploads: Uploads | None = None) -> Training:
     spec = prepared.spec
     set_seed(spec.seed)
     device, precision, gpu_count = choose_precision(spec.mixed_precision)
@@ -135,7 +137,8 @@ def train(prepared: Prepared, time_limit_seconds: float | None, started_at: date
     hp = spec.hyperparameters
     training = Training(prepared, started_at, time.monotonic(), device, precision, gpu_count, max_length, tokenized,
                         AttemptLedger(prepared.output_dir, gpu_count), hp.batch_size, hp.gradient_accumulation_steps,
-                        checkpointing=spec.gradient_checkpointing is True, instruments=instruments)
+                        checkpointing=spec.gradient_checkpointing is True, instruments=instruments,
+                        uploads=uploads)
     # The tighter of the task's limit (from its execution_timeout) and the budget's time cap.
     limit = min(filter(None, (time_limit_seconds, spec.max_train_seconds)), default=None)
     with UtilisationSampler() as sampler, training.stop:
@@ -165,7 +168,7 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
         EvaluationRecorder(training.started, training.ledger.total_seconds - training.ledger.current["seconds"]),
         NonFiniteLossStop(), TimeBudget(training.started, time_limit_seconds),
         CheckpointPolicy(prepared.output_dir, spec.full_checkpoint_minutes * 60, training.ledger, training.stop,
-                         training.instruments.clock),
+                         training.instruments.clock, training.uploads),
         SuccessiveHalving(spec, len(training.tokenized["train"]), prepared.key) if spec.pruning else None,
         CompileTimer() if compiles(spec, training.gpu_count > 0) else None)
     args = training_arguments(spec, prepared.output_dir, training.precision, training.gpu_count > 0,

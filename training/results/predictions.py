@@ -66,7 +66,10 @@ def write_predictions(folder: Path, row_ids, label_index, logits, label_values: 
 def read_predictions(path: Path | str) -> Predictions:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["row_id", "label_index", "predicted_index"])
+    from training.artifacts import open_artifact
+
+    with open_artifact(str(path)) as handle:  # a local path, or a URL in the artifact store
+        table = pq.read_table(handle, columns=["row_id", "label_index", "predicted_index"])
     meta = json.loads(table.schema.metadata[b"sweep"])
     return Predictions(table["row_id"].to_numpy(), table["label_index"].to_numpy().astype(np.int64),
                        table["predicted_index"].to_numpy().astype(np.int64), meta["class_count"], meta["seed"])

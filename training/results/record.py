@@ -111,7 +111,9 @@ class ExperimentResult:
     pruning_threshold_f1: float | None = None
     pruning_peers: int | None = None
     checkpoint_path: str | None = None
-    predictions_path: str | None = None  # the best checkpoint's per-row test predictions (Parquet)
+    predictions_path: str | None = None  # the best checkpoint's per-row test predictions (Parquet), in the store
+    checkpoint_url: str | None = None  # the best checkpoint in the artifact store (its local path with none set)
+    artifacts_missing: list[str] | None = None  # what the store had not taken when the row was written
     reused_from_run_id: str | None = None
     # How it ran and what it cost.
     model_revision: str | None = None
