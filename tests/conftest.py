@@ -96,3 +96,22 @@ def pytest_collection_modifyitems(items):
         if SLOW_FIXTURES & set(item.fixturenames) or SLOW_FOLDERS & set(item.path.parts):
             item.add_marker(pytest.mark.slow)
 
+
+
+@pytest.fixture(scope="session")
+def s3_server(session_dir):
+    """The S3 API on 127.0.0.1 (moto's server): its endpoint URL."""
+    from tests.s3 import start_server
+
+    server, port = start_server(session_dir / "moto.log")
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_store(s3_server):
+    """A bucket of the test's own: the environment that names it as the artifact store."""
+    from tests.s3 import new_bucket, store_env
+
+    return store_env(s3_server, new_bucket(s3_server))

@@ -157,8 +157,9 @@ def command_line() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["up", "migrate", "sync", "add-user", "stop"],
                     help="up: start the embedded server, create the results and Airflow databases, migrate, "
                          "print their URLs. migrate / sync / add-user act on $SWEEP_DATABASE_URL, else the "
-                         "embedded results DB. sync: load every result file the database lacks. add-user: "
-                         "a login in the writer or analyst role, password from $SWEEP_USER_PASSWORD")
+                         "embedded results DB. sync: send what the artifact store missed, then load every result "
+                         "file the database lacks. add-user: a login in the writer or analyst role, password from "
+                         "$SWEEP_USER_PASSWORD")
     db.add_argument("--root", default=None, help="sync: folder to search for result.json (default: experiments)")
     db.add_argument("--name", default=None, help="add-user: the login's name")
     db.add_argument("--role", default=None, help="add-user: writer or analyst")

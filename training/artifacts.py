@@ -161,7 +161,7 @@ class ArtifactStore:
         """The names of the folders directly under url."""
         fs, path = self._fs(url)
         try:
-            return sorted(Path(entry["name"]).name for entry in fs.ls(path, detail=True)
+            return sorted(Path(entry["name"]).name for entry in fs.ls(path, detail=True, refresh=True)
                           if entry["type"] == "directory")
         except FileNotFoundError:
             return []

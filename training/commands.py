@@ -95,9 +95,16 @@ def db_command(args) -> int:
         applied = database.migrate(database_url("db migrate"))
         print(f"results DB migrated: {', '.join(applied) or 'already up to date'}")
     elif args.action == "sync":
+        from training.artifacts import ArtifactStore
+        from training.engine.uploads import send_outboxes
         from training.results.store import sync_result_files
 
-        root = Path(args.root) if args.root else Path(Storage.from_environment().experiments_dir)
+        storage = Storage.from_environment()
+        root = Path(args.root) if args.root else Path(storage.experiments_dir)
+        if ArtifactStore.of(storage).shared:
+            sent = send_outboxes(ArtifactStore.of(storage), root)
+            print(f"artifact store: sent what {sent['sent']} experiment(s) had left; "
+                  f"{sent['still missing']} still wait")
         counts = sync_result_files(database_url("db sync"), root, warn=lambda line: print(line, file=sys.stderr))
         print(f"loaded {counts['loaded']} result files the database lacked; {counts['present']} were already there")
         if counts["unreadable"]:

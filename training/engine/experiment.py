@@ -108,7 +108,11 @@ def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: d
     the best model an earlier attempt trained, reused, or trained now. On a host with nothing local,
     what attempts elsewhere left comes from the artifact store first."""
     store = ArtifactStore.of(prepared.spec.runtime())
-    hydrate(store, prepared.output_dir)
+    try:
+        hydrate(store, prepared.output_dir)
+    except StoreError as error:  # as with the database: the run goes on, saying what it could not do
+        print(f"could not look in the artifact store for what earlier attempts left ({error}); going on with what "
+              "this host has")
     uploads = Uploads(store, prepared.output_dir)
     earlier = finished_result(prepared.output_dir)
     if earlier is not None:

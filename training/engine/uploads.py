@@ -5,7 +5,7 @@ A save is snapshotted at once into the experiment's outbox (hard links: instant,
 checkpoint rotation that follows), and one background thread uploads the outbox in order, retrying
 while the store is down. What is still in the outbox when the experiment ends is named on its row
 (artifacts_missing) and stays on disk: the next attempt on this host, or
-`python -m training artifacts sync`, sends it. With a local store (the default) nothing is copied."""
+`python -m training db sync`, sends it. With a local store (the default) nothing is copied."""
 
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ class Uploads:
                     return
                 name = self.pending[0]
             try:
-                self._upload(name)
+                if not (name.startswith("checkpoint-") and not (self.output_dir / name).is_dir()):
+                    self._upload(name)  # (a checkpoint rotated away meanwhile is not needed in the store either)
             except (StoreError, OSError) as error:
                 failures += 1
                 delay = RETRY_SECONDS[min(failures - 1, len(RETRY_SECONDS) - 1)]
@@ -140,7 +141,7 @@ class Uploads:
         self.thread.join(timeout=5)
         if missing:
             self.say(f"the artifact store did not take {', '.join(missing)} in {wait_seconds:.0f} s: kept in "
-                     f"{self.outbox}; the next attempt here, or `python -m training artifacts sync`, sends them")
+                     f"{self.outbox}; the next attempt here, or `python -m training db sync`, sends them")
         return missing
 
 
@@ -180,3 +181,27 @@ def hydrate(store: ArtifactStore, output_dir: Path, say=print) -> int | None:
         say(f"resuming on this host from the store's full save {root}/{name}")
         return checkpoint_step(folder)
     return None
+
+
+def send_outboxes(store: ArtifactStore, root: Path, wait_seconds: float = 60, say=print) -> dict[str, int]:
+    """What experiments under root left for the store (it was down when they ended): sent now, and
+    each result file that named it as missing is corrected, here and in the store, so that the
+    database sync that follows records the row whole."""
+    from training.results.files import write_json
+
+    counts = {"sent": 0, "still missing": 0}
+    for outbox in sorted(root.glob(f"**/{OUTBOX}")):
+        folder = outbox.parent
+        if not any(outbox.iterdir()):
+            outbox.rmdir()
+            continue
+        if Uploads(store, folder, say).close(wait_seconds):
+            counts["still missing"] += 1
+            continue
+        shutil.rmtree(outbox, ignore_errors=True)
+        counts["sent"] += 1
+        result = folder / "result.json"
+        if result.is_file() and (record := json.loads(result.read_text())).get("artifacts_missing"):
+            write_json(result, {**record, "artifacts_missing": None})
+            store.put_file(result)
+    return counts

@@ -130,7 +130,8 @@ def sync_result_files(url: str, root: Path, warn=print) -> dict[str, int]:
     counts = {"loaded": 0, "present": 0, "unreadable": 0}
     with connect(url) as connection:
         finished = set(connection.execute(sa.text(
-            "SELECT dag_id, run_id, experiment_key FROM experiments WHERE status = 'finished'")).tuples())
+            "SELECT dag_id, run_id, experiment_key FROM experiments WHERE status = 'finished' "
+            "AND artifacts_missing IS NULL")).tuples())
     for path in sorted(root.glob("**/result.json")):
         try:
             record = read_result_file(path)
