@@ -149,7 +149,8 @@ def test_a_store_outage_during_a_run_loses_nothing(tmp_path, model_root, dataset
     assert code == 0, output
     assert result["artifacts_missing"] and "result.json" in result["artifacts_missing"], output
     with sa.create_engine(fresh_database).connect() as connection:
-        missing = connection.execute(sa.text("SELECT artifacts_missing FROM experiments WHERE run_id = 'run-2'")).scalar()
+        missing = connection.execute(sa.text(
+            "SELECT artifacts_missing FROM experiments WHERE run_id = 'run-2'")).scalar()
     assert missing == result["artifacts_missing"]
     outage.up()
     synced = subprocess.run([*cli_command(tmp_path, quick)[:1], "-m", "training", "db", "sync"],
