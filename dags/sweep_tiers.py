@@ -17,6 +17,7 @@ from datetime import UTC, datetime, time, timedelta
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Asset, Param, TaskGroup
 
+from sweep_airflow.kubernetes import on_kubernetes, training_pod_override
 from sweep_airflow.operators import (
     ChooseSeedRerunsOperator,
     RenderReportOperator,
@@ -82,9 +83,16 @@ def trigger_params(plan: Plan, tier: Tier, defaults: RunDefaults) -> dict[str, P
     }
 
 
-def training_arguments(plan: Plan, tier: Tier, model_id: str) -> dict:
-    """What every training task of a model shares, grid and seed reruns alike."""
-    return dict(
+def training_arguments(plan: Plan, tier: Tier, model_id: str, executor: str | None = None) -> dict:
+    """What every training task of a model shares, grid and seed reruns alike; under
+    KubernetesExecutor, also the pod each task runs in (the plan's [deployment] section)."""
+    from airflow.sdk.configuration import conf
+
+    executor = executor if executor is not None else conf.get("core", "executor")
+    pods = {}
+    if on_kubernetes(executor):
+        pods["executor_config"] = training_pod_override(plan.deployment)
+    return dict(**pods,
         model_id=model_id,
         budget="{{ params.budget }}",
         dataset="{{ params.dataset }}",

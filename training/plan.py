@@ -196,6 +196,18 @@ class Tier:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """What a training task's pod gets under KubernetesExecutor (the plan's [deployment] section;
+    plugins/sweep_airflow/kubernetes.py builds the pod override). Other executors ignore it."""
+
+    image: str | None = None  # None: the image the Airflow deployment runs
+    gpu_resource: str = "nvidia.com/gpu"  # the extended resource name the device plugin advertises
+    gpus_per_task: int = 1
+    node_selector: tuple[tuple[str, str], ...] = ()  # (label, value) pairs
+    tolerations: tuple[tuple[tuple[str, str], ...], ...] = ()  # each a toleration's fields as pairs
+
+
+@dataclass(frozen=True)
 class Plan:
     path: str
     version: str  # hash of the file's text: which plan a run was built from
@@ -205,6 +217,7 @@ class Plan:
     budgets: dict[str, Budget] = field(hash=False)
     tiers: dict[str, Tier] = field(hash=False)
     architectures: dict[str, str] = field(hash=False)
+    deployment: Deployment = Deployment()
 
     def tier_of(self, model_id: str) -> Tier:
         return next(tier for tier in self.tiers.values() if model_id in tier.models)

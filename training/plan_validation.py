@@ -23,6 +23,7 @@ from training.plan import (
     TIER_NAMES,
     Budget,
     DatasetSpec,
+    Deployment,
     Plan,
     PlanError,
     Pruning,
@@ -35,7 +36,9 @@ from training.plan import (
 )
 
 PLAN_FORMAT_VERSION = 1  # the plan file's `version`: the layout this code reads
-TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models")
+TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "tiers", "models", "deployment")
+DEPLOYMENT_KEYS = ("image", "gpu_resource", "gpus_per_task", "node_selector", "tolerations")
+TOLERATION_KEYS = ("key", "operator", "value", "effect", "toleration_seconds")
 SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_stopping_patience",
                  "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "confirm_seeds",
                  "full_checkpoint_minutes", "upload_wait_minutes")
@@ -100,7 +103,29 @@ class PlanValidator:
             self.fail("budgets.full", None, "missing budget (the plan as written)")
         return Plan(str(self.path), self.version, self.settings(self.section(raw, "settings", SETTINGS_KEYS)),
                     self.scheduling(self.section(raw, "scheduling", SCHEDULING_KEYS)),
-                    self.dataset(self.section(raw, "dataset", DATASET_KEYS)), budgets, tiers, architectures)
+                    self.dataset(self.section(raw, "dataset", DATASET_KEYS)), budgets, tiers, architectures,
+                    self.deployment(raw.get("deployment", {})))
+
+    def deployment(self, raw) -> Deployment:
+        if not isinstance(raw, dict):
+            self.fail("deployment", raw, "must be a table")
+        self.known_keys(raw, DEPLOYMENT_KEYS, "deployment")
+        for name in ("image", "gpu_resource"):
+            if name in raw and (not isinstance(raw[name], str) or not raw[name].strip()):
+                self.fail(f"deployment.{name}", raw[name], "must be a non-empty string")
+        gpus = raw.get("gpus_per_task", Deployment.gpus_per_task)
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+            self.fail("deployment.gpus_per_task", gpus, "must be a whole number >= 0")
+        selector = raw.get("node_selector", {})
+        if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
+            self.fail("deployment.node_selector", selector, "must be a table of label = \"value\"")
+        tolerations = raw.get("tolerations", [])
+        if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+            self.fail("deployment.tolerations", tolerations, "must be a list of tables (key, operator, value, effect)")
+        for index, toleration in enumerate(tolerations):
+            self.known_keys(toleration, TOLERATION_KEYS, f"deployment.tolerations[{index}]")
+        return Deployment(raw.get("image"), raw.get("gpu_resource", Deployment.gpu_resource), gpus,
+                          tuple(sorted(selector.items())), tuple(tuple(sorted(t.items())) for t in tolerations))
 
     def architectures(self, raw: dict) -> dict[str, str]:
         for model_id, entry in raw.items():
