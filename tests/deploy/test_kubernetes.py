@@ -91,3 +91,20 @@ def test_the_dags_under_kubernetes_executor_carry_the_pod_through_serialization(
     done = subprocess.run([sys.executable, "-c", SERIALIZED, str(REPO_ROOT / "dags")], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"limits": {"nvidia.com/gpu": "2"}, "name": "base"}
+
+
+def test_the_helm_values_run_kubernetes_executor_with_the_store_and_no_shared_volume():
+    import yaml
+
+    from training.settings import ENVIRONMENT
+
+    values = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "values.yaml").read_text())
+    assert values["executor"] == "KubernetesExecutor"
+    assert values["images"]["airflow"]["repository"] and values["dags"]["persistence"]["enabled"] is False
+    known = {variable.name for variable in ENVIRONMENT} | {"AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"}
+    names = {entry["name"] for entry in values["env"]}
+    assert names <= known and "SWEEP_ARTIFACTS_URL" in names
+    store = next(entry["value"] for entry in values["env"] if entry["name"] == "SWEEP_ARTIFACTS_URL")
+    assert store.startswith("s3://")
+    assert "sweep-runtime" in values["extraEnvFrom"]  # SWEEP_DATABASE_URL and the store's credentials
+    assert "airflow pools set gpu" in (REPO_ROOT / "deploy" / "helm" / "values.yaml").read_text()
