@@ -47,6 +47,9 @@ class Stack:
     reports_dir: Path | None = None
     models_dir: Path | None = None  # default: stand-ins built under home
     data_dir: Path | None = None  # default: the stdlib dataset generated under home
+    # Per component, what its environment adds: a worker with a SWEEP_HOME of its own plays a
+    # separate host that shares only Postgres, Redis and the artifact store.
+    component_env: dict[str, dict[str, str]] = field(default_factory=dict)
     _token: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -143,7 +146,8 @@ class Stack:
             if self.running(name):
                 continue
             with open(self.run_dir / f"{name}.log", "a") as log:
-                process = subprocess.Popen(command, env={**env, **overrides}, stdout=log, stderr=subprocess.STDOUT,
+                process = subprocess.Popen(command, env={**env, **overrides, **self.component_env.get(name, {})},
+                                           stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True, cwd=REPO_ROOT)
             (self.run_dir / f"{name}.pid").write_text(str(process.pid))
         self.wait_until_ready(timeout_seconds)

@@ -88,7 +88,8 @@ print(json.dumps({"limits": pod.spec.containers[0].resources.limits, "name": pod
 def test_the_dags_under_kubernetes_executor_carry_the_pod_through_serialization(tmp_path):
     env = {**os.environ, "AIRFLOW__CORE__EXECUTOR": "KubernetesExecutor",
            "SWEEP_PLAN_FILE": str(plan_with(tmp_path, DEPLOYMENT))}
-    done = subprocess.run([sys.executable, "-c", SERIALIZED, str(REPO_ROOT / "dags")], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", SERIALIZED, str(REPO_ROOT / "dags")], env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"limits": {"nvidia.com/gpu": "2"}, "name": "base"}
 
