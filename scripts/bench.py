@@ -24,6 +24,8 @@ save was written before):
 
 - checkpoint_bytes_ratio: bytes written by the saves, full state at every evaluation / as planned.
 
+And the training time lost to uploads to an artifact store (scripts/bench_uploads.py).
+
 Usage: python scripts/bench.py [--data DIR] [--json OUT.json] [--train-samples N] [--no-pruning]
 """
 
@@ -165,6 +167,9 @@ def main() -> int:
           f"(target <= 0.1); worst of the two models each")
     if not args.no_pruning:
         figures.update(pruning_figures(plan, args.data, work))
+    from bench_uploads import upload_figures  # scripts/bench_uploads.py: training time lost to uploads
+
+    figures.update(upload_figures(plan, args.data, work))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
         print(f"figures written to {args.json}")

@@ -74,9 +74,9 @@ def test_one_worker_per_gpu_on_the_gpu_queue(stack, worker, device):
     assert reservation["capabilities"] == ["gpu"] and reservation["driver"] == "nvidia"
 
 
-def test_the_image_installs_the_project_with_celery():
+def test_the_image_installs_the_project_with_celery_and_kubernetes():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    assert 'pip install -c requirements.lock ".[celery]"' in dockerfile  # the tree the tests run on
+    assert 'pip install -c requirements.lock ".[celery,kubernetes]"' in dockerfile  # the tree the tests run on
     assert "apache-airflow-providers-celery" in (REPO_ROOT / "pyproject.toml").read_text()
     assert "apache-airflow-providers-celery==" in (REPO_ROOT / "requirements.lock").read_text()
     assert "_PIP_ADDITIONAL_REQUIREMENTS" not in (REPO_ROOT / "docker-compose.yml").read_text()

@@ -195,7 +195,7 @@ class CheckpointPolicy(TrainerCallback):
         self.pending = None
         self.most_on_disk = max(self.most_on_disk, len(checkpoints(self.output_dir)))
         if self.uploads is not None and folder.is_dir():
-            self.uploads.send(folder, self.ledger.path)
+            self.uploads.send(self.ledger.path, folder)  # the ledger first: a whole save in the store has it
         self.rotate(state)
 
     def rotate(self, state) -> None:

@@ -83,7 +83,7 @@ def delivered(prepared: Prepared, result: ExperimentResult, store: ArtifactStore
             return store.url_of(Path(path)) if path and "://" not in path else path
         except ValueError:  # recorded on another host (a reused or hydrated result): already a store URL
             return path
-    return dataclasses.replace(result, checkpoint_url=url(result.checkpoint_path),
+    return dataclasses.replace(result, checkpoint_url=result.checkpoint_url or url(result.checkpoint_path),
                                predictions_path=url(result.predictions_path), artifacts_missing=missing or None)
 
 
@@ -125,7 +125,8 @@ def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: d
     if trained is not None:
         print(f"training finished in an earlier attempt ({trained.stop_reason.value} at step {trained.steps_run}): "
               "finishing from its best model, without training again")
-        result = refinish(prepared, trained)
+        # (trained.json may come from another host: the best model is the one in this folder now)
+        result = dataclasses.replace(refinish(prepared, trained), checkpoint_path=str(prepared.output_dir / BEST_DIR))
     else:
         result = reuse_earlier_result(prepared) or finish(
             train(prepared, time_limit_seconds, started_at, instruments or Instruments(), uploads))
