@@ -169,7 +169,7 @@ def main() -> int:
         figures.update(pruning_figures(plan, args.data, work))
     from bench_uploads import upload_figures  # scripts/bench_uploads.py: training time lost to uploads
 
-    figures.update(upload_figures(plan, args.data, work))
+    figures.update(upload_figures(plan, args.data, work, args.train_samples))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
         print(f"figures written to {args.json}")

@@ -1,15 +1,16 @@
 """`make bench`'s artifact-store figure: training time lost to uploads. CodeBERT's stand-in trains one
-grid point four times in one process, alternating a local-only run and a run whose every save is
-also sent to an S3 store (moto's server on 127.0.0.1), with the full state saved at every
-evaluation (the most upload traffic a plan can ask for). Training time is the Trainer's own
+grid point (one epoch of 2,000 pairs, an evaluation every 20 steps) four times in one process,
+alternating a local-only run and a run whose every save is also sent to an S3 store (moto's server
+on 127.0.0.1), with the full state saved at every evaluation (the most upload traffic a plan can
+ask for). Training time is the Trainer's own
 (samples seen / samples per second), so evaluation and the final upload wait are not counted.
 
 - upload_seconds_lost_per_save: (training seconds with the store - local only) / saves, the mean of
   the two pairs (target: well under a second; the save itself is snapshotted by hard links and the
   upload runs on a background thread).
 
-Usage: python scripts/bench_uploads.py [--data DIR]  (after `make bench` has built its stand-ins, or
-called from scripts/bench.py)
+Usage: python scripts/bench_uploads.py --data DIR --work DIR (a folder with stand-ins under models/,
+such as make bench builds), or through scripts/bench.py.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def moto_server() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("moto_server did not start")
 
 
-def upload_figures(plan, data: Path, work: Path) -> dict:
+def upload_figures(plan, data: Path, work: Path, train_samples: int = 2000) -> dict:
     import contextlib
     import io
 
@@ -60,18 +61,20 @@ def upload_figures(plan, data: Path, work: Path) -> dict:
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_DEFAULT_REGION="us-east-1")
     boto3.client("s3").create_bucket(Bucket=bucket)
-    print(f"\nuploads: {MODEL}'s stand-in, one grid point at the demo budget, the full state at every evaluation, "
-          "local only and with an S3 store (moto on 127.0.0.1), twice each")
+    print(f"\nuploads: {MODEL}'s stand-in, one epoch of {train_samples} pairs, the full state at every evaluation "
+          "(every 20 steps), local only and with an S3 store (moto on 127.0.0.1), twice each")
     try:
         timings = {"local": [], "store": []}
         for index, mode in enumerate(("local", "store", "local", "store")):
             storage = dataclasses.replace(Storage.from_environment(),
                                           artifacts_url=f"s3://{bucket}/bench" if mode == "store" else None)
-            spec = build_spec(plan, MODEL, Hyperparameters(5e-5, 16, 3, 0.01, 1),
+            spec = build_spec(plan, MODEL, Hyperparameters(5e-5, 16, 1, 0.01, 1),
                               RunParameters(budget="demo", dataset=str(data)), dag_id="bench_uploads",
                               run_id=f"{mode}-{index}", storage=storage)
             with contextlib.redirect_stdout(io.StringIO()):
-                result = run_experiment(dataclasses.replace(spec, full_checkpoint_minutes=0))
+                result = run_experiment(dataclasses.replace(
+                    spec, full_checkpoint_minutes=0, max_train_samples=train_samples, max_eval_samples=64,
+                    eval_steps=20, early_stopping_patience=1000))
             saves = (result.full_checkpoints_saved or 0) + (result.model_checkpoints_saved or 0)
             seconds = result.samples_seen / result.samples_per_second
             timings[mode].append((seconds, saves))
