@@ -1,6 +1,9 @@
 # The project's image: Airflow, the training package and a CUDA build of torch (PyPI's default for
 # torch 2.13.0 on x86_64). One image for every Airflow component and every GPU worker.
-FROM python:3.11-slim-bookworm
+# The base is an argument so that a machine without a registry can build a local equivalent
+# (make compose-check does); its default is the official image.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
