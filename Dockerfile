@@ -34,3 +34,6 @@ ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/code-sweep/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/code-sweep/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     SWEEP_SQL_DIR=/opt/code-sweep/sql
+# Every compose service but airflow-init (which runs bash) is an airflow subcommand: `command:
+# api-server`, `celery worker`, as in Airflow's own image.
+ENTRYPOINT ["airflow"]

@@ -80,3 +80,16 @@ def test_the_image_installs_the_project_with_celery_and_kubernetes():
     assert "apache-airflow-providers-celery" in (REPO_ROOT / "pyproject.toml").read_text()
     assert "apache-airflow-providers-celery==" in (REPO_ROOT / "requirements.lock").read_text()
     assert "_PIP_ADDITIONAL_REQUIREMENTS" not in (REPO_ROOT / "docker-compose.yml").read_text()
+
+
+def test_each_airflow_service_asks_the_image_for_an_airflow_subcommand(stack):
+    # The image's entrypoint is `airflow` (as in Airflow's own image); without it `command:
+    # api-server` would exec a program named api-server (found bringing the image up with podman).
+    assert 'ENTRYPOINT ["airflow"]' in (REPO_ROOT / "Dockerfile").read_text()
+    for name in COMPONENTS:
+        if name.startswith(("airflow", "gpu")):
+            command = stack[name]["command"]
+            first = command[0] if isinstance(command, list) else command.split()[0]
+            assert "entrypoint" not in stack[name] and first in ("api-server", "scheduler", "dag-processor",
+                                                                   "triggerer", "celery"), name
+    assert stack["airflow-init"]["entrypoint"] in ("/bin/bash", ["/bin/bash"])
