@@ -42,6 +42,20 @@ def filesystem(url: str):
         raise StoreError(f"the artifact store {url} needs a package that is not installed: {error}") from error
 
 
+def on_disk(fs) -> bool:
+    """Whether an fsspec filesystem is a local (or mounted) one, where a write is made whole by a rename."""
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def write_aside(path: str, write) -> None:
+    """A file on disk written beside its place and renamed into it: a reader never sees it half written."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(f"{path}.{uuid.uuid4().hex}{PARTIAL}")
+    write(staging)
+    staging.replace(path)
+
+
 def stored(call):
     """Any failure of the store's client (botocore's, aiohttp's, the OS's) as a StoreError naming it."""
     @functools.wraps(call)
@@ -94,11 +108,8 @@ class ArtifactStore:
         if not self.shared:
             return url
         fs, path = self._fs(url)
-        if fs.protocol in ("file", "local") or "file" in fs.protocol:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            staging = f"{path}.{uuid.uuid4().hex}{PARTIAL}"
-            shutil.copyfile(local, staging)
-            Path(staging).replace(path)
+        if on_disk(fs):
+            write_aside(path, lambda staging: shutil.copyfile(local, staging))
         else:
             fs.put_file(str(local), path)
         return url
@@ -119,11 +130,8 @@ class ArtifactStore:
     @stored
     def write_text(self, url: str, text: str) -> None:
         fs, path = self._fs(url)
-        if "file" in fs.protocol or fs.protocol == "local":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(f"{path}.{uuid.uuid4().hex}{PARTIAL}")
-            staging.write_text(text)
-            staging.replace(path)
+        if on_disk(fs):
+            write_aside(path, lambda staging: staging.write_text(text))
         else:
             fs.pipe_file(path, text.encode())
 
