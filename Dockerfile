@@ -19,21 +19,30 @@ RUN apt-get update \
     && chown -R airflow /opt/airflow /data
 
 WORKDIR /opt/code-sweep
-COPY pyproject.toml requirements.lock README.md ./
+# The dependencies first, read from pyproject.toml and pinned by the lock (the tree the tests run
+# on, celery and kubernetes included; on PyPI torch==2.13.0 for Linux is the CUDA build the GPU
+# workers need): a layer built again only when they change, not at every edit of the source.
+COPY pyproject.toml requirements.lock ./
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["celery"] + p["optional-dependencies"]["kubernetes"]))' \
+        > /tmp/requirements.txt \
+    && pip install -c requirements.lock -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md ./
 COPY training ./training
 COPY plugins ./plugins
 COPY devstack ./devstack
 COPY dags ./dags
 COPY sql ./sql
-# The same pinned tree the tests run on (celery included); on PyPI torch==2.13.0 for Linux is the
-# CUDA build the GPU workers need.
-RUN pip install -c requirements.lock ".[celery,kubernetes]"
+RUN pip install --no-deps -c requirements.lock ".[celery,kubernetes]"
+COPY deploy/entrypoint.sh /usr/local/bin/sweep-entrypoint
 
 USER airflow
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/code-sweep/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/code-sweep/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     SWEEP_SQL_DIR=/opt/code-sweep/sql
-# Every compose service but airflow-init (which runs bash) is an airflow subcommand: `command:
-# api-server`, `celery worker`, as in Airflow's own image.
-ENTRYPOINT ["airflow"]
+# Every compose service but airflow-init (which runs bash) is an airflow subcommand (`command:
+# api-server`, `celery worker`), as in Airflow's own image; the entrypoint also passes a container
+# stop on to the experiments training in it (deploy/entrypoint.sh).
+ENTRYPOINT ["/usr/local/bin/sweep-entrypoint"]

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint bench gpu-bench airflow stop db-stop clean
+.PHONY: install demo test test-fast lint bench gpu-bench compose-check airflow stop db-stop clean
 
 install: $(STAMP)
 
@@ -52,6 +52,14 @@ bench: install
 # checkpointing for the large tier, and the saves (scripts/gpu_bench.py); JSON and a Markdown table.
 gpu-bench: install
 	$(BIN)/python scripts/gpu_bench.py --json gpu-bench.json --markdown gpu-bench.md
+
+# docker-compose.yml and the Dockerfile run for real with podman, every service on the host network
+# (deploy/compose-check/): builds local base images (once) and the image, brings the stack up, runs
+# the small tier through the REST API, restarts a GPU worker mid-run, removes everything. Not in
+# `make test`: the first run builds for about 10 minutes (README, "The compose stack, checked").
+compose-check: install
+	$(BIN)/python -m pip install --quiet podman-compose==1.6.0
+	$(BIN)/python scripts/compose_check.py
 
 db-stop: install
 	$(BIN)/python -m training db stop

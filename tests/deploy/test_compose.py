@@ -76,16 +76,21 @@ def test_one_worker_per_gpu_on_the_gpu_queue(stack, worker, device):
 
 def test_the_image_installs_the_project_with_celery_and_kubernetes():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    assert 'pip install -c requirements.lock ".[celery,kubernetes]"' in dockerfile  # the tree the tests run on
+    # The tree the tests run on: the dependencies (a layer of their own) pinned by the lock, then the
+    # project without them.
+    assert 'pip install -c requirements.lock -r /tmp/requirements.txt' in dockerfile
+    assert '"optional-dependencies"]["celery"] + p["optional-dependencies"]["kubernetes"]' in dockerfile
+    assert 'pip install --no-deps -c requirements.lock ".[celery,kubernetes]"' in dockerfile
     assert "apache-airflow-providers-celery" in (REPO_ROOT / "pyproject.toml").read_text()
     assert "apache-airflow-providers-celery==" in (REPO_ROOT / "requirements.lock").read_text()
     assert "_PIP_ADDITIONAL_REQUIREMENTS" not in (REPO_ROOT / "docker-compose.yml").read_text()
 
 
 def test_each_airflow_service_asks_the_image_for_an_airflow_subcommand(stack):
-    # The image's entrypoint is `airflow` (as in Airflow's own image); without it `command:
-    # api-server` would exec a program named api-server (found bringing the image up with podman).
-    assert 'ENTRYPOINT ["airflow"]' in (REPO_ROOT / "Dockerfile").read_text()
+    # The image's entrypoint runs a subcommand as `airflow <subcommand>` (as Airflow's own image
+    # does; tests/deploy/test_entrypoint.py); without it `command: api-server` would exec a program
+    # named api-server (found bringing the image up with podman).
+    assert 'ENTRYPOINT ["/usr/local/bin/sweep-entrypoint"]' in (REPO_ROOT / "Dockerfile").read_text()
     for name in COMPONENTS:
         if name.startswith(("airflow", "gpu")):
             command = stack[name]["command"]
@@ -93,3 +98,49 @@ def test_each_airflow_service_asks_the_image_for_an_airflow_subcommand(stack):
             assert "entrypoint" not in stack[name] and first in ("api-server", "scheduler", "dag-processor",
                                                                    "triggerer", "celery"), name
     assert stack["airflow-init"]["entrypoint"] in ("/bin/bash", ["/bin/bash"])
+
+
+@pytest.mark.parametrize("worker", ["gpu-worker-0", "gpu-worker-1"])
+def test_a_gpu_worker_stop_leaves_an_experiment_time_for_its_full_save(stack, worker):
+    # The stop reaches the experiment as SIGTERM (deploy/entrypoint.sh); Compose's default 10 s
+    # would kill a large model in the middle of writing its optimizer state.
+    period = stack[worker]["stop_grace_period"]
+    assert period.endswith("m") and int(period[:-1]) >= 2, period
+
+
+class CheckLoader(yaml.SafeLoader):
+    """Reads Compose's !reset and !override tags (the compose-check override uses both)."""
+
+
+def tagged(loader, node):
+    if isinstance(node, yaml.SequenceNode):
+        return node.tag, loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return node.tag, loader.construct_mapping(node, deep=True)
+    return node.tag, loader.construct_scalar(node)
+
+
+CheckLoader.add_constructor("!reset", tagged)
+CheckLoader.add_constructor("!override", tagged)
+
+
+def test_the_compose_check_puts_every_service_on_loopback_with_its_own_ports(stack):
+    check_dir = REPO_ROOT / "deploy" / "compose-check"
+    override = yaml.load((check_dir / "host-network.yml").read_text(), Loader=CheckLoader)["services"]
+    assert set(override) == set(stack)  # a service added to the stack without its loopback settings fails here
+    for name, service in override.items():
+        assert service["network_mode"] == "host" and service["hostname"] == name, name
+        assert all(entry.endswith(":127.0.0.1") for entry in service["extra_hosts"]), name
+        assert {f"{other}:127.0.0.1" for other in ("postgres", "redis", "airflow-apiserver")} <= set(
+            service["extra_hosts"]), name
+        if stack[name].get("ports") or stack[name].get("expose"):
+            assert service.get("ports", service.get("expose")) == ("!reset", []), name  # nothing published
+    # Three Celery workers on one network: each serves its logs on a port of its own.
+    log_ports = {override[name]["environment"]["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]
+                 for name in ("airflow-worker", "gpu-worker-0", "gpu-worker-1")}
+    assert len(log_ports) == 3 and all(port.startswith("${CHECK_WORKER_LOG_PORT_") for port in log_ports)
+    assert "listen_addresses=127.0.0.1" in override["postgres"]["command"]
+    assert "127.0.0.1" in override["redis"]["command"]
+    no_gpu = yaml.load((check_dir / "no-gpu.yml").read_text(), Loader=CheckLoader)["services"]
+    assert {name for name in stack if "deploy" in stack[name]} == set(no_gpu)
+    assert all(service["deploy"] == ("!reset", {}) for service in no_gpu.values())
