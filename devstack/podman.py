@@ -26,7 +26,7 @@ STAND_INS = {  # the base images docker-compose.yml and the Dockerfile name, bui
     f"{PREFIX}/redis:bookworm": "redis.Containerfile",
 }
 PROJECT_IMAGE = "localhost/code-sweep:latest"  # docker-compose.yml's `image: code-sweep:latest`
-DEBIAN_MIRROR = os.environ.get("COMPOSE_CHECK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DEBIAN_MIRROR = os.environ.get("SWEEP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 
 class CheckFailed(RuntimeError):

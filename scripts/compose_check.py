@@ -1,7 +1,7 @@
 """`make compose-check`: docker-compose.yml and the Dockerfile, brought up for real with podman on
 this machine, every service on the host network (deploy/compose-check/host-network.yml), a tier
 run through the REST API on the Celery workers, a GPU worker restarted mid-run, and everything
-removed at the end. Prints each phase's time. COMPOSE_CHECK_KEEP=1 leaves the stack up."""
+removed at the end. Prints each phase's time. SWEEP_COMPOSE_CHECK_KEEP=1 leaves the stack up."""
 
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ def main() -> int:
         print(f"== {name}", flush=True)
 
     compose, return_code = None, 1
-    keep = os.environ.get("COMPOSE_CHECK_KEEP") == "1"
+    keep = os.environ.get("SWEEP_COMPOSE_CHECK_KEEP") == "1"
     try:
         phase("install podman, runc, debootstrap; containers.conf")
         env = install_tools(WORK)

@@ -57,6 +57,10 @@ ENVIRONMENT = (
     Variable("SWEEP_AIRFLOW_PORT", "make airflow's api-server port", "8080", "scripts/stack.py"),
     Variable("SWEEP_EXECUTOR", "make airflow's executor: LocalExecutor or CeleryExecutor", "LocalExecutor",
              "scripts/stack.py"),
+    Variable("SWEEP_COMPOSE_CHECK_KEEP", "1: make compose-check leaves the stack up (to look around)", "unset: removed",
+             "scripts/compose_check.py"),
+    Variable("SWEEP_DEBIAN_MIRROR", "the Debian mirror make compose-check's debootstrap uses",
+             "http://deb.debian.org/debian", "devstack/podman.py"),
     Variable("SWEEP_BENCH_DATA", "make bench's BigCloneBench subsets", "../shared/data/bigclonebench",
              "scripts/bench.py"),
 )
