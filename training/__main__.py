@@ -81,6 +81,13 @@ def run_experiment_command(args, instruments=None) -> int:
         print(f"could not write to the results DB ({error.orig}); the result is kept in {args.result} and "
               "beside the checkpoint: a retry records it, or run `python -m training db sync`")
         return 3
+    if not args.spec or not spec.dag_id:
+        # Started here, not by a DAG run: no report task will close its sweep run, so this does
+        # (it stayed "running" in sweep_runs and the runs views before).
+        from training.results.store import finish_sweep_run
+
+        status = finish_sweep_run(spec.database_url, spec.dag_id, spec.run_id, spec.tier, spec.run_type)
+        print(f"sweep run {spec.dag_id or '(cli)'} {spec.run_id or '(adhoc)'}: {status}")
     if replaced:
         print(f"recorded experiment {result.experiment_key} ({result.stop_reason}) in the results DB")
     else:

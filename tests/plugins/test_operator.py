@@ -61,7 +61,9 @@ def test_execute_trains_records_and_returns_a_small_dict(sweep_env, dataset_dir,
     assert summary["gpu_hours"] == 0.0
     with sa.create_engine(sweep_env).connect() as connection:
         row = connection.execute(sa.text("SELECT dag_id, run_id, experiment_key FROM experiments")).one()
+        run_status = connection.execute(sa.text("SELECT status FROM sweep_runs")).scalar_one()
     assert tuple(row) == ("operator_test", "manual__op", summary["experiment_key"])
+    assert run_status == "running"  # a DAG run's sweep run is closed by its report task, not by a training
 
     # The CLI's spec of the same grid point, named as in the plan, is the operator's to the byte.
     from training.settings import Storage
@@ -74,6 +76,23 @@ def test_execute_trains_records_and_returns_a_small_dict(sweep_env, dataset_dir,
                     "--epochs", "3", "--weight-decay", "0.01", "--budget", "tiny", "--dataset", str(dataset_dir),
                     "--dag-id", "operator_test", "--run-id", "manual__op"], check=True, timeout=120)
     assert json.loads(cli_spec.read_text()) == json.loads(task_spec.read_text())
+
+
+def test_an_experiment_run_from_the_command_line_closes_its_sweep_run(sweep_env, dataset_dir, tmp_path):
+    # No report task will: it stayed "running" in sweep_runs (issue 27).
+    completed = subprocess.run([sys.executable, "-m", "training", "run-experiment", "--tier", "small", "--model",
+                                "microsoft/codebert-base", "--learning-rate", "5e-5", "--batch-size", "16",
+                                "--epochs", "3", "--weight-decay", "0.01", "--budget", "tiny", "--dataset",
+                                str(dataset_dir), "--result", str(tmp_path / "result.json")],
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    with sa.create_engine(sweep_env).connect() as connection:
+        runs = connection.execute(sa.text("SELECT status, finished_at FROM sweep_runs")).all()
+        settings = connection.execute(sa.text("SELECT run_settings FROM experiments")).scalar_one()
+    assert len(runs) == 1 and runs[0].status == "success" and runs[0].finished_at is not None, runs
+    # What the run's results depend on beyond the grid point is on the row, for like-with-like comparisons.
+    assert settings["budget"] == "tiny" and settings["seed"] == 42 and settings["max_steps"] == 8, settings
+    assert settings["pruning"] is None and "hyperparameters" not in settings and "model_id" not in settings
 
 
 def test_the_cli_refuses_a_grid_point_the_plan_lacks(tmp_path):
