@@ -30,6 +30,8 @@ KEY_FIELDS = ("model_id", "architecture", "tier", "hyperparameters", "gradient_c
               "seed")
 KEY_FIELDS_WHEN_SET = {"max_train_seconds": None, "max_test_samples": None, "learning_rate_scale": None,
                        "pruning": None, "compile": False}
+# What differs between the experiments of one run: not part of what makes two runs comparable.
+PER_EXPERIMENT = ("model_id", "architecture", "tier", "hyperparameters", "gradient_checkpointing")
 # Why a run exists, where it writes, and how often it saves: never what it trains. (A seed
 # confirmation is another experiment by its seed, not by confirmation_of.)
 NOT_IN_KEY = ("budget", "dag_id", "run_id", "run_type", "plan_version", "reuse_results", "confirmation_of",
@@ -88,6 +90,16 @@ class ExperimentSpec:
         if KEY_VERSION > 1:
             data["key_version"] = KEY_VERSION
         return data
+
+    def run_settings(self) -> dict[str, Any]:
+        """What this run's results depend on beyond the model and its grid point (the key's fields
+        less model, tier and hyperparameters; pruning without the grid; and the budget's name):
+        two runs equal on these, on the data fingerprint and on stand-in or real models compare
+        like with like (the report's change since the previous run)."""
+        data = {name: value for name, value in self.settings_for_key().items() if name not in PER_EXPERIMENT}
+        data["pruning"] = {k: v for k, v in self.pruning.items() if k != "grid"} if self.pruning else None
+        data["budget"] = self.budget
+        return json.loads(json.dumps(data, default=str))  # as the database's jsonb gives it back
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

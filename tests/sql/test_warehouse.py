@@ -111,7 +111,7 @@ def test_runs_on_other_data_or_budgets_are_never_compared_or_pooled(warehouse, f
     """A run on another dataset, a run on another budget and a stand-in run: each starts a series of
     its own in the trend, and the effects of hyperparameters are never pooled across them."""
     others = {"devign": {"dataset_fingerprint": "devign"}, "demo": {"budget": "demo"},
-              "standin": {"is_stand_in": True}}
+              "standin": {"is_stand_in": True}, "capped": {"run_settings": {"max_steps": 40, "seed": 42}}}
     for day, (name, change) in enumerate(others.items(), start=26):
         record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
             CODEBERT, run_id=name, validation_f1=0.5, test_f1=0.4, started_at=f"2026-11-{day}T02:00:00+00:00",
@@ -122,16 +122,20 @@ def test_runs_on_other_data_or_budgets_are_never_compared_or_pooled(warehouse, f
     assert trend == [{"run_id": PREVIOUS_RUN, "previous_run_id": None},
                      {"run_id": LATEST_RUN, "previous_run_id": PREVIOUS_RUN},
                      {"run_id": "devign", "previous_run_id": None}, {"run_id": "demo", "previous_run_id": None},
-                     {"run_id": "standin", "previous_run_id": None}]
+                     {"run_id": "standin", "previous_run_id": None},
+                     {"run_id": "capped", "previous_run_id": None}]  # a step-capped run is not the nightly's next
     changes = run_query(warehouse, "f1_changes_since_previous_run.sql")
     assert {c["run_id"] for c in changes} == {LATEST_RUN}
     effects = rows(warehouse, "SELECT dataset_fingerprint, budget, is_stand_in, experiments, mean_validation_f1 "
                               "FROM analytics.hyperparameter_effects WHERE model_id = :m AND hyperparameter = "
-                              "'num_epochs' ORDER BY experiments DESC, dataset_fingerprint, budget", m=CODEBERT)
+                              "'num_epochs' ORDER BY experiments DESC, dataset_fingerprint, budget, is_stand_in",
+                   m=CODEBERT)
     assert effects == [
         {"dataset_fingerprint": "abc", "budget": "full", "is_stand_in": False, "experiments": 4,
          "mean_validation_f1": pytest.approx(0.83)},
         {"dataset_fingerprint": "abc", "budget": "demo", "is_stand_in": False, "experiments": 1,
+         "mean_validation_f1": 0.5},
+        {"dataset_fingerprint": "abc", "budget": "full", "is_stand_in": False, "experiments": 1,  # capped
          "mean_validation_f1": 0.5},
         {"dataset_fingerprint": "abc", "budget": "full", "is_stand_in": True, "experiments": 1,
          "mean_validation_f1": 0.5},

@@ -39,7 +39,7 @@ def test_report_lists_every_experiment_and_the_best_per_model(tmp_path, fresh_da
     assert "F1 is of the positive class &#39;1&#39;" in html
     assert html.count('<tr class="best"') == 2 and 'title="RuntimeError: boom"' in html
     assert html.count('class="chart heatmap"') == 2 and html.count('class="chart curves"') == 2
-    assert "No earlier successful run of this tier on the same data and budget to compare with." in markdown
+    assert "No earlier successful run of this tier to compare with." in markdown
 
 
 def test_recommendations_intervals_and_the_change_since_the_previous_run(tmp_path, fresh_database):
@@ -221,7 +221,8 @@ def test_only_a_successful_run_on_the_same_data_and_budget_is_compared(tmp_path,
     assert run("failed", "23", stop_reason="failed", test_f1=None, validation_f1=None) == "failed"
     run("latest", "25")
     _, _, markdown = render(fresh_database, tmp_path, "latest")
-    assert "No earlier successful run of this tier on the same data and budget to compare with." in markdown
+    assert ("No change is shown: no earlier successful run of this tier is comparable (3 checked); the latest, "
+            "stand-ins, differs in stand-in or real models: no here, yes there.") in markdown
     assert run("comparable", "24", test_f1=0.7) == "success"
     _, _, markdown = render(fresh_database, tmp_path, "latest")
     assert "Compared with `comparable`" in markdown and "| 0.750 | 0.700 | +0.050" in markdown

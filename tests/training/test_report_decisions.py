@@ -75,3 +75,48 @@ def test_the_learning_curve_has_a_step_axis_with_round_ticks():
     svg = str(learning_curves("curve", {"best": [(100, 0.5), (200, 0.6), (240, 0.65)]}))
     labels = [f'text-anchor="middle">{tick}</text>' for tick in (0, 50, 100, 150, 200)]
     assert all(label in svg for label in labels) and "optimizer step" in svg
+
+
+def settings(**changes) -> dict:
+    """Run settings as ExperimentSpec.run_settings() records them, for the demo budget."""
+    from training.spec import PLAN_AS_WRITTEN
+    from training.tasks import experiment_spec
+
+    spec = experiment_spec(model_id=CODEBERT, tier="small", hyperparameters={
+        "learning_rate": 2e-5, "batch_size": 16, "num_epochs": 3, "weight_decay": 0.01},
+        run=PLAN_AS_WRITTEN, require_database=False)
+    return {**spec.run_settings(), **changes}
+
+
+def three_runs(url, capped_middle: dict) -> None:
+    """Nightly-style runs a, b, c of CodeBERT; b has other run settings than a and c."""
+    for run_id, day, f1, run_settings in (("a", "23", 0.70, settings()), ("b", "24", 0.60, settings(**capped_middle)),
+                                          ("c", "25", 0.75, settings())):
+        record(url, run_id=run_id, key=f"{run_id}-k", test_f1=f1, run_settings=run_settings,
+               started_at=f"2026-11-{day}T02:00:00+00:00")
+        finish_sweep_run(url, "sweep_small", run_id, "small", "manual")
+
+
+def test_a_run_is_compared_only_with_one_equal_in_step_cap_seed_and_settings(tmp_path, fresh_database):
+    # A 40-step smoke run between two full ones: c compares with a, skipping b (it compared with b
+    # and printed -0.15 as an ordinary change; issue 27).
+    three_runs(fresh_database, {"max_steps": 40, "seed": 43})
+    _, html, markdown = render(fresh_database, tmp_path, "c")
+    change = markdown.split("## Change since the previous run")[1]
+    assert "Compared with `a`" in change and "| 0.750 | 0.700 | +0.050 |" in change
+    _, html, markdown = render(fresh_database, tmp_path / "b", "b")
+    change = markdown.split("## Change since the previous run")[1]
+    assert "Compared with" not in change and "| 0.600 |" not in change
+    assert ("No change is shown: no earlier successful run of this tier is comparable (1 checked); the latest, a, "
+            "differs in step cap: 40 here, none there; seed: 43 here, 42 there.") in change
+    assert "step cap: 40 here, none there" in html
+
+
+def test_pruning_and_stand_ins_make_runs_incomparable_and_are_named(tmp_path, fresh_database):
+    three_runs(fresh_database, {"pruning": {"method": "asha", "reduction_factor": 3, "min_fraction": 0.1}})
+    _, _, markdown = render(fresh_database, tmp_path, "b")
+    assert "differs in pruning: method asha, min_fraction 0.1, reduction_factor 3 here, none there" in markdown
+    record(fresh_database, run_id="d", key="d-k", is_stand_in=True, run_settings=settings(),
+           started_at="2026-11-26T02:00:00+00:00")
+    _, _, markdown = render(fresh_database, tmp_path / "d", "d")
+    assert "the latest, c, differs in stand-in or real models: yes here, no there" in markdown

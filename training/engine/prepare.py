@@ -66,7 +66,7 @@ def identity(spec: ExperimentSpec, key: str, dataset: LoadedDataset | None) -> E
         dag_id=spec.dag_id, run_id=spec.run_id, run_type=spec.run_type, experiment_key=key, tier=spec.tier,
         model_id=spec.model_id, model_source=source, is_stand_in=stand_in_info(source) is not None,
         **spec.hyperparameters.as_dict(), budget=spec.budget, seed=spec.seed, confirmation_of=spec.confirmation_of,
-        max_steps=spec.max_steps,
+        max_steps=spec.max_steps, run_settings=spec.run_settings(),
         dataset_source=spec.dataset.source,
         dataset_fingerprint=dataset.fingerprint if dataset else None,
         positive_label=None if labels is None or labels.positive is None else str(labels.positive),

@@ -94,6 +94,7 @@ class RunReport:
     estimate_unit: str | None = None  # the estimate's own unit ("GPU-hour", "CPU-hour")
     max_gpu_hours: float | None = None  # the run's budget gate, if it had one
     refusal: str | None = None  # why the start task refused the run before any training
+    previous_note: str | None = None  # why no earlier run is compared with (what the nearest one differs in)
 
     @property
     def pruning_saved(self) -> float:
@@ -253,7 +254,8 @@ def metric_description(rows: list[StoredExperiment]) -> str | None:
 
 def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curves: dict[int, list] | None = None,
                  previous_id: str | None = None, previous_records: list[StoredExperiment] | None = None,
-                 estimate_rows: list[dict] | None = None, refusal: str | None = None) -> RunReport:
+                 estimate_rows: list[dict] | None = None, refusal: str | None = None,
+                 previous_note: str | None = None) -> RunReport:
     unit = cost_unit(records)
     models = sections(records, curves or {}, unit)
     rows = [e for m in models for e in m.experiments]
@@ -275,4 +277,4 @@ def build_report(dag_id: str, run_id: str, records: list[StoredExperiment], curv
                      pruned=[PrunedRun.of(e, unit) for e in rows if e.stop_reason == StopReason.PRUNED],
                      estimates=estimate_lines(estimate_rows, models, compare_unit), estimate_unit=estimate_unit,
                      max_gpu_hours=next((r["max_gpu_hours"] for r in estimate_rows if r["max_gpu_hours"]), None),
-                     refusal=refusal)
+                     refusal=refusal, previous_note=previous_note)

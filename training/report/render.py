@@ -12,8 +12,9 @@ import jinja2
 
 from training.report.build import RunReport, build_report
 from training.report.costs import run_cost
+from training.results.comparable import comparable_previous_run
 from training.results.history import run_estimate
-from training.results.store import evaluation_curves, previous_run_id, run_experiments
+from training.results.store import evaluation_curves, run_experiments
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -65,8 +66,8 @@ def render_run_report(url: str, dag_id: str, run_id: str, out_dir: Path, refusal
                       summary: dict | None = None) -> Path:
     """Render the report of one run from the results DB into out_dir; return the HTML file."""
     records = run_experiments(url, dag_id, run_id)
-    previous_id = previous_run_id(url, dag_id, run_id)
+    previous = comparable_previous_run(url, dag_id, run_id)
     report = build_report(dag_id, run_id, records, evaluation_curves(url, [r.experiment_id for r in records]),
-                          previous_id, run_experiments(url, dag_id, previous_id) if previous_id else [],
-                          run_estimate(url, dag_id, run_id), refusal)
+                          previous.run_id, run_experiments(url, dag_id, previous.run_id) if previous.run_id else [],
+                          run_estimate(url, dag_id, run_id), refusal, previous.note)
     return render(report, out_dir, summary)

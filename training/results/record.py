@@ -98,6 +98,7 @@ class ExperimentResult:
     best_step: int | None = None
     steps_planned: int | None = None
     max_steps: int | None = None  # the run's step cap, if any: it only ever shortens the grid's epochs
+    run_settings: dict | None = None  # spec.run_settings(): what the run's results depend on beyond the grid point
     steps_planned_by: str | None = None  # "epochs", or "max_steps" where the cap was the shorter
     steps_run: int | None = None
     samples_planned: int | None = None  # training samples the run planned (steps x batch x accumulation)

@@ -27,7 +27,7 @@ UPSERT_EXPERIMENT = sa.text(
     "WHERE NOT (experiments.status = 'finished' AND experiments.stop_reason = ANY(:succeeded)) "
     "OR (EXCLUDED.status = 'finished' AND EXCLUDED.stop_reason = ANY(:succeeded)) "
     "RETURNING experiment_id"
-).bindparams(sa.bindparam("versions", type_=sa.JSON))
+).bindparams(sa.bindparam("versions", type_=sa.JSON), sa.bindparam("run_settings", type_=sa.JSON))
 
 # A sweep run starts when its first experiment starts.
 UPSERT_SWEEP_RUN = sa.text(
@@ -163,21 +163,6 @@ def evaluation_curves(url: str, experiment_ids: list[int]) -> dict[int, list[tup
     for experiment_id, step, f1 in rows:
         curves.setdefault(experiment_id, []).append((step, f1))
     return curves
-
-
-def previous_run_id(url: str, dag_id: str, run_id: str) -> str | None:
-    """The run to compare this one with: the last successful run of the same DAG (tier) that started
-    before it, on the same dataset fingerprint and budget, with stand-ins or real models as this one."""
-    with connect(url) as connection:
-        return connection.execute(sa.text(
-            "WITH kind AS (SELECT sweep_run_id, min(budget) AS budget, bool_or(is_stand_in) AS stand_in, "
-            "  min(dataset_fingerprint) AS fingerprint FROM experiments GROUP BY sweep_run_id) "
-            "SELECT p.run_id FROM sweep_runs p JOIN kind pk ON pk.sweep_run_id = p.sweep_run_id, "
-            "  sweep_runs r JOIN kind rk ON rk.sweep_run_id = r.sweep_run_id "
-            "WHERE r.dag_id = :dag_id AND r.run_id = :run_id AND p.dag_id = r.dag_id "
-            "AND p.started_at < r.started_at AND p.status = 'success' "
-            "AND pk.budget = rk.budget AND pk.stand_in = rk.stand_in AND pk.fingerprint = rk.fingerprint "
-            "ORDER BY p.started_at DESC LIMIT 1"), {"dag_id": dag_id, "run_id": run_id}).scalar()
 
 
 def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> StoredExperiment | None:
