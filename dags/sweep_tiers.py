@@ -66,7 +66,8 @@ def trigger_params(plan: Plan, tier: Tier, defaults: RunDefaults) -> dict[str, P
                                        "runs); it only shortens a run, never past the grid's epochs; a whole "
                                        f"number from 1 to {MAX_STEPS_CAP:,}, or empty for none"),
         "seed": Param(plan.settings.seed, type=["null", *TYPED_NUMBER], title="Seed", section=ADVANCED,
-                      description=f"random seed of data order and initialisation: a whole number from 0 to "
+                      description=f"random seed of initialisation and batch order (a budget's row sample stays "
+                                  f"the plan's data_seed {plan.settings.data_seed}): a whole number from 0 to "
                                   f"{SEED_MAX:,}; empty = the plan's ({plan.settings.seed})"),
         "pruning": Param(None, type=["null", "boolean"], title="Pruning", section=ADVANCED,
                          description="successive halving across each model's grid: stop a run that is behind "

@@ -40,7 +40,31 @@ def main() -> int:
     print(f"small tier done in {run_seconds:.0f} s (set-up {setup_seconds:.0f} s)")
     print(f"report: {report}")
     print(f"markdown: {report.with_suffix('.md')}")
+    print_figures(results_url, report)
     return 0
+
+
+def print_figures(results_url: str, report) -> None:
+    """This run's own figures (docs/DEMO.md states only what holds on every machine: stand-in
+    pre-training is not bit-identical across CPUs, so the second decimal and a close verdict vary)."""
+    import sqlalchemy as sa
+
+    from training.results.connection import connect
+
+    with connect(results_url) as connection:
+        rows = connection.execute(sa.text(
+            "SELECT model_id, max(validation_f1) AS best, min(validation_f1) AS worst FROM experiments "
+            "WHERE sweep_run_id = (SELECT sweep_run_id FROM sweep_runs WHERE dag_id = 'sweep_small' "
+            "ORDER BY started_at DESC LIMIT 1) AND confirmation_of IS NULL GROUP BY model_id ORDER BY model_id"
+        )).mappings().all()
+    print("this run's validation F1 per stand-in: best cell, worst cell, spread")
+    for row in rows:
+        if row["best"] is not None:
+            print(f"  {row['model_id']}: {row['best']:.3f}, {row['worst']:.3f}, {row['best'] - row['worst']:.3f}")
+    verdict = next((line for line in report.with_suffix(".md").read_text().splitlines()
+                    if line.startswith("**Verdict:")), None)
+    if verdict:
+        print(verdict.replace("**", ""))
 
 
 if __name__ == "__main__":

@@ -34,12 +34,17 @@ def check_data_command(args) -> int:
     else:
         print(f"  labels {labels.values}; F1 is measured for the positive label {labels.positive!r}")
     leaks = leakage_counts(dataset.splits, spec.text_columns)
+    print(f"  leakage, counted against all {len(dataset.splits['train'])} train rows (a run's report counts "
+          "against the rows its budget keeps, so its figures can be lower):")
     for split in ("validation", "test"):
         rows, count = len(dataset.splits[split]), leaks[f"{split}_duplicates_of_train"]
         print(f"  {split}: {count} rows ({count / rows:.1%}) repeat a train row (whitespace ignored)"
               + ("  <- held-out scores will be optimistic" if count else ""))
-        if len(spec.text_columns) == 2:
+        if len(spec.text_columns) > 1:
+            every = leaks[f"{split}_rows_all_texts_in_train"]
             sharing = leaks[f"{split}_rows_sharing_train_text"]
+            print(f"  {split}: {every} rows ({every / rows:.1%}) have every text in train, if not as this pair "
+                  "(near-copies)")
             print(f"  {split}: {sharing} rows ({sharing / rows:.1%}) share a function text with a train row")
     return 0
 

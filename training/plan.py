@@ -98,6 +98,9 @@ class Settings:
     pin_memory: bool
     max_length: int
     seed: int
+    # Draws the rows a budget's caps keep (max_train_samples, ...): fixed, so a seed rerun (the
+    # trigger's Seed, confirm_seeds) varies initialisation and data order only, never the data.
+    data_seed: int = 42
     confirm_seeds: int = 0  # after the grid, retrain each model's chosen configuration with this many more seeds
     # The full resumable state (optimizer, scheduler, RNG) is saved at most this often (and on
     # SIGTERM); a new best saves the model only. 0: the full state at every evaluation.

@@ -40,8 +40,8 @@ TOP_LEVEL_KEYS = ("version", "settings", "scheduling", "dataset", "budgets", "ti
 DEPLOYMENT_KEYS = ("image", "gpu_resource", "gpus_per_task", "node_selector", "tolerations")
 TOLERATION_KEYS = ("key", "operator", "value", "effect", "toleration_seconds")
 SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_stopping_patience",
-                 "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "confirm_seeds",
-                 "full_checkpoint_minutes", "upload_wait_minutes")
+                 "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "data_seed",
+                 "confirm_seeds", "full_checkpoint_minutes", "upload_wait_minutes")
 SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date", "late_start_tolerance_minutes")
 DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
 TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "compile", "grid", "pruning",
@@ -146,6 +146,10 @@ class PlanValidator:
         if problem := seed_problem(raw.get("seed")):
             self.fail("settings.seed", raw.get("seed"), problem)
         values["seed"] = raw["seed"]
+        data_seed = raw.get("data_seed", raw["seed"])  # a plan without it samples as before: with the seed
+        if problem := seed_problem(data_seed):
+            self.fail("settings.data_seed", data_seed, problem)
+        values["data_seed"] = data_seed
         values["early_stopping_min_delta"] = self.positive(
             "settings.early_stopping_min_delta", raw.get("early_stopping_min_delta"), float)
         if raw.get("metric_for_best_model") != "f1":

@@ -30,6 +30,8 @@ KEY_FIELDS = ("model_id", "architecture", "tier", "hyperparameters", "gradient_c
               "seed")
 KEY_FIELDS_WHEN_SET = {"max_train_seconds": None, "max_test_samples": None, "learning_rate_scale": None,
                        "pruning": None, "compile": False}
+# In the key only where a budget caps rows: it draws which rows (an uncapped run's key stays as it was).
+KEY_FIELDS_WHEN_CAPPED = ("data_seed",)
 # What differs between the experiments of one run: not part of what makes two runs comparable.
 PER_EXPERIMENT = ("model_id", "architecture", "tier", "hyperparameters", "gradient_checkpointing")
 # Why a run exists, where it writes, and how often it saves: never what it trains. (A seed
@@ -73,6 +75,9 @@ class ExperimentSpec:
     # min_fraction and the model's grid as [batch, accumulation, epochs] (the reference run is the
     # largest of them). None: off, as the plan is written.
     pruning: dict | None = None
+    # The seed that draws a capped budget's rows (plan setting data_seed); None: the seed (specs
+    # written before it existed).
+    data_seed: int | None = None
     compile: bool | str = False  # torch.compile: True, False or "auto" (on CUDA); see engine/arguments.py
     # How often the full resumable state is saved (engine/checkpoints.py); not in the key: it
     # changes what a retry resumes from, never the model trained.
@@ -87,9 +92,16 @@ class ExperimentSpec:
                 if name in KEY_FIELDS or name in KEY_FIELDS_WHEN_SET and value != KEY_FIELDS_WHEN_SET[name]}
         if any(data.get(cap) is not None for cap in ("max_train_samples", "max_eval_samples", "max_test_samples")):
             data["row_sample"] = "file-order"  # capped rows are sampled by loading.capped_rows
+            if self.data_seed is not None:  # None: a spec from before, sampled with the seed
+                data["data_seed"] = self.data_seed
         if KEY_VERSION > 1:
             data["key_version"] = KEY_VERSION
         return data
+
+    @property
+    def row_seed(self) -> int:
+        """The seed of the capped budgets' row sample: the plan's data_seed, not the training seed."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def run_settings(self) -> dict[str, Any]:
         """What this run's results depend on beyond the model and its grid point (the key's fields
@@ -161,7 +173,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, run:
         mixed_precision=settings.mixed_precision,
         pin_memory=settings.pin_memory,
         max_length=budget.max_length or settings.max_length,
-        seed=settings.seed if run.seed is None else run.seed,
+        seed=settings.seed if run.seed is None else run.seed, data_seed=settings.data_seed,
         max_train_samples=budget.max_train_samples,
         max_eval_samples=budget.max_eval_samples,
         max_steps=run.step_cap(plan),

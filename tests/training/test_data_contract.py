@@ -220,13 +220,19 @@ def test_check_data_reports_leaking_rows_of_a_pair_dataset(tmp_path):
                      validation=pairs([("def x(): pass", "def y(): pass", 0), ("def z(): pass", "def w(): pass", 1)]),
                      test=pairs([("def d():  pass", "def c(): pass", 0),  # a train pair, swapped and respaced
                                  ("def a(): return 1", "def q(): pass", 1),  # shares a function
-                                 ("def r(): pass", "def s(): pass", 0), ("def t(): pass", "def u(): pass", 1)]))
+                                 ("def a(): return 1", "def d(): pass", 0),  # both functions in train, not as a pair
+                                 ("def t(): pass", "def u(): pass", 1)]))
     completed = subprocess.run([sys.executable, "-m", "training", "check-data", str(folder)],
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "  validation: 0 rows (0.0%) repeat a train row (whitespace ignored)\n" in completed.stdout
+    # Counted against every train row of the dataset, and said so (a run's report counts against the
+    # rows its budget keeps); near-copies (both functions in train) apart from rows sharing one (issue 27).
+    assert "  leakage, counted against all 2 train rows (a run's report counts against the rows its budget" in (
+        completed.stdout)
     assert ("  test: 1 rows (25.0%) repeat a train row (whitespace ignored)  <- held-out scores will be optimistic\n"
-            "  test: 2 rows (50.0%) share a function text with a train row\n") in completed.stdout
+            "  test: 2 rows (50.0%) have every text in train, if not as this pair (near-copies)\n"
+            "  test: 3 rows (75.0%) share a function text with a train row\n") in completed.stdout
 
 
 @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\x1c", "\x0b"])

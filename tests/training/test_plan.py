@@ -248,9 +248,9 @@ def test_every_spec_field_is_decided_for_the_key_and_recorded_keys_stay_valid():
     """A new spec field must be put in or out of the experiment key on purpose; and the keys of
     experiments already in a results database do not move when the code is reorganised."""
     from training.engine.prepare import experiment_key
-    from training.spec import KEY_FIELDS, KEY_FIELDS_WHEN_SET, NOT_IN_KEY, ExperimentSpec
+    from training.spec import KEY_FIELDS, KEY_FIELDS_WHEN_CAPPED, KEY_FIELDS_WHEN_SET, NOT_IN_KEY, ExperimentSpec
 
-    lists = [*KEY_FIELDS, *KEY_FIELDS_WHEN_SET, *NOT_IN_KEY]
+    lists = [*KEY_FIELDS, *KEY_FIELDS_WHEN_SET, *KEY_FIELDS_WHEN_CAPPED, *NOT_IN_KEY]
     assert sorted(lists) == sorted(field.name for field in dataclasses.fields(ExperimentSpec))
     assert len(lists) == len(set(lists))
     plan = load_plan()

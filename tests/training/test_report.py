@@ -90,16 +90,40 @@ def test_the_verdict_between_models_comes_from_a_paired_test_on_the_same_rows(tm
         CODET5, learning_rate=5e-5, validation_f1=0.70, test_f1=0.99,
         predictions_path=predictions_file(tmp_path / "c", labels, close))))
     _, html, markdown = render(fresh_database, tmp_path)
-    assert ("**Verdict: better.** microsoft/codebert-base is better than Salesforce/codet5-small on the same "
-            "test rows (test F1 difference +0.") in markdown
-    assert "McNemar p = " in markdown and "on 50 against 0 rows only one of them gets right" in markdown
+    assert ("**Verdict: higher F1.** microsoft/codebert-base has a higher F1 than Salesforce/codet5-small on the "
+            "same test rows (F1 difference +0.") in markdown
+    assert ("rows right: 50 only by microsoft/codebert-base, 0 only by Salesforce/codet5-small, McNemar p = "
+            in markdown)
+    assert "point different ways" not in markdown  # both statistics favour codebert
     # codet5's chosen configuration (by validation) is worse on test than its runner-up: still chosen, and said so
     assert "| Salesforce/codet5-small | 2e-05 | 16 | 3 | 0.01 | 0.790 | 0.750 |" in markdown
-    assert ("- Salesforce/codet5-small: the next by validation F1 (lr 5e-05, batch 16, 3 epochs, wd 0.01) scores "
-            "better than the chosen configuration (lr 2e-05, batch 16, 3 epochs, wd 0.01) on the same test rows "
-            "(test F1 difference -0.") in markdown
-    assert "on 1 against 50 rows only one of them gets right): validation chose otherwise" in markdown
+    assert ("- Salesforce/codet5-small: the next by validation F1 (lr 5e-05, batch 16, 3 epochs, wd 0.01) has a "
+            "higher F1 than the chosen configuration (lr 2e-05, batch 16, 3 epochs, wd 0.01) on the same test rows "
+            "(F1 difference -0.") in markdown
+    assert ("rows right: 1 only by the chosen configuration (lr 2e-05, batch 16, 3 epochs, wd 0.01), 50 only by the "
+            "next by validation F1 (lr 5e-05, batch 16, 3 epochs, wd 0.01)") in markdown
+    assert "): validation chose otherwise" in markdown
     assert 'class="note verdict"' in html
+
+
+def test_when_f1_and_rows_right_point_different_ways_the_verdict_says_it_is_on_f1(tmp_path, fresh_database):
+    """Issue 27: "better" on the F1 bootstrap while McNemar counted the other model right on more rows.
+    A catches every positive but raises false alarms; B is cautious: fewer rows wrong, lower F1."""
+    labels = [1] * 200 + [0] * 200
+    a = [1] * 200 + [1 if i < 90 else 0 for i in range(200)]  # 200 TP, 90 FP: F1 0.816, 310 right
+    b = [1 if i < 130 else 0 for i in range(200)] + [0] * 200  # 130 TP, 70 FN, 0 FP: F1 0.788, 330 right
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        validation_f1=0.82, test_f1=0.816, predictions_path=predictions_file(tmp_path / "a", labels, a))))
+    record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
+        CODET5, validation_f1=0.79, test_f1=0.788, predictions_path=predictions_file(tmp_path / "b", labels, b))))
+    _, html, markdown = render(fresh_database, tmp_path)
+    verdict = markdown.split("**Verdict: ")[1].split("\n")[0]
+    assert "F1 difference +0.02" in verdict
+    assert "rows right: 70 only by microsoft/codebert-base, 90 only by Salesforce/codet5-small" in verdict
+    assert ("The two statistics point different ways: Salesforce/codet5-small gets more rows right, while the "
+            "other's F1 is higher; F1 counts the positive class's hits and errors only, rows right count every row "
+            "alike. The verdict is on F1.") in verdict
+    assert verdict.startswith(("higher F1.", "F1 not distinguishable."))  # never "better" on a count it lost
 
 
 def test_close_models_are_not_distinguishable_and_missing_predictions_are_said(tmp_path, fresh_database):
@@ -111,8 +135,8 @@ def test_close_models_are_not_distinguishable_and_missing_predictions_are_said(t
     record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
         CODET5, validation_f1=0.79, test_f1=0.80, predictions_path=predictions_file(tmp_path / "b", labels, b))))
     _, _, markdown = render(fresh_database, tmp_path)
-    assert ("**Verdict: not distinguishable.** microsoft/codebert-base and Salesforce/codet5-small are not "
-            "distinguishable on the same test rows (test F1 difference -0.020") in markdown
+    assert ("**Verdict: F1 not distinguishable.** The F1 of microsoft/codebert-base and of Salesforce/codet5-small "
+            "is not distinguishable on the same test rows (F1 difference -0.020") in markdown
     shifted = predictions_file(tmp_path / "c", labels, b, row_ids=range(1, 201))  # other rows
     record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
         CODET5, validation_f1=0.79, predictions_path=shifted)))
@@ -132,6 +156,7 @@ def test_seed_reruns_show_mean_and_sd_and_weigh_in_the_verdict(tmp_path, fresh_d
     chosen = {CODEBERT: "bert-chosen", CODET5: "t5-chosen"}
     record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
         key=chosen[CODEBERT], validation_f1=0.82, test_f1=0.90, seed=42,
+        run_settings={"budget": "demo", "seed": 42, "data_seed": 42, "max_train_samples": 960},
         predictions_path=predictions_file(tmp_path / "a", labels, strong))))
     record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
         CODET5, key=chosen[CODET5], validation_f1=0.79, test_f1=0.85, seed=42,
@@ -145,8 +170,11 @@ def test_seed_reruns_show_mean_and_sd_and_weigh_in_the_verdict(tmp_path, fresh_d
     _, html, markdown = render(fresh_database, tmp_path)
     assert "**Most accurate:** microsoft/codebert-base (validation F1 0.820" in markdown  # not the 0.95 rerun
     assert ("microsoft/codebert-base, the chosen configuration over 3 training seeds (42, 43, 44): validation F1 "
-            "0.857 ± 0.081, test F1 0.850 ± 0.132 (mean ± sd).") in markdown
-    assert "**Verdict: not distinguishable.**" in markdown
+            "0.857 ± 0.081, test F1 0.850 ± 0.132 (mean ± sd). The seeds: each seed varied initialisation and the "
+            "order of training batches only, on the same rows for every seed, sampled with the plan's data seed 42."
+            ) in markdown
+    assert markdown.count("The seeds: ") == 1  # codet5's rows predate recorded run settings: nothing claimed
+    assert "**Verdict: F1 not distinguishable.**" in markdown
     assert ("over 3 and 3 training seeds, mean test F1 0.850 ± 0.132 against 0.850 ± 0.050, a gap within the "
             "seeds' spread") in markdown
     assert "Seed confirmation (plan setting `confirm_seeds`) cost 0.2000 GPU-hours of this run." in markdown
@@ -156,12 +184,15 @@ def test_seed_reruns_show_mean_and_sd_and_weigh_in_the_verdict(tmp_path, fresh_d
 
 def test_held_out_rows_repeating_training_rows_are_a_warning(tmp_path, fresh_database):
     record_experiment(fresh_database, ExperimentResult.from_dict(result_record(
-        test_rows=400, validation_rows=200, test_duplicates_of_train=12, test_rows_sharing_train_text=125,
+        train_rows=960, test_rows=400, validation_rows=200, test_duplicates_of_train=12,
+        test_rows_all_texts_in_train=14, test_rows_sharing_train_text=110,
         validation_duplicates_of_train=0, validation_rows_sharing_train_text=0)))
     _, html, markdown = render(fresh_database, tmp_path)
-    assert ("> **Leakage.** 12 of 400 test rows (3.0%) are exact duplicates of a training row, and 125 (31.2%) "
-            "share at least one text with a training row (the same function under another pair): test F1 is "
-            "optimistic for code the model has never seen.") in markdown
+    assert ("> **Leakage.** 12 of 400 test rows (3.0%) are exact duplicates of a training row, 14 (3.5%) have every "
+            "text in training, if not as this pair (near-copies), and 110 (27.5%) share at least one text with a "
+            "training row (the same function under another pair) (counted against the 960 training rows this run "
+            "kept; `check-data` counts against all of the dataset's): test F1 is optimistic for code the model has "
+            "never seen.") in markdown
     assert "validation rows" not in markdown and html.count("<strong>Leakage.</strong>") == 1
 
 

@@ -70,10 +70,15 @@ def test_leakage_counts_find_planted_duplicates():
         ("def d(): pass", "def c(): pass"),  # the second train pair, in the other order
         ("def a(): return 1", "def z(): pass"),  # shares one function with train
         ("def q(): pass", "def r(): pass"),  # new
+        ("def b(): return 2", "def c(): pass"),  # both functions in train, never as a pair: a near-copy
     ])
     counts = leakage_counts(DatasetDict(train=train, validation=validation, test=test), ("func1", "func2"))
     assert counts == {"validation_duplicates_of_train": 1, "validation_rows_sharing_train_text": 1,
-                      "test_duplicates_of_train": 1, "test_rows_sharing_train_text": 2}
+                      "validation_rows_all_texts_in_train": 1,
+                      "test_duplicates_of_train": 1, "test_rows_sharing_train_text": 3,
+                      "test_rows_all_texts_in_train": 2}
     single = leakage_counts(DatasetDict(train=train, validation=validation, test=test), ("func1",))
     assert single == {"validation_duplicates_of_train": 1, "validation_rows_sharing_train_text": 1,
-                      "test_duplicates_of_train": 1, "test_rows_sharing_train_text": 1}
+                      "validation_rows_all_texts_in_train": 1,
+                      "test_duplicates_of_train": 1, "test_rows_sharing_train_text": 1,
+                      "test_rows_all_texts_in_train": 1}

@@ -188,7 +188,8 @@ def leakage_counts(splits, text_columns) -> dict[str, int]:
     """Held-out rows that leak training data, per split: exact duplicates of a training row (texts
     whitespace-normalised; a pair in either order, since a clone pair is symmetric), and rows that
     share at least one text with a training row (the same function under another pair, as in
-    BigCloneBench, where one function appears in many pairs). With one text column the two agree."""
+    BigCloneBench, where one function appears in many pairs), and rows whose every text is in
+    training (both functions seen, in other pairs). With one text column the three agree."""
     def row_texts(split):
         return list(zip(*[[text_digest(t) for t in split[column]] for column in text_columns]))
 
@@ -200,4 +201,6 @@ def leakage_counts(splits, text_columns) -> dict[str, int]:
         rows = row_texts(splits[split])
         counts[f"{split}_duplicates_of_train"] = sum(tuple(sorted(texts)) in train_rows for texts in rows)
         counts[f"{split}_rows_sharing_train_text"] = sum(any(d in train_texts for d in texts) for texts in rows)
+        # Every text seen in training, if not as this pair: near-copies of training data.
+        counts[f"{split}_rows_all_texts_in_train"] = sum(all(d in train_texts for d in texts) for texts in rows)
     return counts

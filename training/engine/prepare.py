@@ -78,10 +78,12 @@ def cached_leakage_counts(spec: ExperimentSpec, dataset: LoadedDataset, splits, 
     """The leakage counts of these rows, computed once per dataset and row selection: every
     experiment of a sweep (and every retry) asks the same question of the same rows, and on the full
     data hashing every text takes longer than a small model's training step."""
-    material = json.dumps({"data": dataset.fingerprint, "caps": caps, "seed": spec.seed}, sort_keys=True)
+    material = json.dumps({"data": dataset.fingerprint, "caps": caps, "seed": spec.row_seed}, sort_keys=True)
     path = spec.runtime().leakage_dir() / f"{hashlib.sha256(material.encode()).hexdigest()[:20]}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if "test_rows_all_texts_in_train" in cached:  # not one written before that count existed
+            return cached
     counts = leakage_counts(splits, dataset.spec.text_columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(f".{os.getpid()}.tmp")
@@ -97,7 +99,8 @@ def prepare(spec: ExperimentSpec) -> Prepared:
     dataset = loading.load_dataset(spec.dataset)
     caps = {"train": spec.max_train_samples, "validation": spec.max_eval_samples,
             "test": spec.max_test_samples}  # test: every row unless a budget names max_test_samples
-    row_ids = {split: loading.capped_rows(len(dataset.splits[split]), cap, spec.seed) for split, cap in caps.items()}
+    row_ids = {split: loading.capped_rows(len(dataset.splits[split]), cap, spec.row_seed)
+               for split, cap in caps.items()}
     # A copy: capping must not change the checked splits.
     splits = DatasetDict({split: dataset.splits[split] if len(ids) == len(dataset.splits[split])
                           else dataset.splits[split].select(ids) for split, ids in row_ids.items()})

@@ -153,7 +153,7 @@ def tokenize(prepared: Prepared, tokenizer) -> tuple[object, int]:
     # The plan's length, but never past what the model can embed (CodeBERT: 512 positions).
     max_length = min(spec.max_length, tokenizer.model_max_length)
     caps = {"train": spec.max_train_samples, "eval": spec.max_eval_samples, "test": spec.max_test_samples,
-            "seed": spec.seed, "row_sample": "file-order"}
+            "seed": spec.row_seed, "row_sample": "file-order"}
     return tokenized_splits(prepared.splits, tokenizer, prepared.dataset_spec, prepared.label_values, max_length,
                             prepared.fingerprint, caps, spec.runtime().tokenized_dir()), max_length
 

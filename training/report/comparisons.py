@@ -26,6 +26,7 @@ class SeedSummary:
     mean_test_f1: float
     sd_test_f1: float
     gpu_hours: float  # what the reruns cost
+    varied: str | None = None  # what the seeds varied, and what they kept (the rows), when recorded
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class Comparison:
     first: str
     second: str
     test: PairedTest | None
-    verdict: str  # "better", "not distinguishable", "worse on test" (test contradicts the choice), "not compared"
+    verdict: str  # on F1: "higher F1", "F1 not distinguishable", "lower F1 on test" (test contradicts the choice),
+    # or "not compared"
     sentence: str
 
 
@@ -53,7 +55,19 @@ def seed_summary(best: StoredExperiment | None, confirmations: list[StoredExperi
     validation, test = [r.validation_f1 for r in runs], [r.test_f1 for r in runs]
     return SeedSummary(sorted(r.seed for r in runs if r.seed is not None), sum(validation) / len(runs),
                        _sd(validation), sum(test) / len(runs), _sd(test),
-                       sum(c.gpu_hours for c in confirmations))
+                       sum(c.gpu_hours for c in confirmations), seeds_varied(best))
+
+
+def seeds_varied(best: StoredExperiment) -> str | None:
+    """Which seed varied what: the training seed, initialisation and batch order; the rows are the
+    plan's data seed's sample (capped budgets) or all of them. None for rows from before run
+    settings were recorded."""
+    settings = best.run_settings
+    if settings is None:
+        return None
+    rows = (f"the same rows for every seed, sampled with the plan's data seed {settings['data_seed']}"
+            if "data_seed" in settings else "every row of each split for every seed")
+    return f"each seed varied initialisation and the order of training batches only, on {rows}"
 
 
 def paired(first: StoredExperiment, second: StoredExperiment) -> tuple[PairedTest | None, str | None]:
@@ -86,44 +100,63 @@ def compare(first_name: str, first: StoredExperiment, second_name: str, second: 
     if test is None:
         return Comparison(first_name, second_name, None, "not compared",
                           f"{first_name} against {second_name}: not compared, {why_not}.")
-    figures = (f"test F1 difference {test.difference:+.3f}, 95% paired-bootstrap interval {test.low:+.3f} to "
-               f"{test.high:+.3f}; McNemar p = {test.mcnemar_p:.3g} on {test.only_a_right} against "
-               f"{test.only_b_right} rows only one of them gets right")
-    verdict = {"better": "better", "worse": "worse on test"}.get(test.verdict, "not distinguishable")
+    # Two statistics, each named for what it measures: the F1 difference (its paired-bootstrap
+    # interval decides the verdict) and the rows each alone gets right (McNemar), which counts
+    # every row alike where F1 weighs the positive class; the verdict's words follow the first.
+    figures = (f"F1 difference {test.difference:+.3f}, 95% paired-bootstrap interval {test.low:+.3f} to "
+               f"{test.high:+.3f}; rows right: {test.only_a_right} only by {first_name}, {test.only_b_right} only by "
+               f"{second_name}, McNemar p = {test.mcnemar_p:.3g}")
+    verdict = {"better": "higher F1", "worse": "lower F1 on test"}.get(test.verdict, "F1 not distinguishable")
     agree = seeds_agree(first_seeds, second_seeds)
     seeds = ""
     if agree is not None:
         seeds = (f"; over {len(first_seeds.seeds)} and {len(second_seeds.seeds)} training seeds, mean test F1 "
                  f"{first_seeds.mean_test_f1:.3f} ± {first_seeds.sd_test_f1:.3f} against "
                  f"{second_seeds.mean_test_f1:.3f} ± {second_seeds.sd_test_f1:.3f}")
-        if verdict == "better" and not agree:  # one seed's luck is not a better model
-            verdict = "not distinguishable"
+        if verdict == "higher F1" and not agree:  # one seed's luck is not a better model
+            verdict = "F1 not distinguishable"
             seeds += ", a gap within the seeds' spread"
-    if verdict == "better":
-        sentence = f"{first_name} is better than {second_name} on the same test rows ({figures}{seeds})."
-    elif verdict == "worse on test":  # the choice stays on validation; the reader must know test disagrees
-        sentence = (f"{second_name} scores better than {first_name} on the same test rows ({figures}{seeds}): "
+    if verdict == "higher F1":
+        sentence = f"{first_name} has a higher F1 than {second_name} on the same test rows ({figures}{seeds})."
+    elif verdict == "lower F1 on test":  # the choice stays on validation; the reader must know test disagrees
+        sentence = (f"{second_name} has a higher F1 than {first_name} on the same test rows ({figures}{seeds}): "
                     "validation chose otherwise, so the choice is not confirmed by test.")
     else:
-        sentence = f"{first_name} and {second_name} are not distinguishable on the same test rows ({figures}{seeds})."
+        sentence = (f"The F1 of {first_name} and of {second_name} is not distinguishable on the same test rows "
+                    f"({figures}{seeds}).")
+    direction = (test.difference > 0) - (test.difference < 0)
+    rows_direction = (test.only_a_right > test.only_b_right) - (test.only_a_right < test.only_b_right)
+    if direction and rows_direction == -direction:
+        ahead = second_name if rows_direction < 0 else first_name
+        sentence += (f" The two statistics point different ways: {ahead} gets more rows right, while the other's "
+                     "F1 is higher; F1 counts the positive class's hits and errors only, rows right count every "
+                     "row alike. The verdict is on F1.")
     return Comparison(first_name, second_name, test, verdict, sentence)
 
 
 def leakage_notes(rows: list[StoredExperiment]) -> list[str]:
-    """One warning per split whose held-out rows repeat training rows (the same for every experiment
-    on the same data and caps, so the largest count is shown)."""
+    """One warning per split whose held-out rows repeat training data (the same for every experiment
+    on the same data and caps, so the largest count is shown), counted against the training rows the
+    run kept: `check-data` counts against all of the dataset's, so its figures can be higher."""
     notes = []
+    train = max((r.train_rows or 0 for r in rows), default=0)
     for split in ("validation", "test"):
         total = max((getattr(r, f"{split}_rows") or 0 for r in rows), default=0)
         duplicates = max((getattr(r, f"{split}_duplicates_of_train") or 0 for r in rows), default=0)
         sharing = max((getattr(r, f"{split}_rows_sharing_train_text") or 0 for r in rows), default=0)
+        every = max((getattr(r, f"{split}_rows_all_texts_in_train") or 0 for r in rows), default=0)
         if not total or not (duplicates or sharing):
             continue
         text = f"{duplicates} of {total} {split} rows ({duplicates / total:.1%}) are exact duplicates of a training row"
-        if sharing > duplicates:
+        if every > duplicates:
+            text += (f", {every} ({every / total:.1%}) have every text in training, if not as this pair "
+                     "(near-copies)")
+        if sharing > max(duplicates, every):
             text += (f", and {sharing} ({sharing / total:.1%}) share at least one text with a training row "
                      "(the same function under another pair)")
-        notes.append(text + f": {split} F1 is optimistic for code the model has never seen.")
+        against = f"counted against the {train} training rows this run kept" if train else "counted"
+        notes.append(text + f" ({against}; `check-data` counts against all of the dataset's): {split} F1 is "
+                     "optimistic for code the model has never seen.")
     return notes
 
 

@@ -79,6 +79,8 @@ class ExperimentResult:
     test_duplicates_of_train: int | None = None
     validation_rows_sharing_train_text: int | None = None
     test_rows_sharing_train_text: int | None = None
+    validation_rows_all_texts_in_train: int | None = None  # every text of the row is in training: near-copies
+    test_rows_all_texts_in_train: int | None = None
     code_version: str | None = None
     versions: dict = field(default_factory=dict)
     plan_version: str | None = _file_only()
