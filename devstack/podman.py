@@ -162,7 +162,7 @@ class Compose:
             self.healthy[service] = time.monotonic()
         return passed
 
-    def satisfied(self, service: str, condition: str, config: dict) -> bool:
+    def satisfied(self, service: str, condition: str) -> bool:
         state = self.state(service)
         if condition == "service_completed_successfully":
             if state.get("Status") == "exited" and state.get("ExitCode") != 0:
@@ -180,8 +180,8 @@ class Compose:
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             ready = sorted(name for name in pending if all(
-                name_ in started and self.satisfied(name_, (spec or {}).get("condition", "service_started"), config)
-                for name_, spec in _depends_on(config[name]).items()))
+                dependency in started and self.satisfied(dependency, (spec or {}).get("condition", "service_started"))
+                for dependency, spec in _depends_on(config[name]).items()))
             if ready:
                 self("up", "-d", "--no-deps", *ready)
                 for name in ready:
@@ -197,11 +197,11 @@ class Compose:
 
     def _settled(self, service: str, spec: dict) -> bool:
         if spec.get("restart") is None and "healthcheck" not in spec:  # one-shot (airflow-init)
-            return self.satisfied(service, "service_completed_successfully", spec)
+            return self.satisfied(service, "service_completed_successfully")
         state = self.state(service)
         if state.get("Status") == "exited" and spec.get("restart") != "always":
             raise CheckFailed(f"{service} exited:\n{self.logs(service)}")
-        return "healthcheck" not in spec or self.satisfied(service, "service_healthy", spec)
+        return "healthcheck" not in spec or self.satisfied(service, "service_healthy")
 
     def logs(self, service: str, lines: int = 60) -> str:
         return run(["podman", "logs", "--tail", str(lines), self.container(service)], env=self.env, capture=True,
