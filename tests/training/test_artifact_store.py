@@ -72,6 +72,7 @@ def test_two_hosts_one_store_a_retry_elsewhere_resumes_and_a_third_host_reports(
     assert [p["step"] for p in result["eval_points"]] == list(range(4, 61, 4))  # the whole curve
     assert result["checkpoint_url"].startswith(s3_store["SWEEP_ARTIFACTS_URL"] + "/experiments/")
     assert result["predictions_path"].startswith("s3://") and result["artifacts_missing"] is None
+    assert result["validation_predictions_path"].startswith("s3://")  # the report's validation check reads it
     with sa.create_engine(fresh_database).connect() as connection:
         rows = connection.execute(sa.text("SELECT experiment_id, checkpoint_url FROM experiments")).all()
         attempts = connection.execute(sa.text("SELECT count(*) FROM attempts")).scalar()

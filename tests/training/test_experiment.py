@@ -59,8 +59,28 @@ def assert_predictions_kept(result: dict, dataset_dir: Path, checkpoint: Path) -
     assert all(0.0 <= p <= 1.0 for p in table["positive_probability"])
     assert table["predicted_label"] == [int(p >= 0.5) for p in table["positive_probability"]]
     assert recomputed_interval(path) == (result["test_f1_ci_low"], result["test_f1_ci_high"])
+    assert_validation_predictions_kept(result, dataset_dir, checkpoint)
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["id2label"] == {"0": "0", "1": "1"} and config["label2id"] == {"0": 0, "1": 1}
+
+
+def assert_validation_predictions_kept(result: dict, dataset_dir: Path, checkpoint: Path) -> None:
+    """The validation rows the run kept (a seeded sample, in file order), each with its prediction:
+    validation F1 and its interval, where the choice is made, recomputed from the file alone."""
+    import pyarrow.parquet as pq
+    from sklearn.metrics import f1_score
+
+    from training.results.predictions import recomputed_interval
+
+    path = Path(result["validation_predictions_path"])
+    assert path.parent == checkpoint and path.name == "validation_predictions.parquet"
+    table = pq.read_table(path).to_pydict()
+    rows = [json.loads(line) for line in (dataset_dir / "validation.jsonl").read_text().splitlines()]
+    assert len(table["row_id"]) == result["validation_rows"] and table["row_id"] == sorted(set(table["row_id"]))
+    assert table["label"] == [rows[i]["label"] for i in table["row_id"]]
+    assert f1_score(table["label"], table["predicted_label"]) == pytest.approx(result["validation_f1"], abs=1e-12)
+    assert recomputed_interval(path) == (result["validation_f1_ci_low"], result["validation_f1_ci_high"])
+    assert result["validation_f1_ci_low"] <= result["validation_f1"] <= result["validation_f1_ci_high"]
 
 
 def test_early_stopping_stops_a_run_that_stops_improving(tmp_path, dataset_dir, model_root):

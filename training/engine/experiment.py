@@ -84,7 +84,9 @@ def delivered(prepared: Prepared, result: ExperimentResult, store: ArtifactStore
         except ValueError:  # recorded on another host (a reused or hydrated result): already a store URL
             return path
     return dataclasses.replace(result, checkpoint_url=result.checkpoint_url or url(result.checkpoint_path),
-                               predictions_path=url(result.predictions_path), artifacts_missing=missing or None)
+                               predictions_path=url(result.predictions_path),
+                               validation_predictions_path=url(result.validation_predictions_path),
+                               artifacts_missing=missing or None)
 
 
 def write_result(prepared: Prepared, result: ExperimentResult, store: ArtifactStore) -> ExperimentResult:

@@ -23,7 +23,8 @@ from training.engine.serving import inference_speed, model_size
 from training.engine.tokenization import LENGTH_COLUMN
 from training.engine.trainer import Training, tokenize
 from training.results.files import write_json
-from training.results.predictions import write_predictions
+from training.results.predictions import FILE_NAME as PREDICTIONS_FILE_NAME
+from training.results.predictions import VALIDATION_FILE_NAME, write_predictions
 from training.results.record import ExperimentResult, StopReason
 from training.results.statistics import bootstrap_f1_interval
 
@@ -57,25 +58,38 @@ def save_best(training: Training) -> Path | None:
     return best_dir
 
 
-def evaluate(trainer: Trainer, tokenized, prepared: Prepared, best_dir: Path) -> dict:
-    """The best model's validation and test metrics, test interval and predictions, speed and size:
-    the result fields that evaluation fills in."""
-    validation = trainer.evaluate(metric_key_prefix="eval")
-    # Test rows in file order, not length-grouped: the predictions file lines up with the test file
-    # (and with every other experiment on the same data), and the interval can be recomputed from it.
+def predict_in_file_order(trainer: Trainer, dataset, prefix: str):
+    """The model's predictions on a split, rows in file order, not length-grouped: the predictions
+    file lines up with the split's file (and with every other experiment on the same data), and the
+    interval can be recomputed from it. predict(), unlike evaluate(), calls no evaluation callbacks
+    (early stopping would count one more evaluation without a gain)."""
     grouping, trainer.args.train_sampling_strategy = trainer.args.train_sampling_strategy, "sequential"
     try:
-        prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
+        return trainer.predict(dataset, metric_key_prefix=prefix)
     finally:
         trainer.args.train_sampling_strategy = grouping
+
+
+def scored(trainer: Trainer, tokenized, prepared: Prepared, best_dir: Path, split: str, prefix: str,
+           file_name: str) -> dict:
+    """One split's metrics, F1 interval and predictions file, as result fields."""
+    prediction = predict_in_file_order(trainer, tokenized[split], prefix)
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     low, high = bootstrap_f1_interval(prediction.label_ids, logits.argmax(-1), len(prepared.label_values),
                                       prepared.spec.seed)
-    predictions = write_predictions(best_dir, prepared.row_ids["test"], prediction.label_ids, logits,
-                                    prepared.label_values, prepared.spec.seed)
-    return {**{f"validation_{n}": validation.get(f"eval_{n}") for n in METRIC_NAMES},
-            **{f"test_{n}": prediction.metrics.get(f"test_{n}") for n in METRIC_NAMES},
-            "test_f1_ci_low": low, "test_f1_ci_high": high, "predictions_path": str(predictions),
+    path = write_predictions(best_dir, prepared.row_ids[split], prediction.label_ids, logits,
+                             prepared.label_values, prepared.spec.seed, file_name)
+    paths = {"validation": "validation_predictions_path", "test": "predictions_path"}
+    return {**{f"{split}_{n}": prediction.metrics.get(f"{prefix}_{n}") for n in METRIC_NAMES},
+            f"{split}_f1_ci_low": low, f"{split}_f1_ci_high": high, paths[split]: str(path)}
+
+
+def evaluate(trainer: Trainer, tokenized, prepared: Prepared, best_dir: Path) -> dict:
+    """The best model's validation and test metrics, intervals and predictions, speed and size: the
+    result fields that evaluation fills in. Validation's predictions are kept too: they say whether
+    the choice between two configurations was beyond validation noise (report/noise.py)."""
+    return {**scored(trainer, tokenized, prepared, best_dir, "validation", "eval", VALIDATION_FILE_NAME),
+            **scored(trainer, tokenized, prepared, best_dir, "test", "test", PREDICTIONS_FILE_NAME),
             **inference_speed(trainer.model, tokenized["test"], trainer.data_collator),
             **model_size(trainer.model, best_dir)}
 

@@ -195,8 +195,10 @@ def recommend(models: list[ModelSection], unit: str,
                                f"{nothing_learned_below:.3f} on the test rows); train longer, on more data, or "
                                "check the labels")], verdict
     top = ranked[0]
+    tie = (f"; a tie with {ranked[1].model_id} on validation, see below"
+           if verdict and verdict.validation and verdict.validation.tie else "")
     picks = [Recommendation("Most accurate", top.model_id, f"validation F1 {top.best.validation_f1:.3f}, "
-                                                           f"test F1 {_score(top.best.test_f1)}")]
+                                                           f"test F1 {_score(top.best.test_f1)}{tie}")]
     costed = [m for m in scored if m.cost > 0]
     if costed:
         value = max(costed, key=lambda m: m.best.validation_f1 / m.cost)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from training.report.noise import ValidationCheck, validation_check
 from training.results.predictions import read_predictions
 from training.results.record import StoredExperiment
 from training.results.statistics import PairedTest, paired_bootstrap
@@ -37,6 +38,7 @@ class Comparison:
     verdict: str  # on F1: "higher F1", "F1 not distinguishable", "lower F1 on test" (test contradicts the choice),
     # or "not compared"
     sentence: str
+    validation: ValidationCheck | None = None  # whether validation, where the choice was made, told them apart
 
 
 def _sd(values: list[float]) -> float:
@@ -95,11 +97,13 @@ def seeds_agree(first: SeedSummary | None, second: SeedSummary | None) -> bool |
 
 def compare(first_name: str, first: StoredExperiment, second_name: str, second: StoredExperiment,
             first_seeds: SeedSummary | None = None, second_seeds: SeedSummary | None = None) -> Comparison:
-    """First is the one validation F1 chose; the verdict says whether test rows back that choice."""
+    """First is the one validation F1 chose; the verdict says whether test rows back that choice, and
+    the validation check whether the choice itself was beyond validation noise."""
+    on_validation = validation_check(first_name, first, second_name, second)
     test, why_not = paired(first, second)
     if test is None:
         return Comparison(first_name, second_name, None, "not compared",
-                          f"{first_name} against {second_name}: not compared, {why_not}.")
+                          f"{first_name} against {second_name}: not compared, {why_not}.", on_validation)
     # Two statistics, each named for what it measures: the F1 difference (its paired-bootstrap
     # interval decides the verdict) and the rows each alone gets right (McNemar), which counts
     # every row alike where F1 weighs the positive class; the verdict's words follow the first.
@@ -131,7 +135,7 @@ def compare(first_name: str, first: StoredExperiment, second_name: str, second: 
         sentence += (f" The two statistics point different ways: {ahead} gets more rows right, while the other's "
                      "F1 is higher; F1 counts the positive class's hits and errors only, rows right count every "
                      "row alike. The verdict is on F1.")
-    return Comparison(first_name, second_name, test, verdict, sentence)
+    return Comparison(first_name, second_name, test, verdict, sentence, on_validation)
 
 
 def leakage_notes(rows: list[StoredExperiment]) -> list[str]:

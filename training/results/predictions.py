@@ -1,7 +1,8 @@
-"""Per-row test predictions of a best checkpoint, kept beside it as one small Parquet file: what the
-F1 interval is computed from, and what paired comparisons between experiments read.
+"""Per-row predictions of a best checkpoint on the test and on the validation split, kept beside it
+as small Parquet files: what the F1 intervals are computed from, and what paired comparisons
+between experiments read (on test, the verdicts; on validation, whether the choice was a tie).
 
-Rows are in the test file's order (`row_id` is the row's position in it), so two experiments
+Rows are in the split file's order (`row_id` is the row's position in it), so two experiments
 scored on the same data line up row by row, and the interval can be recomputed from the file
 alone: the file's metadata carries the class count and the bootstrap seed.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 FILE_NAME = "test_predictions.parquet"
+VALIDATION_FILE_NAME = "validation_predictions.parquet"
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def write_predictions(folder: Path, row_ids, label_index, logits, label_values: list, seed: int) -> Path:
+def write_predictions(folder: Path, row_ids, label_index, logits, label_values: list, seed: int,
+                      name: str = FILE_NAME) -> Path:
     """Write the file (atomically) and return its path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -56,7 +59,7 @@ def write_predictions(folder: Path, row_ids, label_index, logits, label_values: 
     table = table.replace_schema_metadata({"sweep": json.dumps({
         "class_count": len(label_values), "seed": seed, "label_values": [str(v) for v in label_values],
         "positive_label": str(label_values[1]) if binary else None})})
-    path = Path(folder) / FILE_NAME
+    path = Path(folder) / name
     staging = path.with_suffix(".tmp")
     pq.write_table(table, staging, compression="zstd")
     staging.replace(path)
@@ -76,7 +79,8 @@ def read_predictions(path: Path | str) -> Predictions:
 
 
 def recomputed_interval(path: Path | str) -> tuple[float, float]:
-    """The 95% bootstrap interval of test F1, from the file alone."""
+    """The 95% bootstrap interval of F1 (test_f1_ci_* from a test file, validation_f1_ci_* from a
+    validation file), from the file alone."""
     from training.results.statistics import bootstrap_f1_interval
 
     rows = read_predictions(path)

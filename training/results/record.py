@@ -97,6 +97,8 @@ class ExperimentResult:
     test_accuracy: float | None = None
     test_f1_ci_low: float | None = None
     test_f1_ci_high: float | None = None
+    validation_f1_ci_low: float | None = None  # where the choice is made: how much validation noise there is
+    validation_f1_ci_high: float | None = None
     best_step: int | None = None
     steps_planned: int | None = None
     max_steps: int | None = None  # the run's step cap, if any: it only ever shortens the grid's epochs
@@ -115,6 +117,7 @@ class ExperimentResult:
     pruning_peers: int | None = None
     checkpoint_path: str | None = None
     predictions_path: str | None = None  # the best checkpoint's per-row test predictions (Parquet), in the store
+    validation_predictions_path: str | None = None  # and its per-row validation predictions
     checkpoint_url: str | None = None  # the best checkpoint in the artifact store (its local path with none set)
     artifacts_missing: list[str] | None = None  # what the store had not taken when the row was written
     reused_from_run_id: str | None = None
