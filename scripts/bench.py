@@ -7,22 +7,13 @@ models of both architectures, against the CodeXGLUE scripts' way in the same pro
   512, random order, re-tokenize for every experiment);
 - prep reuse ratio: the second experiment's data preparation time / the first's (tokenized cache).
 
-And what successive halving saves (training/engine/pruning.py), with a real (embedded) Postgres: the
-small tier's grid for both models at the demo budget, three times in one process: as the plan is
-written, again as written (the second run's GPU-hour estimate, from the first, against its actual
-cost: CPU-hours here), and with pruning on (reduction factor 3, rungs from 10%):
-
-- pruning_samples_ratio: training samples of the pruned run / of the first unpruned run;
-- pruning_same_best: whether each model's best configuration by validation F1 is the same (if not,
-  which it picked and how much validation F1 it lost is printed);
-- estimate_ratio: the second unpruned run's estimate / its actual cost (the tier).
-
-And what the saves write (training/engine/checkpoints.py): the CodeBERT stand-in's eight grid points
-of the first unpruned run (a new best saves the model only, the full state every 30 minutes) against
-the same eight again with the full state at every evaluation (full_checkpoint_minutes = 0, how every
-save was written before):
-
-- checkpoint_bytes_ratio: bytes written by the saves, full state at every evaluation / as planned.
+And what successive halving saves and whether it keeps the winner (scripts/bench_pruning.py: the small
+tier's grid for both models at the demo budget, unpruned with three training seeds, replayed under the
+plan's pruning rules and others, and one run pruned for real to check the replay):
+pruning_regret, pruning_samples_ratio, pruning_replay_matches; estimate_ratio (the second seed's run
+priced from the first); checkpoint_bytes_ratio (bytes written by the saves of the CodeBERT stand-in's
+eight grid points with the full state at every evaluation / as planned: a new best saves the model
+only, the full state every 30 minutes).
 
 And the training time lost to uploads to an artifact store (scripts/bench_uploads.py).
 
@@ -166,6 +157,8 @@ def main() -> int:
           f"{figures['epoch_time_ratio']:.3f} (target <= 0.6), prep_reuse_ratio {figures['prep_reuse_ratio']:.3f} "
           f"(target <= 0.1); worst of the two models each")
     if not args.no_pruning:
+        from bench_pruning import pruning_figures  # scripts/bench_pruning.py: pruning that keeps the winner
+
         figures.update(pruning_figures(plan, args.data, work))
     from bench_uploads import upload_figures  # scripts/bench_uploads.py: training time lost to uploads
 
@@ -174,96 +167,6 @@ def main() -> int:
         args.json.write_text(json.dumps(figures, indent=2))
         print(f"figures written to {args.json}")
     return 0
-
-
-def tier_run(plan, data: Path, url: str, run_id: str, pruning: bool, models=None, **overrides) -> list:
-    """The small tier's grid for both models (or those given), one experiment after another (as the
-    gpu pool's one slot runs them), each recorded as it finishes so later ones see it; overrides
-    replace spec fields."""
-    from training.engine.experiment import run_experiment
-    from training.parameters import RunParameters
-    from training.results.store import record_experiment, run_experiments
-    from training.spec import build_spec
-
-    tier = plan.tiers["small"]
-    for model_id in models or tier.models:
-        for hp in tier.combinations():
-            spec = build_spec(plan, model_id, hp, RunParameters(budget="demo", dataset=str(data), pruning=pruning),
-                              dag_id="sweep_small", run_id=run_id, database_url=url)
-            record_experiment(url, run_experiment(dataclasses.replace(spec, **overrides)))
-    return run_experiments(url, "sweep_small", run_id)
-
-
-def pruning_figures(plan, data: Path, work: Path) -> dict:
-    import contextlib
-    import io
-
-    from training.engine.models import resolve_model_source
-    from training.parameters import RunParameters
-    from training.results import database
-    from training.results.estimates import estimate_tier
-    from training.results.selection import best_of
-    from training.settings import Storage
-
-    base = database.start_embedded_server(work / "pgdata")
-    try:
-        url = database.ensure_database(base, "bench")
-        database.migrate(url)
-        tier, quiet = plan.tiers["small"], io.StringIO()
-        print("\npruning: the small tier at the demo budget, three runs of 16 experiments (a few minutes each), "
-              "then 8 with the full state saved at every evaluation")
-
-        def cost(rows):
-            return sum(r.gpu_hours if r.gpu_count else (r.wall_seconds or 0) / 3600 for r in rows)
-
-        with contextlib.redirect_stdout(quiet):
-            first = tier_run(plan, data, url, "unpruned-1", pruning=False)
-            storage = Storage.from_environment()
-            run = RunParameters(budget="demo", dataset=str(data), models=tier.models)
-            no_reruns = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, confirm_seeds=0))
-            estimate = estimate_tier(url, no_reruns, tier, run,
-                                     {m: resolve_model_source(m, storage.model_root) for m in tier.models})
-            second = tier_run(plan, data, url, "unpruned-2", pruning=False)
-            pruned = tier_run(plan, data, url, "pruned", pruning=True)
-            every = tier_run(plan, data, url, "full-state-every-evaluation", pruning=False, models=MODELS[:1],
-                             full_checkpoint_minutes=0)
-        samples = {name: sum(r.samples_seen or 0 for r in rows)
-                   for name, rows in (("unpruned", first), ("pruned", pruned))}
-        same, lines = True, []
-        for model_id in tier.models:
-            a = best_of([r for r in first if r.model_id == model_id])
-            b = best_of([r for r in pruned if r.model_id == model_id])
-            key = lambda r: (r.learning_rate, r.batch_size, r.num_epochs, r.weight_decay)  # noqa: E731
-            agrees = a is not None and b is not None and key(a) == key(b)
-            same &= agrees
-            lines.append(f"  {model_id}: unpruned best {key(a) if a else None} (validation F1 "
-                         f"{a.validation_f1 if a else float('nan'):.3f}), pruned best {key(b) if b else None} "
-                         f"(validation F1 {b.validation_f1 if b else float('nan'):.3f})"
-                         + ("" if agrees else f": not the same, {(a.validation_f1 - b.validation_f1):+.3f} F1 lost"
-                            if a and b else ""))
-        pruned_count = sum(r.stop_reason == "pruned" for r in pruned)
-        actual = cost(second)
-        written = {name: sum(r.checkpoint_bytes_written or 0 for r in rows if r.model_id == MODELS[0])
-                   for name, rows in (("planned", first), ("every", every))}
-        figures = {"pruning_samples_ratio": samples["pruned"] / samples["unpruned"], "pruning_same_best": same,
-                   "estimate_ratio": estimate.total() / actual if actual and not estimate.unpriced else None,
-                   "checkpoint_bytes_ratio": written["every"] / written["planned"] if written["planned"] else None}
-        print(f"  training samples: unpruned {samples['unpruned']:,}, pruned {samples['pruned']:,} "
-              f"({pruned_count} of {len(pruned)} runs pruned)")
-        print("\n".join(lines))
-        print(f"  CPU-hours: unpruned {cost(first):.4f}, second unpruned {actual:.4f} (estimated "
-              f"{estimate.total():.4f}, {len(estimate.unpriced)} unpriced), pruned {cost(pruned):.4f}")
-        print(f"  saves of {MODELS[0]}'s 8 runs: {written['planned'] / 2**20:,.1f} MiB as planned "
-              f"({sum(r.full_checkpoints_saved or 0 for r in first if r.model_id == MODELS[0])} full, "
-              f"{sum(r.model_checkpoints_saved or 0 for r in first if r.model_id == MODELS[0])} model-only), "
-              f"{written['every'] / 2**20:,.1f} MiB with the full state at every evaluation")
-        ratio, saves = figures["estimate_ratio"], figures["checkpoint_bytes_ratio"]
-        print("checkpoint_bytes_ratio " + (f"{saves:.2f} (target >= 3)" if saves else "unavailable"))
-        print(f"\npruning_samples_ratio {figures['pruning_samples_ratio']:.3f} (target <= 0.5), pruning_same_best "
-              f"{same}, estimate_ratio " + (f"{ratio:.3f} (target 0.75-1.25)" if ratio else "unavailable"))
-        return figures
-    finally:
-        database.stop_embedded_server(work / "pgdata")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,12 @@ class Pruning:
     method: str = "asha"
     reduction_factor: int = 3
     min_fraction: float = 0.1
+    # engine/halving.py: rungs as fractions of the largest planned run ("grid") or of each run's own
+    # plan ("own"); the safeguards that keep a run below the threshold: within noise_z standard errors
+    # of the rung leader's F1 (0: none), and the last run of a learning rate still in the race.
+    rungs_of: str = "grid"
+    noise_z: float = 0.0
+    keep_one_per_learning_rate: bool = False
 
     def rungs(self) -> list[float]:
         """The rungs as fractions of the reference (largest planned) run, below 1."""

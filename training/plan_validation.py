@@ -46,7 +46,7 @@ SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date", "late_start_t
 DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
 TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "compile", "grid", "pruning",
              "max_gpu_hours")
-PRUNING_KEYS = ("method", "reduction_factor", "min_fraction")
+PRUNING_KEYS = ("method", "reduction_factor", "min_fraction", "rungs_of", "noise_z", "keep_one_per_learning_rate")
 PRUNING_METHODS = ("asha", "none")
 MODEL_KEYS = ("architecture",)
 
@@ -155,8 +155,7 @@ class PlanValidator:
         if raw.get("metric_for_best_model") != "f1":
             self.fail("settings.metric_for_best_model", raw.get("metric_for_best_model"), "only 'f1' is supported")
         for name in ("mixed_precision", "pin_memory"):
-            if not isinstance(raw.get(name), bool):
-                self.fail(f"settings.{name}", raw.get(name), "must be true or false")
+            self.boolean(f"settings.{name}", raw.get(name))
         confirm_seeds = raw.get("confirm_seeds", 0)
         if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) \
                 or not 0 <= confirm_seeds <= MAX_CONFIRM_SEEDS:
@@ -169,10 +168,8 @@ class PlanValidator:
             self.fail("settings.full_checkpoint_minutes", minutes,
                       "must be a number of minutes >= 0 (0: the full state at every evaluation)")
         values["full_checkpoint_minutes"] = float(minutes)
-        wait = raw.get("upload_wait_minutes", Settings.upload_wait_minutes)
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
-            self.fail("settings.upload_wait_minutes", wait, "must be a number of minutes >= 0")
-        values["upload_wait_minutes"] = float(wait)
+        values["upload_wait_minutes"] = self.non_negative(
+            "settings.upload_wait_minutes", raw.get("upload_wait_minutes", Settings.upload_wait_minutes))
         return Settings(metric_for_best_model="f1", mixed_precision=raw["mixed_precision"],
                         pin_memory=raw["pin_memory"], **values)
 
@@ -257,8 +254,7 @@ class PlanValidator:
                     self.pruning(f"{prefix}.pruning", raw.get("pruning")), max_gpu_hours, compiled)
 
     def pruning(self, name: str, raw: Any) -> Pruning | None:
-        """`pruning = { method = "asha", reduction_factor = 3, min_fraction = 0.1 }`; absent or
-        method "none": off."""
+        """`pruning = { method = "asha", reduction_factor = 3, ... }`; absent or method "none": off."""
         if raw is None:
             return None
         if not isinstance(raw, dict):
@@ -272,10 +268,13 @@ class PlanValidator:
         factor = raw.get("reduction_factor", 3)
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
             self.fail(f"{name}.reduction_factor", factor, "must be a whole number >= 2")
-        fraction = self.positive(f"{name}.min_fraction", raw.get("min_fraction", 0.1), float)
-        if fraction >= 1:
-            self.fail(f"{name}.min_fraction", fraction, "must be below 1 (a fraction of the largest planned run)")
-        return Pruning(method, factor, fraction)
+        if (fraction := self.positive(f"{name}.min_fraction", raw.get("min_fraction", 0.1), float)) >= 1:
+            self.fail(f"{name}.min_fraction", fraction, "must be below 1 (a fraction of a planned run)")
+        if (rungs_of := raw.get("rungs_of", "grid")) not in ("grid", "own"):
+            self.fail(f"{name}.rungs_of", rungs_of, 'must be "grid" (the largest planned run) or "own" (each run\'s)')
+        noise_z = self.non_negative(f"{name}.noise_z", raw.get("noise_z", 0.0))
+        keep = self.boolean(f"{name}.keep_one_per_learning_rate", raw.get("keep_one_per_learning_rate", False))
+        return Pruning(method, factor, fraction, rungs_of, noise_z, keep)
 
     def grid_values(self, name: str, values: Any, key: str) -> tuple:
         if not isinstance(values, list) or not values:
@@ -288,6 +287,11 @@ class PlanValidator:
         if len(set(checked)) != len(checked):
             self.fail(name, values, "duplicated value")
         return tuple(checked)
+
+    def boolean(self, name: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            self.fail(name, value, "must be true or false")
+        return value
 
     def non_negative(self, name: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

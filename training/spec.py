@@ -202,5 +202,9 @@ def pruning_settings(tier: Tier, switch: bool | None) -> dict | None:
     if settings is None:
         return None
     shapes = sorted({(c.batch_size, c.gradient_accumulation_steps, c.num_epochs) for c in tier.combinations()})
+    # The rules added later (rungs_of, the safeguards) appear only when not the old defaults, so the
+    # keys of pruned experiments already recorded stay what they were.
+    added = {name: value for name, value in dataclasses.asdict(settings).items()
+             if name not in ("method", "reduction_factor", "min_fraction") and value != getattr(Pruning, name)}
     return {"method": settings.method, "reduction_factor": settings.reduction_factor,
-            "min_fraction": settings.min_fraction, "grid": [list(shape) for shape in shapes]}
+            "min_fraction": settings.min_fraction, **added, "grid": [list(shape) for shape in shapes]}

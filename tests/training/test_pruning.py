@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.training.helpers import run_cli, spec_for
-from training.engine.pruning import standing
+from training.engine.halving import standing
 from training.plan import Pruning, load_plan, planned_samples
 from training.results import store
 from training.results.record import ExperimentResult

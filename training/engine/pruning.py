@@ -1,18 +1,13 @@
-"""Asynchronous successive halving (ASHA) across one model's grid in one sweep run.
+"""Asynchronous successive halving (ASHA) across one model's grid in one sweep run: the callback.
+The rules (where the rungs are, who continues, the safeguards) are engine/halving.py's.
 
-Rungs are measured in training samples seen, as fractions of the largest planned run of the model's
-grid: with min_fraction 0.1 and reduction_factor 3, at 10%, 30% and 90% of that run's samples. So a
-batch-32 run and a batch-16 run, or a 3-epoch and a 5-epoch run, are compared after the same amount
-of data. At the first evaluation at or past a rung, a run reads from the results database how its
-peers (the same model in the same sweep run, seed reruns left out) stood when they passed the same
-rung, and stops if it is not in the top 1/reduction_factor of all the runs that reached it.
-
-A run's standing at a rung is its best validation F1 so far (what its best checkpoint would be),
-ties broken by the validation loss of that evaluation (lower ranks higher): stand-ins that all
-predict one class tie on F1. Nothing is pruned while fewer than reduction_factor peers have reached a
-rung, so the first reduction_factor runs of a model are never pruned; nor when there is no database
-or it cannot be read. Every decision is printed, and a pruned run keeps its best checkpoint, which is
-evaluated on test like any other.
+At the first evaluation at or past a rung, a run reads from the results database how its peers (the
+same model in the same sweep run, seed reruns left out) stood when they passed the same rung, and
+stops if it is not in the top 1/reduction_factor of all the runs that reached it and no safeguard
+keeps it. Nothing is pruned while fewer than reduction_factor peers have reached a rung, so the first
+reduction_factor runs of a model are never pruned; nor when there is no database or it cannot be
+read. Every decision is printed, and a pruned run keeps its best checkpoint, which is evaluated on
+test like any other.
 
 Experiments running at once on several GPUs compare against whatever their peers have recorded so
 far (the live rows of training/engine/callbacks.py LiveResults): that is what makes it asynchronous.
@@ -20,50 +15,24 @@ far (the live rows of training/engine/callbacks.py LiveResults): that is what ma
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import sqlalchemy as sa
 from transformers import TrainerCallback
 
-from training.plan import Pruning, planned_samples
+from training.engine.halving import Curve, Decision, Rules, decide
+from training.plan import planned_samples
 from training.results.history import peer_points
 
 
-def standing(points: list[tuple[int, float, float | None]], rung_samples: float) -> tuple | None:
-    """(best F1 so far, -loss of that evaluation) at the first evaluation at or past the rung; None
-    when the points never reach it. points: (samples seen, F1, loss) in step order."""
-    best = None
-    for samples, f1, loss in points:
-        key = (f1, -loss if loss is not None else -math.inf)
-        best = key if best is None or key > best else best
-        if samples >= rung_samples:
-            return best
-    return None
-
-
-@dataclass(frozen=True)
-class Decision:
-    rung: int  # 1-based
-    fraction: float  # of the reference run's samples
-    samples: int  # this run's samples seen at the evaluation that decided
-    f1: float  # its best validation F1 so far
-    threshold_f1: float  # the F1 it had to reach: the lowest kept standing
-    peers: int  # peers that had reached the rung
-    kept: int  # how many of peers + itself continue
-    pruned: bool
-
-
 class SuccessiveHalving(TrainerCallback):
-    def __init__(self, spec, train_rows: int, experiment_key: str, log=print):
-        settings = spec.pruning
-        self.spec, self.key, self.log = spec, experiment_key, log
-        self.factor = settings["reduction_factor"]
+    def __init__(self, spec, train_rows: int, experiment_key: str, validation_rows: int | None = None, log=print):
+        self.spec, self.key, self.log, self.validation_rows = spec, experiment_key, log, validation_rows
+        self.rules = Rules.of(spec.pruning)
         hp = spec.hyperparameters
         self.samples_per_step = hp.batch_size * hp.gradient_accumulation_steps
-        reference = max(planned_samples(train_rows, b, a, e, spec.max_steps) for b, a, e in settings["grid"])
-        fractions = Pruning(settings["method"], self.factor, settings["min_fraction"]).rungs()
-        self.rungs = [(f, f * reference) for f in fractions]
+        self.train_rows = train_rows
+        self.reference = max(self.planned(b, a, e) for b, a, e in spec.pruning["grid"])
+        self.own_planned = self.planned(hp.batch_size, hp.gradient_accumulation_steps, hp.num_epochs)
+        self.rungs = [(f, self.rules.rung_samples(f, self.own_planned, self.reference)) for f in self.rules.fractions()]
         self.points: list[tuple[int, float, float | None]] = []
         self.decided: set[int] = set()
         self.decisions: list[Decision] = []
@@ -71,9 +40,16 @@ class SuccessiveHalving(TrainerCallback):
         if not spec.database_url:
             self.log("pruning: no results database, so no peers to compare with: nothing will be pruned")
         else:
-            self.log(f"pruning (ASHA): reduction factor {self.factor}, rungs at "
+            basis = ("this run's planned samples" if self.rules.rungs_of == "own"
+                     else "the largest planned run of the grid")
+            total = self.own_planned if self.rules.rungs_of == "own" else self.reference
+            self.log(f"pruning (ASHA): reduction factor {self.rules.reduction_factor}, rungs at "
                      + ", ".join(f"{f:g} ({s:,.0f} samples)" for f, s in self.rungs)
-                     + f" of the largest planned run of the grid ({reference:,} samples)")
+                     + f" of {basis} ({total:,} samples)"
+                     + "".join(f"; {guard}" for guard in self.rules.safeguards()))
+
+    def planned(self, batch: int, accumulation: int, epochs: int) -> int:
+        return planned_samples(self.train_rows, batch, accumulation, epochs, self.spec.max_steps)
 
     @property
     def pruned(self) -> Decision | None:
@@ -106,34 +82,34 @@ class SuccessiveHalving(TrainerCallback):
                     control.should_training_stop = True
                     return
 
-    def peer_points(self) -> dict[str, list] | None:
+    def peers(self) -> list[Curve] | None:
         if not self.spec.database_url:
             return None
-        return peer_points(self.spec.database_url, self.spec.dag_id, self.spec.run_id, self.spec.model_id, self.key)
+        rows = peer_points(self.spec.database_url, self.spec.dag_id, self.spec.run_id, self.spec.model_id, self.key)
+        return [Curve(key, p.learning_rate, self.planned(p.batch_size, p.gradient_accumulation_steps, p.num_epochs),
+                      tuple(p.points), p.pruned) for key, p in rows.items()]
 
     def decide(self, index: int, fraction: float, rung_samples: float, samples: int) -> Decision | None:
         rung = index + 1
         try:
-            peers = self.peer_points()
+            peers = self.peers()
         except sa.exc.SQLAlchemyError as error:
             self.log(f"pruning: rung {rung}: results database unavailable ({type(error).__name__}): nothing "
                      "pruned, training continues")
             return None
         if peers is None:
             return None
-        reached = [s for s in (standing(points, rung_samples) for points in peers.values()) if s is not None]
-        own = standing(self.points, rung_samples)
-        if len(reached) < self.factor:
-            self.log(f"pruning: rung {rung} ({fraction:g} of the reference run): {len(reached)} peer(s) have "
-                     f"reached it, fewer than the reduction factor {self.factor}: nothing to compare with, "
-                     "training continues")
+        own = Curve(self.key, self.spec.hyperparameters.learning_rate, self.own_planned, tuple(self.points))
+        decision = decide(self.rules, index, own, peers, self.reference, self.validation_rows)
+        if decision is None:
+            reached = sum(1 for p in peers if p.points and p.points[-1][0] >= self.rules.rung_samples(
+                fraction, p.planned_samples, self.reference))
+            self.log(f"pruning: rung {rung} ({fraction:g}): {reached} peer(s) have reached it, fewer than the "
+                     f"reduction factor {self.rules.reduction_factor}: nothing to compare with, training continues")
             return None
-        ranked = sorted(reached + [own], reverse=True)
-        kept = max(1, len(ranked) // self.factor)
-        threshold = ranked[kept - 1]
-        decision = Decision(rung, fraction, samples, own[0], threshold[0], len(reached), kept, own < threshold)
-        verb = "pruned: stops here" if decision.pruned else "continues"
-        self.log(f"pruning: rung {rung} ({fraction:g} of the reference run, {samples:,} samples seen): best "
-                 f"validation F1 {own[0]:.4f} against a threshold of {threshold[0]:.4f} (top {kept} of "
-                 f"{len(ranked)} runs that reached it, ties by validation loss): {verb}")
+        verb = ("pruned: stops here" if decision.pruned
+                else f"continues ({decision.spared})" if decision.spared else "continues")
+        self.log(f"pruning: rung {rung} ({fraction:g}, {samples:,} samples seen): best validation F1 "
+                 f"{decision.f1:.4f} against a threshold of {decision.threshold_f1:.4f} (top {decision.kept} of "
+                 f"{decision.peers + 1} runs that reached it, ties by validation loss): {verb}")
         return decision

@@ -169,7 +169,8 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
         NonFiniteLossStop(), TimeBudget(training.started, time_limit_seconds),
         CheckpointPolicy(prepared.output_dir, spec.full_checkpoint_minutes * 60, training.ledger, training.stop,
                          training.instruments.clock, training.uploads),
-        SuccessiveHalving(spec, len(training.tokenized["train"]), prepared.key) if spec.pruning else None,
+        SuccessiveHalving(spec, len(training.tokenized["train"]), prepared.key, len(training.tokenized["validation"]))
+        if spec.pruning else None,
         CompileTimer() if compiles(spec, training.gpu_count > 0) else None)
     args = training_arguments(spec, prepared.output_dir, training.precision, training.gpu_count > 0,
                               training.per_device_batch, training.accumulation, training.checkpointing,

@@ -23,6 +23,11 @@ class ValidationCheck:
     sentence: str
 
 
+def signed(value: float) -> str:
+    """Three decimals, unless that would show a bound just off zero as +0.000."""
+    return f"{value:+.3f}" if value == 0 or abs(value) >= 0.0005 else f"{value:+.1e}"
+
+
 def rows_to_separate(rows: int, test: PairedTest) -> int | None:
     """About how many validation rows would bring the difference's interval clear of zero, if the
     difference held: the interval's half-width narrows with the square root of the rows. None when
@@ -53,8 +58,8 @@ def validation_check(first_name: str, first: StoredExperiment, second_name: str,
                                               "scored on the same validation rows.")
     test = paired_bootstrap(a.label_index, a.predicted_index, b.predicted_index, a.class_count, a.seed)
     rows = len(a.row_ids)
-    figures = (f"F1 difference {test.difference:+.3f}, 95% paired-bootstrap interval {test.low:+.3f} to "
-               f"{test.high:+.3f}")
+    figures = (f"F1 difference {signed(test.difference)}, 95% paired-bootstrap interval {signed(test.low)} to "
+               f"{signed(test.high)}")
     where = f"On the {rows:,} validation rows where the choice was made"
     if test.verdict == "better":
         return ValidationCheck(test, rows, False, f"{where}, {first_name} is ahead of {second_name} beyond noise "

@@ -25,10 +25,11 @@ LATEST_DEVICE = sa.text("SELECT device FROM experiments WHERE status = 'finished
 PARAMETER_COUNTS = sa.text("SELECT DISTINCT ON (model_id) model_id, parameter_count FROM experiments "
                            "WHERE parameter_count IS NOT NULL ORDER BY model_id, finished_at DESC NULLS LAST")
 PEER_POINTS = sa.text(
-    "SELECT e.experiment_key, e.batch_size * e.gradient_accumulation_steps AS samples_per_step, p.step, p.f1, p.loss "
+    "SELECT e.experiment_key, e.learning_rate, e.batch_size, e.gradient_accumulation_steps, e.num_epochs, "
+    "e.stop_reason = 'pruned' AS pruned, p.step, p.f1, p.loss "
     "FROM experiments e JOIN evaluation_points p USING (experiment_id) "
     "WHERE e.dag_id = :dag_id AND e.run_id = :run_id AND e.model_id = :model_id AND e.confirmation_of IS NULL "
-    "AND e.experiment_key <> :own_key AND p.f1 IS NOT NULL ORDER BY e.experiment_key, p.step")
+    "AND e.experiment_key <> :own_key AND p.f1 IS NOT NULL ORDER BY e.experiment_id, p.step")
 INSERT_ESTIMATE = sa.text(
     "INSERT INTO gpu_hour_estimates (dag_id, run_id, tier, model_id, kind, learning_rate, batch_size, "
     "num_epochs, weight_decay, gradient_accumulation_steps, runs, planned_samples, hours, low_hours, "
@@ -80,12 +81,26 @@ def run_estimate(url: str, dag_id: str, run_id: str) -> list[dict]:
             {"dag_id": dag_id, "run_id": run_id}).mappings()]
 
 
-def peer_points(url: str, dag_id: str, run_id: str, model_id: str, own_key: str) -> dict[str, list]:
-    """(samples seen, F1, loss) at each evaluation of the model's other grid runs in this sweep run."""
+@dataclass
+class Peer:
+    """One of the model's other grid runs in this sweep run, as far as it has got."""
+
+    learning_rate: float
+    batch_size: int
+    gradient_accumulation_steps: int
+    num_epochs: int
+    pruned: bool
+    points: list = field(default_factory=list)  # (samples seen, F1, loss) at each evaluation
+
+
+def peer_points(url: str, dag_id: str, run_id: str, model_id: str, own_key: str) -> dict[str, Peer]:
+    """The model's other grid runs in this sweep run, in the order they started, with their
+    evaluations so far."""
     with connect(url) as connection:
         rows = connection.execute(PEER_POINTS, {"dag_id": dag_id, "run_id": run_id, "model_id": model_id,
                                                 "own_key": own_key}).all()
-    peers: dict[str, list] = {}
-    for key, per_step, step, f1, loss in rows:
-        peers.setdefault(key, []).append((step * per_step, f1, loss))
+    peers: dict[str, Peer] = {}
+    for key, rate, batch, accumulation, epochs, pruned, step, f1, loss in rows:
+        peer = peers.setdefault(key, Peer(rate, batch, accumulation, epochs, bool(pruned)))
+        peer.points.append((step * batch * accumulation, f1, loss))
     return peers
