@@ -4,8 +4,10 @@
 Generated from the training plan (`training/plan.toml`): one task group per model, and in it one
 training task mapped over the tier's hyperparameter grid (an explicit, sorted list, so map indexes
 are stable). Each mapped instance trains one configuration in a subprocess, keeps the best
-checkpoint by validation F1, and records F1 and GPU-hours in Postgres. The final task renders the
-recommendation report from those rows, whatever happened to the trainings.
+checkpoint by validation F1, and records F1 and GPU-hours in Postgres. Then the report task renders
+the recommendation report from those rows, whatever happened to the trainings, and the export task
+packages each model's chosen checkpoint as a Hugging Face model folder with a model card (checked
+against its recorded test predictions) and adds them to the report.
 
 Trigger with `budget` = `demo` or `tiny` for a smoke run, and `dataset` = a hub id or local folder.
 """
@@ -20,6 +22,7 @@ from airflow.sdk import DAG, Asset, Param, TaskGroup
 from sweep_airflow.kubernetes import on_kubernetes, training_pod_override
 from sweep_airflow.operators import (
     ChooseSeedRerunsOperator,
+    ExportWinnersOperator,
     RenderReportOperator,
     TrainExperimentOperator,
     VerifySweepOperator,
@@ -112,7 +115,8 @@ def training_arguments(plan: Plan, tier: Tier, model_id: str, executor: str | No
 
 
 def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
-    """The DAG of one tier: a mapped training task per model, then the report."""
+    """The DAG of one tier: a mapped training task per model, then the report, the export of each
+    model's chosen checkpoint, and the check that every experiment recorded a result."""
     with DAG(
         dag_id=f"sweep_{tier.name}",
         description=f"{tier.name} tier: {', '.join(tier.models)}",
@@ -156,8 +160,9 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         verify = VerifySweepOperator(task_id="verify",
                                      experiments_per_model=len(tier.combinations()) + plan.settings.confirm_seeds,
                                      selected_models="{{ params.models }}", trigger_rule="all_done")
+        export = ExportWinnersOperator(task_id="export")  # after a report, whatever the trainings did
         start >> trainings
-        trainings >> report >> verify
+        trainings >> report >> [verify, export]
     return dag
 
 

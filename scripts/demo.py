@@ -65,6 +65,27 @@ def print_figures(results_url: str, report) -> None:
                     if line.startswith("**Verdict:")), None)
     if verdict:
         print(verdict.replace("**", ""))
+    print_exports(results_url)
+
+
+def print_exports(results_url: str) -> None:
+    """The winners the DAG's export task packaged, and the first lines of a model card."""
+    import sqlalchemy as sa
+
+    from training.results.connection import connect
+
+    with connect(results_url) as connection:
+        rows = connection.execute(sa.text(
+            "SELECT model_id, destination, card, verified_rows FROM exports WHERE (dag_id, run_id) = (SELECT dag_id, "
+            "run_id FROM sweep_runs WHERE dag_id = 'sweep_small' ORDER BY started_at DESC LIMIT 1) ORDER BY model_id"
+        )).mappings().all()
+    if not rows:
+        print("no model was exported (see the export task's log)")
+        return
+    for row in rows:
+        print(f"exported {row['model_id']}: {row['destination']} ({row['verified_rows']} test rows reproduced)")
+    print(f"its model card, {rows[0]['destination']}/README.md, begins:")
+    print("\n".join(f"  {line}" for line in rows[0]["card"].splitlines()[:12]))
 
 
 if __name__ == "__main__":

@@ -107,13 +107,14 @@ def main(argv: list[str] | None = None) -> int:
 def handled(handler, *args) -> int:
     """Run a command; a user's input error is its message and exit 2, not a traceback."""
     from training.data.contract import DataError
+    from training.export.choose import ExportError
     from training.offline.standins import PretrainingCutShort
     from training.plan import ParamError, PlanError
     from training.settings import SettingsError
 
     try:
         return handler(*args)
-    except (DataError, ParamError, PlanError, SettingsError, PretrainingCutShort) as error:
+    except (DataError, ParamError, PlanError, SettingsError, PretrainingCutShort, ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -188,6 +189,15 @@ def command_line() -> argparse.ArgumentParser:
     report.add_argument("--dag-id", required=True)
     report.add_argument("--run-id", required=True)
     report.set_defaults(handler=commands.render_report_command)
+
+    export = subcommands.add_parser("export", help="export each model's chosen checkpoint of a run as a Hugging "
+                                                   "Face model folder with a model card")
+    export.add_argument("--dag-id", required=True, help="the tier's DAG, e.g. sweep_small")
+    export.add_argument("--run-id", default="latest", help="a run id, or latest: the tier's latest successful run")
+    export.add_argument("--model", action="append", help="a model to export (repeatable; default: every model)")
+    export.add_argument("--to", default=None, help="parent folder or artifact-store URL (default: "
+                                                   "$SWEEP_HOME/exports/<dag>/<run>, or the store's exports/)")
+    export.set_defaults(handler=commands.export_command)
 
     return parser
 

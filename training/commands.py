@@ -135,3 +135,22 @@ def render_report_command(args) -> int:
     out_dir = Storage.from_environment().report_dir(args.dag_id, args.run_id)
     print(render_run_report(database_url("render-report"), args.dag_id, args.run_id, out_dir))
     return 0
+
+
+def export_command(args) -> int:
+    """Export the chosen checkpoints of a run (or of the tier's latest successful run), then render
+    its report again so the report shows the exported models and their deployment figures."""
+    from training.export.choose import latest_successful_run
+    from training.export.package import export_run
+    from training.report.published import publish
+    from training.report.render import render_again
+    from training.settings import Storage, database_url
+
+    url = database_url("export")
+    run_id = latest_successful_run(url, args.dag_id) if args.run_id in (None, "latest") else args.run_id
+    export_run(url, args.dag_id, run_id, args.model or None, args.to)
+    storage = Storage.from_environment()
+    html = render_again(url, args.dag_id, run_id, storage.report_dir(args.dag_id, run_id))
+    publish(storage, html.parent)  # to the artifact store, where the report server reads it (if one is set)
+    print(f"report: {html}")
+    return 0

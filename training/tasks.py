@@ -159,6 +159,27 @@ def report(dag_id: str, run_id: str, tier: str, run_type: str, refusal: str | No
     return status, html
 
 
+def export(dag_id: str, run_id: str, log: Callable[[str], None]) -> list[str]:
+    """Export each model's chosen checkpoint of the run (training/export) and render the report
+    again with them; a run with nothing to export (refused, every experiment failed) exports
+    nothing and says so. Returns the destinations."""
+    from training.export.choose import NothingToExport
+    from training.export.package import export_run
+    from training.report.published import publish
+    from training.report.render import render_again
+
+    url = database_url("the export task")
+    try:
+        exported = export_run(url, dag_id, run_id, log=log)
+    except NothingToExport as nothing:
+        log(f"nothing to export: {nothing}")
+        return []
+    storage = Storage.from_environment()
+    html = render_again(url, dag_id, run_id, storage.report_dir(dag_id, run_id))
+    publish(storage, html.parent)
+    return [e.destination for e in exported]
+
+
 def seed_confirmations(dag_id: str, run_id: str, model_id: str, count: int, seed: int | None) -> list[dict]:
     """The reruns of a model's chosen configuration (by validation F1, among this run's grid) with
     `count` more seeds (seed+1 ... seed+count; seed None: the chosen run's own), as the confirm

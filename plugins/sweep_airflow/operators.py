@@ -218,6 +218,19 @@ class RenderReportOperator(BaseOperator):
         return str(path)
 
 
+class ExportWinnersOperator(BaseOperator):
+    """Export each model's chosen checkpoint as a Hugging Face model folder with a model card (to the
+    artifact store, or $SWEEP_HOME/exports), checked against its recorded test predictions, and
+    render the report again with them; return the folders."""
+
+    ui_color = "#eef8ee"
+
+    def execute(self, context) -> list[str]:
+        from training import tasks
+
+        return tasks.export(self.dag_id, context["run_id"], self.log.info)
+
+
 class VerifySweepOperator(BaseOperator):
     """Fail the DAG run when any experiment of it failed or never recorded a result; runs last, so
     the report is rendered first.

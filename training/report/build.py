@@ -95,6 +95,7 @@ class RunReport:
     max_gpu_hours: float | None = None  # the run's budget gate, if it had one
     refusal: str | None = None  # why the start task refused the run before any training
     previous_note: str | None = None  # why no earlier run is compared with (what the nearest one differs in)
+    exports: dict[str, dict] = field(default_factory=dict)  # per model: its export (training/export), if any
 
     @property
     def pruning_saved(self) -> float:

@@ -3,6 +3,7 @@ the report (build.py), and write report.html (autoescaped) and report.md through
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 
+from training.export.package import run_exports
 from training.report.build import RunReport, build_report
 from training.report.costs import run_cost
 from training.results.comparable import comparable_previous_run
@@ -70,4 +72,15 @@ def render_run_report(url: str, dag_id: str, run_id: str, out_dir: Path, refusal
     report = build_report(dag_id, run_id, records, evaluation_curves(url, [r.experiment_id for r in records]),
                           previous.run_id, run_experiments(url, dag_id, previous.run_id) if previous.run_id else [],
                           run_estimate(url, dag_id, run_id), refusal, previous.note)
+    report = dataclasses.replace(report, exports={row["model_id"]: row for row in run_exports(url, dag_id, run_id)})
     return render(report, out_dir, summary)
+
+
+def render_again(url: str, dag_id: str, run_id: str, out_dir: Path) -> Path:
+    """Render a run's report again (after an export adds its models), keeping what the report task
+    knew (tier, status, trigger parameters, refusal) from the summary.json it wrote."""
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    return render_run_report(url, dag_id, run_id, out_dir, summary.get("refusal"), summary)
