@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import io
 import itertools
 import os
@@ -36,6 +37,7 @@ from pathlib import Path
 
 SEEDS = (42, 43, 44)
 REGRET_TARGET, SAMPLES_TARGET = 0.01, 0.6
+TABLE_ROWS = 20
 
 
 def tier_run(plan, data: Path, url: str, run_id: str, pruning: bool, seed: int | None = None, models=None,
@@ -100,11 +102,15 @@ def outcome(rules, runs, by_key, reference: int, validation_rows: int) -> Outcom
                    sum(by_key[c.key].samples_seen for c in runs), tuple(c.key for c in pruned if c.pruned), chosen.key)
 
 
+def point(row) -> tuple:
+    return (row.learning_rate, row.batch_size, row.num_epochs, row.weight_decay)
+
+
 def candidates(shipped):
     from training.engine.halving import Rules
 
     rules = [Rules(factor, first, basis, z, keep) for basis, factor, first, z, keep in itertools.product(
-        ("grid", "own"), (2, 3), (0.1, 0.2, 0.3), (0.0, 1.0, 2.0), (False, True))]
+        ("grid", "own"), (2, 3, 4), (0.05, 0.1, 0.2, 0.3), (0.0, 0.5, 1.0, 2.0), (False, True))]
     return [shipped, *[r for r in rules if r != shipped]]
 
 
@@ -143,7 +149,8 @@ def pruning_figures(plan, data: Path, work: Path) -> dict:
                     estimate = estimate_tier(url, no_reruns, tier, run, {
                         m: resolve_model_source(m, Storage.from_environment().model_root) for m in tier.models})
                 runs[seed] = tier_run(plan, data, url, f"unpruned-seed{seed}", pruning=False, seed=seed)
-            real = tier_run(plan, data, url, "pruned-seed42", pruning=True, seed=SEEDS[0])
+            real_run = f"pruned-seed42-{hashlib.sha256(str(shipped).encode()).hexdigest()[:8]}"  # per rules
+            real = tier_run(plan, data, url, real_run, pruning=True, seed=SEEDS[0])
             every = tier_run(plan, data, url, "full-state-every-evaluation", pruning=False, seed=SEEDS[0],
                              models=tier.models[:1], full_checkpoint_minutes=0)
         sweeps, per = [], {}
@@ -157,21 +164,25 @@ def pruning_figures(plan, data: Path, work: Path) -> dict:
         print(f"  the plan's rules: {shipped}")
         for (seed, model_id), result in per.items():
             print(f"  seed {seed} {model_id}: regret {result.regret:+.4f}"
-                  f"{' (within the winner’s validation interval)' if result.within_interval else ''}, "
+                  f"{' (within the winner’s interval)' if result.regret and result.within_interval else ''}, "
                   f"{len(result.cut)} of 8 cut, samples {result.samples:,} of {result.unpruned_samples:,}")
         matches = True
-        for model_id in tier.models:
+        for model_id in tier.models:  # pruning is in the experiment key: compare grid points, not keys
             expected = per[(SEEDS[0], model_id)]
-            found, _ = curves(url, "pruned-seed42", model_id, real)
-            cut = tuple(c.key for c in found if c.pruned)
-            matches &= cut == expected.cut
-            print(f"  {model_id}, pruned for real (seed 42): cut {len(cut)} runs; the replay said {len(expected.cut)}"
-                  f"{'' if cut == expected.cut else ' (NOT the same runs)'}")
+            _, unpruned_rows = curves(url, f"unpruned-seed{SEEDS[0]}", model_id, runs[SEEDS[0]])
+            found, real_rows = curves(url, real_run, model_id, real)
+            said = sorted(point(unpruned_rows[key]) for key in expected.cut)
+            cut = sorted(point(real_rows[c.key]) for c in found if c.pruned)
+            matches &= cut == said
+            print(f"  {model_id}, pruned for real (seed 42): cut {len(cut)} runs, the replay said {len(said)}"
+                  + ("" if cut == said else f" (NOT the same: {cut} against {said})"))
         print(f"\n  {'rules':95} {'worst regret':>12} {'ok':>4} {'samples':>8}")
-        for rules in candidates(shipped):
-            worst, ok, ratio = summary(rules, sweeps)
+        table = sorted(((summary(rules, sweeps), rules) for rules in candidates(shipped)),
+                       key=lambda item: (not item[0][1], item[0][2]))
+        for (worst, ok, ratio), rules in table[:TABLE_ROWS]:
             print(f"  {str(rules)[6:-1]:95} {worst:12.4f} {'yes' if ok else 'no':>4} {ratio:8.3f}"
                   + ("  <- the plan's" if rules == shipped else ""))
+        print(f"  ({len(table)} rules in all; the {TABLE_ROWS} shown keep the winner first, fewest samples first)")
         worst, ok, ratio = summary(shipped, sweeps)
         figures = {"pruning_regret": worst, "pruning_regret_ok": ok, "pruning_samples_ratio": ratio,
                    "pruning_replay_matches": matches,
@@ -181,7 +192,12 @@ def pruning_figures(plan, data: Path, work: Path) -> dict:
         written = {name: sum(r.checkpoint_bytes_written or 0 for r in rows if r.model_id == tier.models[0])
                    for name, rows in (("planned", runs[SEEDS[0]]), ("every", every))}
         figures["checkpoint_bytes_ratio"] = written["every"] / written["planned"] if written["planned"] else None
-        print(f"\npruning_regret {worst:.4f} (target <= {REGRET_TARGET} or within the interval: "
+        saves, ratio_estimate = figures["checkpoint_bytes_ratio"], figures["estimate_ratio"]
+        print("\nestimate_ratio " + (f"{ratio_estimate:.3f} (the seed-43 run: {estimate.total():.4f} estimated, "
+                                      f"{actual:.4f} actual CPU-hours; target 0.75-1.25)" if ratio_estimate
+                                      else "unavailable")
+              + ", checkpoint_bytes_ratio " + (f"{saves:.2f} (target >= 3)" if saves else "unavailable"))
+        print(f"pruning_regret {worst:.4f} (target <= {REGRET_TARGET} or within the interval: "
               f"{'met' if ok else 'NOT met'}), pruning_samples_ratio {ratio:.3f} (target <= {SAMPLES_TARGET}), "
               f"pruning_replay_matches {matches}")
         return figures

@@ -168,9 +168,11 @@ class Pruning:
     min_fraction: float = 0.1
     # engine/halving.py: rungs as fractions of the largest planned run ("grid") or of each run's own
     # plan ("own"); the safeguards that keep a run below the threshold: within noise_z standard errors
-    # of the rung leader's F1 (0: none), and the last run of a learning rate still in the race.
-    rungs_of: str = "grid"
-    noise_z: float = 0.0
+    # of the rung leader's F1 (0: none), and the last run of a learning rate still in the race. The
+    # defaults are the rules that never lost a model's best configuration in `make bench`'s replay
+    # (docs/BENCHMARKS.md); before them, pruning was "grid" without safeguards (LEGACY_PRUNING).
+    rungs_of: str = "own"
+    noise_z: float = 1.0
     keep_one_per_learning_rate: bool = False
 
     def rungs(self) -> list[float]:
@@ -180,6 +182,9 @@ class Pruning:
             rungs.append(round(fraction, 6))
             fraction *= self.reduction_factor
         return rungs
+
+
+LEGACY_PRUNING = {"rungs_of": "grid", "noise_z": 0.0, "keep_one_per_learning_rate": False}
 
 
 @dataclass(frozen=True)

@@ -270,9 +270,9 @@ class PlanValidator:
             self.fail(f"{name}.reduction_factor", factor, "must be a whole number >= 2")
         if (fraction := self.positive(f"{name}.min_fraction", raw.get("min_fraction", 0.1), float)) >= 1:
             self.fail(f"{name}.min_fraction", fraction, "must be below 1 (a fraction of a planned run)")
-        if (rungs_of := raw.get("rungs_of", "grid")) not in ("grid", "own"):
+        if (rungs_of := raw.get("rungs_of", Pruning.rungs_of)) not in ("grid", "own"):
             self.fail(f"{name}.rungs_of", rungs_of, 'must be "grid" (the largest planned run) or "own" (each run\'s)')
-        noise_z = self.non_negative(f"{name}.noise_z", raw.get("noise_z", 0.0))
+        noise_z = self.non_negative(f"{name}.noise_z", raw.get("noise_z", Pruning.noise_z))
         keep = self.boolean(f"{name}.keep_one_per_learning_rate", raw.get("keep_one_per_learning_rate", False))
         return Pruning(method, factor, fraction, rungs_of, noise_z, keep)
 

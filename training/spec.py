@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from training.parameters import RunParameters
-from training.plan import DatasetSpec, Hyperparameters, ParamError, Plan, Pruning, Settings, Tier, closest
+from training.plan import (
+    LEGACY_PRUNING,
+    DatasetSpec,
+    Hyperparameters,
+    ParamError,
+    Plan,
+    Pruning,
+    Settings,
+    Tier,
+    closest,
+)
 from training.settings import Storage
 
 PLAN_AS_WRITTEN = RunParameters()  # the full budget, the plan's dataset, seed and pruning, no step cap
@@ -202,9 +212,9 @@ def pruning_settings(tier: Tier, switch: bool | None) -> dict | None:
     if settings is None:
         return None
     shapes = sorted({(c.batch_size, c.gradient_accumulation_steps, c.num_epochs) for c in tier.combinations()})
-    # The rules added later (rungs_of, the safeguards) appear only when not the old defaults, so the
-    # keys of pruned experiments already recorded stay what they were.
+    # The rules added later (rungs_of, the safeguards) appear only when they differ from the rules
+    # before them, so the keys of pruned experiments already recorded stay what they were.
     added = {name: value for name, value in dataclasses.asdict(settings).items()
-             if name not in ("method", "reduction_factor", "min_fraction") and value != getattr(Pruning, name)}
+             if name in LEGACY_PRUNING and value != LEGACY_PRUNING[name]}
     return {"method": settings.method, "reduction_factor": settings.reduction_factor,
             "min_fraction": settings.min_fraction, **added, "grid": [list(shape) for shape in shapes]}

@@ -248,6 +248,7 @@ def test_every_spec_field_is_decided_for_the_key_and_recorded_keys_stay_valid():
     """A new spec field must be put in or out of the experiment key on purpose; and the keys of
     experiments already in a results database do not move when the code is reorganised."""
     from training.engine.prepare import experiment_key
+    from training.plan import LEGACY_PRUNING
     from training.spec import KEY_FIELDS, KEY_FIELDS_WHEN_CAPPED, KEY_FIELDS_WHEN_SET, NOT_IN_KEY, ExperimentSpec
 
     lists = [*KEY_FIELDS, *KEY_FIELDS_WHEN_SET, *KEY_FIELDS_WHEN_CAPPED, *NOT_IN_KEY]
@@ -260,6 +261,9 @@ def test_every_spec_field_is_decided_for_the_key_and_recorded_keys_stay_valid():
                         RunParameters(budget="tiny", dataset="/x", max_steps=5, seed=7, pruning=True))
     capped = dataclasses.replace(capped, compile="auto", max_train_seconds=5, learning_rate_scale=2.0,
                                  max_train_samples=None, max_eval_samples=None)
-    assert experiment_key(capped, "fp") == "1cb175c291440d40"
+    # pruned under the rules before rungs_of and the safeguards (recorded without them): the same key
+    legacy = dataclasses.replace(capped, pruning={k: v for k, v in capped.pruning.items() if k not in LEGACY_PRUNING})
+    assert experiment_key(legacy, "fp") == "1cb175c291440d40"
+    assert experiment_key(capped, "fp") != "1cb175c291440d40"  # the plan's rules now: another pruned run
     assert experiment_key(dataclasses.replace(plain, run_id="other", budget="demo", database_url="x"), "fp") == \
         "81fe9c77d15ac204"

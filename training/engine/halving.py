@@ -20,7 +20,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from training.plan import Pruning
+from training.plan import LEGACY_PRUNING, Pruning
 
 Point = tuple[int, float, float | None]  # (training samples seen, validation F1, validation loss)
 
@@ -44,7 +44,9 @@ class Rules:
 
     @classmethod
     def of(cls, settings: dict) -> Rules:
-        return cls(**{f.name: settings[f.name] for f in dataclasses.fields(cls) if f.name in settings})
+        """From a spec's pruning settings, where a rule left out is the rules' before it (LEGACY_PRUNING)."""
+        return cls(**{f.name: settings.get(f.name, LEGACY_PRUNING.get(f.name, f.default))
+                      for f in dataclasses.fields(cls)})
 
     def fractions(self) -> list[float]:
         return Pruning(reduction_factor=self.reduction_factor, min_fraction=self.min_fraction).rungs()
