@@ -122,7 +122,7 @@ def summary(rules, sweeps) -> tuple[float, bool, float]:
             sum(r.samples for r in results) / sum(r.unpruned_samples for r in results))
 
 
-def pruning_figures(plan, data: Path, work: Path) -> dict:
+def pruning_figures(plan, data: Path, work: Path, rows_shown: int = TABLE_ROWS) -> dict:
     from training.engine.halving import Rules
     from training.engine.models import resolve_model_source
     from training.parameters import RunParameters
@@ -179,10 +179,10 @@ def pruning_figures(plan, data: Path, work: Path) -> dict:
         print(f"\n  {'rules':95} {'worst regret':>12} {'ok':>4} {'samples':>8}")
         table = sorted(((summary(rules, sweeps), rules) for rules in candidates(shipped)),
                        key=lambda item: (not item[0][1], item[0][2]))
-        for (worst, ok, ratio), rules in table[:TABLE_ROWS]:
+        for (worst, ok, ratio), rules in table[:rows_shown]:
             print(f"  {str(rules)[6:-1]:95} {worst:12.4f} {'yes' if ok else 'no':>4} {ratio:8.3f}"
                   + ("  <- the plan's" if rules == shipped else ""))
-        print(f"  ({len(table)} rules in all; the {TABLE_ROWS} shown keep the winner first, fewest samples first)")
+        print(f"  ({len(table)} rules in all; those that keep the winner first, fewest samples first)")
         worst, ok, ratio = summary(shipped, sweeps)
         figures = {"pruning_regret": worst, "pruning_regret_ok": ok, "pruning_samples_ratio": ratio,
                    "pruning_replay_matches": matches,
@@ -211,6 +211,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("SWEEP_BENCH_DATA", DEFAULT_DATA)))
     parser.add_argument("--work", type=Path, default=None, help="keep (or reuse) the recorded runs here")
+    parser.add_argument("--all-rules", action="store_true", help="print every replayed rule, not the first 20")
     args = parser.parse_args()
     from training.offline.standins import build_stand_ins
     from training.plan import load_plan
@@ -220,7 +221,7 @@ def main() -> int:
     os.environ.update(SWEEP_HOME=str(work), SWEEP_MODEL_ROOT=str(work / "models"))
     plan = load_plan()
     build_stand_ins(plan, args.data, work / "models", 512, model_ids=plan.tiers["small"].models)
-    pruning_figures(plan, args.data, work)
+    pruning_figures(plan, args.data, work, 10_000 if args.all_rules else TABLE_ROWS)
     return 0
 
 

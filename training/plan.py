@@ -108,6 +108,9 @@ class Settings:
     # At an experiment's end, how long it waits for the artifact store to take what is left to send
     # before its row names what is missing (kept on the host for a later sync).
     upload_wait_minutes: float = 10.0
+    # Where the Trainer's own integrations also send each experiment's curves: "none", or
+    # "tensorboard" (event files kept with the experiment's artifacts). Postgres stays the record.
+    report_to: str = "none"
 
 
 @dataclass(frozen=True)

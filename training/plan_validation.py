@@ -41,13 +41,14 @@ DEPLOYMENT_KEYS = ("image", "gpu_resource", "gpus_per_task", "node_selector", "t
 TOLERATION_KEYS = ("key", "operator", "value", "effect", "toleration_seconds")
 SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_stopping_patience",
                  "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "data_seed",
-                 "confirm_seeds", "full_checkpoint_minutes", "upload_wait_minutes")
+                 "confirm_seeds", "full_checkpoint_minutes", "upload_wait_minutes", "report_to")
 SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date", "late_start_tolerance_minutes")
 DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
 TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "compile", "grid", "pruning",
              "max_gpu_hours")
 PRUNING_KEYS = ("method", "reduction_factor", "min_fraction", "rungs_of", "noise_z", "keep_one_per_learning_rate")
 PRUNING_METHODS = ("asha", "none")
+REPORT_TO = ("none", "tensorboard")
 MODEL_KEYS = ("architecture",)
 
 class PlanValidator:
@@ -168,6 +169,9 @@ class PlanValidator:
             self.fail("settings.full_checkpoint_minutes", minutes,
                       "must be a number of minutes >= 0 (0: the full state at every evaluation)")
         values["full_checkpoint_minutes"] = float(minutes)
+        if (report_to := raw.get("report_to", Settings.report_to)) not in REPORT_TO:
+            self.fail("settings.report_to", report_to, f"must be one of {list(REPORT_TO)} (mlflow is not supported)")
+        values["report_to"] = report_to
         values["upload_wait_minutes"] = self.non_negative(
             "settings.upload_wait_minutes", raw.get("upload_wait_minutes", Settings.upload_wait_minutes))
         return Settings(metric_for_best_model="f1", mixed_precision=raw["mixed_precision"],

@@ -47,7 +47,7 @@ PER_EXPERIMENT = ("model_id", "architecture", "tier", "hyperparameters", "gradie
 # Why a run exists, where it writes, and how often it saves: never what it trains. (A seed
 # confirmation is another experiment by its seed, not by confirmation_of.)
 NOT_IN_KEY = ("budget", "dag_id", "run_id", "run_type", "plan_version", "reuse_results", "confirmation_of",
-              "full_checkpoint_minutes", "upload_wait_seconds", "storage", "database_url")
+              "full_checkpoint_minutes", "upload_wait_seconds", "storage", "database_url", "report_to")
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class ExperimentSpec:
     # changes what a retry resumes from, never the model trained.
     full_checkpoint_minutes: float = Settings.full_checkpoint_minutes
     upload_wait_seconds: float = Settings.upload_wait_minutes * 60  # engine/uploads.py; not in the key
+    report_to: str = Settings.report_to  # curves also to TensorBoard (engine/arguments.py); not in the key
     storage: Storage | None = None  # every location on disk (see training/settings.py)
     database_url: str | None = None  # the results DB; None: the result file only
 
@@ -200,6 +201,7 @@ def build_spec(plan: Plan, model_id: str, hyperparameters: Hyperparameters, run:
         compile=tier.compile,
         full_checkpoint_minutes=settings.full_checkpoint_minutes,
         upload_wait_seconds=settings.upload_wait_minutes * 60,
+        report_to=settings.report_to,
         storage=storage or Storage.from_environment(),
         database_url=database_url,
     )

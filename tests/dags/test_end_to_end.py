@@ -23,7 +23,8 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
     reports = session_dir / "e2e-reports"
     plan = session_dir / "e2e-plan.toml"
     plan.write_text(DEFAULT_PLAN_PATH.read_text().replace("confirm_seeds = 0", "confirm_seeds = 1").replace(
-        "[tiers.small]\n", '[tiers.small]\npruning = { method = "asha", reduction_factor = 3, min_fraction = 0.1 }\n'))
+        "[tiers.small]\n", '[tiers.small]\npruning = { method = "asha", reduction_factor = 3, min_fraction = 0.1, '
+                            'rungs_of = "grid", noise_z = 0.0 }\n'))  # the rules that prune on 8 steps
     assert "\nconfirm_seeds = 1" in plan.read_text() and '\npruning = { method = "asha"' in plan.read_text()
     # The pipeline writes as a login of the writer role, as `make demo` sets it up.
     env = airflow_env(session_dir / "e2e", database.pipeline_url(fresh_database), database.airflow_url(metadata_url),
@@ -73,6 +74,7 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
     assert markdown.count("(seed 43) |") == 2 and markdown.count("training seeds (42, 43)") == 2
     assert "**Verdict: " in markdown  # the two models, compared on the same test rows
     assert "Stand-in models" in markdown
+    assert "## Exported models" in markdown and markdown.count("test rows reproduced") == 0  # a table, not prose
 
     # Each mapped instance carries its hyperparameters as its name in the UI.
     with sa.create_engine(metadata_url).connect() as connection:
@@ -85,7 +87,8 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
                                            "AND map_index < 0 ORDER BY task_id")).all()
     assert [tuple(row) for row in final] == [("Salesforce_codet5-small.choose_seed_reruns", "success"),
                                              ("microsoft_codebert-base.choose_seed_reruns", "success"),
-                                             ("report", "success"), ("start", "success"), ("verify", "success")]
+                                             ("export", "success"), ("report", "success"), ("start", "success"),
+                                             ("verify", "success")]
     assert ("microsoft_codebert-base.train", "lr=5e-05 bs=32 ep=5 wd=0.01", "success") in names
     best = chosen["microsoft/codebert-base"]
     assert ("microsoft_codebert-base.confirm", f"seed=43 lr={best['learning_rate']} bs={best['batch_size']} "
@@ -108,6 +111,7 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
         assert count("SELECT count(*) FROM analytics.f1_trend_across_runs") == 2
         assert count("SELECT count(*) FROM analytics.pruned_experiments") == len(pruned)
         assert count("SELECT count(*) FROM gpu_hour_estimates") == 18  # 16 grid points, a rerun row per model
+        assert count("SELECT count(*) FROM exports WHERE verified_rows > 0") == 2  # each winner, checked
         run_id = rows[0]["run_id"]
 
     # A second trigger, with a budget below what the first run cost: refused at the first task,

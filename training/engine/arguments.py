@@ -79,9 +79,26 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, precision: str, o
         use_cpu=not on_gpu,
         seed=spec.seed,
         data_seed=spec.seed,
-        report_to="none",
+        report_to=spec.report_to,  # "none" or "tensorboard" (its folder: tensorboard_folder)
+        run_name=run_name(spec),
         disable_tqdm=True,
         # CheckpointPolicy sets it per save: model only for a new best, the optimizer, scheduler and
         # RNG state too at a bounded interval (full_checkpoint_minutes) and on SIGTERM.
         save_only_model=False,
     )
+
+
+def run_name(spec: ExperimentSpec) -> str:
+    """The experiment as a person finds it in TensorBoard: the run and the grid point."""
+    hp = spec.hyperparameters
+    return (f"{spec.dag_id or 'cli'}/{spec.run_id or 'adhoc'}/{spec.model_id} lr={hp.learning_rate:g} "
+            f"bs={hp.batch_size} ep={hp.num_epochs} wd={hp.weight_decay:g} seed={spec.seed}")
+
+
+def tensorboard_folder(spec: ExperimentSpec, output_dir: Path) -> Path:
+    """Where the experiment's event files go: beside its checkpoints (uploaded with its artifacts),
+    in a folder named for the run name, so `tensorboard --logdir` over a run's experiments shows
+    each grid point by name."""
+    from training.settings import safe_name
+
+    return output_dir / "tensorboard" / safe_name(run_name(spec).split("/", 2)[-1])

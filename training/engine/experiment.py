@@ -75,7 +75,8 @@ def delivered(prepared: Prepared, result: ExperimentResult, store: ArtifactStore
     and its predictions, the arguments, the training record and the ledger. Rows carry the store's
     URLs, so a report on any host finds them."""
     out = prepared.output_dir
-    uploads.send(*(out / name for name in (BEST_DIR, "training_args.json", "trained.json", "attempts.json")))
+    uploads.send(*(out / name for name in (BEST_DIR, "training_args.json", "trained.json", "attempts.json",
+                                            "tensorboard")))  # the last only with report_to = "tensorboard"
     missing = uploads.close(prepared.spec.upload_wait_seconds)
 
     def url(path: str | None) -> str | None:

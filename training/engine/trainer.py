@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,13 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from training.engine.accounting import AttemptLedger, UtilisationSampler, model_fingerprint
-from training.engine.arguments import COMPILE_PAD_MULTIPLE, choose_precision, compiles, training_arguments
+from training.engine.arguments import (
+    COMPILE_PAD_MULTIPLE,
+    choose_precision,
+    compiles,
+    tensorboard_folder,
+    training_arguments,
+)
 from training.engine.callbacks import (
     CompileTimer,
     EvaluationRecorder,
@@ -175,6 +182,8 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
     args = training_arguments(spec, prepared.output_dir, training.precision, training.gpu_count > 0,
                               training.per_device_batch, training.accumulation, training.checkpointing,
                               train_rows=len(training.tokenized["train"]))
+    if spec.report_to == "tensorboard":  # read by the Trainer's TensorBoardCallback (transformers 5)
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_folder(spec, prepared.output_dir))
     live = LiveResults(spec.database_url, prepared.identity, len(training.ledger.attempts))
     return SweepTrainer(
         model=model, args=args, train_dataset=training.tokenized["train"],
