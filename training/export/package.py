@@ -147,7 +147,8 @@ def export_run(url: str, dag_id: str, run_id: str | None, models: list[str] | No
     rows = chosen_experiments(url, dag_id, run_id, models)
     if not rows:
         raise NothingToExport(f"{dag_id} run {run_id} has no successful experiment with a kept checkpoint to export")
-    grid = {r.model_id: len([x for x in _grid(url, dag_id, run_id) if x == r.model_id]) for r in rows}
+    models_of_grid_runs = _grid(url, dag_id, run_id)
+    grid = {r.model_id: models_of_grid_runs.count(r.model_id) for r in rows}
     for row in rows:
         destination = (f"{to.rstrip('/')}/{safe_name(row.model_id)}" if to
                        else default_destination(storage, dag_id, run_id, row.model_id))
