@@ -35,7 +35,7 @@ def test_an_experiments_curves_are_in_tensorboard_named_by_run_and_grid_point(tm
 
 def test_report_to_names_what_the_plan_may_say(tmp_path):
     path = tmp_path / "plan.toml"
-    path.write_text(DEFAULT_PLAN_PATH.read_text().replace("[settings]\n", '[settings]\nreport_to = "mlflow"\n', 1))
+    path.write_text(DEFAULT_PLAN_PATH.read_text().replace('report_to = "none"', 'report_to = "mlflow"', 1))
     with pytest.raises(PlanError, match=r"settings.report_to.*none.*tensorboard"):
         load_plan(path)
     assert load_plan().settings.report_to == "none"  # as the plan is written: Postgres and the report only
