@@ -106,3 +106,34 @@ def test_a_checkpoint_that_no_longer_answers_as_recorded_is_not_exported(tmp_pat
 def test_export_names_what_is_missing(fresh_database, tmp_path):
     with pytest.raises(ExportError, match="test_dag has no successful run"):
         export_run(fresh_database, "test_dag", None, to=str(tmp_path))
+
+
+def test_export_to_the_artifact_store_from_a_host_without_the_checkpoint(tmp_path, pairs_dir, model_root,
+                                                                         fresh_database, s3_store, monkeypatch):
+    """Trained on one host with a store; exported from another that has nothing local: the checkpoint
+    comes from the store, and the folder goes back to the store's exports/, whole."""
+    import shutil
+
+    from transformers import pipeline
+
+    from training.artifacts import ArtifactStore
+
+    spec = spec_for(CODEBERT, pairs_dir)
+    code, result, output = run_cli(tmp_path, spec, {"SWEEP_MODEL_ROOT": str(model_root),
+                                                     "SWEEP_DATABASE_URL": fresh_database, **s3_store})
+    assert code == 0, output
+    assert result["checkpoint_url"].startswith("s3://")
+    shutil.rmtree(Path(result["checkpoint_path"]).parent)  # another host: nothing of the run on disk
+    for name, value in s3_store.items():
+        monkeypatch.setenv(name, value)
+    [exported] = export_run(fresh_database, "test_dag", "run-1")
+    url = s3_store["SWEEP_ARTIFACTS_URL"].rstrip("/")
+    assert exported.destination == f"{url}/exports/test_dag/run-1/microsoft_codebert-base"
+    folder = ArtifactStore(url, "", "").get_folder(exported.destination, tmp_path / "fetched")
+    assert folder is not None and (folder / "README.md").read_text() == exported.card
+    recorded = pq.read_table(ArtifactStore(url, "", "").get_file(
+        result["predictions_path"], tmp_path / "predictions.parquet")).to_pydict()
+    rows = [split_rows(pairs_dir)[i] for i in recorded["row_id"]]
+    answers = pipeline("text-classification", model=str(folder), device="cpu")(
+        [{"text": r["func1"], "text_pair": r["func2"]} for r in rows], truncation=True)
+    assert [a["label"] for a in answers] == [str(v) for v in recorded["predicted_label"]]
