@@ -163,15 +163,11 @@ class PlanValidator:
             self.fail("settings.confirm_seeds", confirm_seeds,
                       f"must be a whole number from 0 (off) to {MAX_CONFIRM_SEEDS}")
         values["confirm_seeds"] = confirm_seeds
-        minutes = raw.get("full_checkpoint_minutes", Settings.full_checkpoint_minutes)
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) \
-                or minutes < 0:
-            self.fail("settings.full_checkpoint_minutes", minutes,
-                      "must be a number of minutes >= 0 (0: the full state at every evaluation)")
-        values["full_checkpoint_minutes"] = float(minutes)
-        if (report_to := raw.get("report_to", Settings.report_to)) not in REPORT_TO:
-            self.fail("settings.report_to", report_to, f"must be one of {list(REPORT_TO)} (mlflow is not supported)")
-        values["report_to"] = report_to
+        values["full_checkpoint_minutes"] = self.non_negative(
+            "settings.full_checkpoint_minutes", raw.get("full_checkpoint_minutes", Settings.full_checkpoint_minutes),
+            " (minutes; 0: the full state at every evaluation)")
+        values["report_to"] = self.one_of("settings.report_to", raw.get("report_to", Settings.report_to), REPORT_TO,
+                                          " (mlflow is not supported)")
         values["upload_wait_minutes"] = self.non_negative(
             "settings.upload_wait_minutes", raw.get("upload_wait_minutes", Settings.upload_wait_minutes))
         return Settings(metric_for_best_model="f1", mixed_precision=raw["mixed_precision"],
@@ -222,8 +218,7 @@ class PlanValidator:
         if not isinstance(raw, dict):
             self.fail(prefix, raw, "must be a table")
         self.known_keys(raw, TIER_KEYS, prefix)
-        if raw.get("priority") not in PRIORITY_WEIGHTS:
-            self.fail(f"{prefix}.priority", raw.get("priority"), f"must be one of {list(PRIORITY_WEIGHTS)}")
+        self.one_of(f"{prefix}.priority", raw.get("priority"), tuple(PRIORITY_WEIGHTS))
         models = raw.get("models")
         if not isinstance(models, list) or not models:
             self.fail(f"{prefix}.models", models, "must be a non-empty list of model ids")
@@ -251,8 +246,7 @@ class PlanValidator:
         compiled = raw.get("compile", False)
         if not (isinstance(compiled, bool) or compiled == "auto"):
             self.fail(f"{prefix}.compile", compiled, 'must be true, false or "auto" (compiled on CUDA only)')
-        max_gpu_hours = raw.get("max_gpu_hours")
-        if max_gpu_hours is not None:
+        if (max_gpu_hours := raw.get("max_gpu_hours")) is not None:
             max_gpu_hours = self.positive(f"{prefix}.max_gpu_hours", max_gpu_hours, float)
         return Tier(name, raw["priority"], tuple(models), raw["gradient_checkpointing"], schedule, grid,
                     self.pruning(f"{prefix}.pruning", raw.get("pruning")), max_gpu_hours, compiled)
@@ -264,9 +258,7 @@ class PlanValidator:
         if not isinstance(raw, dict):
             self.fail(name, raw, 'must be a table, e.g. { method = "asha", reduction_factor = 3, min_fraction = 0.1 }')
         self.known_keys(raw, PRUNING_KEYS, name)
-        method = raw.get("method", "asha")
-        if method not in PRUNING_METHODS:
-            self.fail(f"{name}.method", method, f"must be one of {list(PRUNING_METHODS)}")
+        method = self.one_of(f"{name}.method", raw.get("method", "asha"), PRUNING_METHODS)
         if method == "none":
             return None
         factor = raw.get("reduction_factor", 3)
@@ -274,8 +266,8 @@ class PlanValidator:
             self.fail(f"{name}.reduction_factor", factor, "must be a whole number >= 2")
         if (fraction := self.positive(f"{name}.min_fraction", raw.get("min_fraction", 0.1), float)) >= 1:
             self.fail(f"{name}.min_fraction", fraction, "must be below 1 (a fraction of a planned run)")
-        if (rungs_of := raw.get("rungs_of", Pruning.rungs_of)) not in ("grid", "own"):
-            self.fail(f"{name}.rungs_of", rungs_of, 'must be "grid" (the largest planned run) or "own" (each run\'s)')
+        rungs_of = self.one_of(f"{name}.rungs_of", raw.get("rungs_of", Pruning.rungs_of), ("grid", "own"),
+                               " (of the largest planned run, or of each run's own)")
         noise_z = self.non_negative(f"{name}.noise_z", raw.get("noise_z", Pruning.noise_z))
         keep = self.boolean(f"{name}.keep_one_per_learning_rate", raw.get("keep_one_per_learning_rate", False))
         return Pruning(method, factor, fraction, rungs_of, noise_z, keep)
@@ -292,12 +284,17 @@ class PlanValidator:
             self.fail(name, values, "duplicated value")
         return tuple(checked)
 
+    def one_of(self, name: str, value: Any, choices: tuple, why: str = "") -> Any:
+        if value not in choices:
+            self.fail(name, value, f"must be one of {list(choices)}{why}")
+        return value
+
     def boolean(self, name: str, value: Any) -> bool:
         if not isinstance(value, bool):
             self.fail(name, value, "must be true or false")
         return value
 
-    def non_negative(self, name: str, value: Any) -> float:
+    def non_negative(self, name: str, value: Any, why: str = "") -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            self.fail(name, value, "must be a finite number >= 0")
+            self.fail(name, value, f"must be a finite number >= 0{why}")
         return float(value)
