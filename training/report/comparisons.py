@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from training.report.noise import ValidationCheck, validation_check
-from training.results.predictions import read_predictions
+from training.results.predictions import paired_files, read_predictions
 from training.results.record import StoredExperiment
 from training.results.statistics import PairedTest, paired_bootstrap
 
@@ -74,16 +74,10 @@ def seeds_varied(best: StoredExperiment) -> str | None:
 
 def paired(first: StoredExperiment, second: StoredExperiment) -> tuple[PairedTest | None, str | None]:
     """The paired test of two experiments' test predictions, or why there is none."""
-    for experiment in (first, second):
-        if not experiment.predictions_path:
-            return None, "no predictions file was recorded for one of them"
-    try:
-        a, b = read_predictions(first.predictions_path), read_predictions(second.predictions_path)
-    except (OSError, KeyError, ValueError) as error:
-        return None, f"a predictions file could not be read ({type(error).__name__}: {error})"
-    if not a.same_rows(b):
-        return None, "they were not scored on the same test rows"
-    return paired_bootstrap(a.label_index, a.predicted_index, b.predicted_index, a.class_count, a.seed), None
+    if not (first.predictions_path and second.predictions_path):
+        return None, "no predictions file was recorded for one of them"
+    test, _, why_not = paired_files(first.predictions_path, second.predictions_path, "test")
+    return test, why_not
 
 
 def seeds_agree(first: SeedSummary | None, second: SeedSummary | None) -> bool | None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from training.results.predictions import read_predictions
+from training.results.predictions import paired_files
 from training.results.record import StoredExperiment
-from training.results.statistics import PairedTest, paired_bootstrap
+from training.results.statistics import PairedTest
 
 
 @dataclass(frozen=True)
@@ -47,17 +47,10 @@ def validation_check(first_name: str, first: StoredExperiment, second_name: str,
         return ValidationCheck(None, 0, None, "Validation noise is not measured for this choice: no validation "
                                               "predictions were recorded for one of them (a row from before they "
                                               "were kept).")
-    try:
-        a = read_predictions(first.validation_predictions_path)
-        b = read_predictions(second.validation_predictions_path)
-    except (OSError, KeyError, ValueError) as error:
-        return ValidationCheck(None, 0, None, f"Validation noise is not measured for this choice: a validation "
-                                              f"predictions file could not be read ({type(error).__name__}: {error}).")
-    if not a.same_rows(b):
-        return ValidationCheck(None, 0, None, "Validation noise is not measured for this choice: they were not "
-                                              "scored on the same validation rows.")
-    test = paired_bootstrap(a.label_index, a.predicted_index, b.predicted_index, a.class_count, a.seed)
-    rows = len(a.row_ids)
+    test, rows, why_not = paired_files(first.validation_predictions_path, second.validation_predictions_path,
+                                       "validation")
+    if test is None:
+        return ValidationCheck(None, 0, None, f"Validation noise is not measured for this choice: {why_not}.")
     figures = (f"F1 difference {signed(test.difference)}, 95% paired-bootstrap interval {signed(test.low)} to "
                f"{signed(test.high)}")
     where = f"On the {rows:,} validation rows where the choice was made"

@@ -85,3 +85,19 @@ def recomputed_interval(path: Path | str) -> tuple[float, float]:
 
     rows = read_predictions(path)
     return bootstrap_f1_interval(rows.label_index, rows.predicted_index, rows.class_count, rows.seed)
+
+
+def paired_files(path_a: str, path_b: str, split: str):
+    """(the paired test of two experiments' predictions files, the rows it is on, why there is none):
+    the files read back, checked to hold the same rows of `split`, then statistics.paired_bootstrap."""
+    from training.results.statistics import paired_bootstrap
+
+    try:
+        a, b = read_predictions(path_a), read_predictions(path_b)
+    except (OSError, KeyError, ValueError) as error:
+        return None, 0, f"a {'' if split == 'test' else split + ' '}predictions file could not be read " \
+                        f"({type(error).__name__}: {error})"
+    if not a.same_rows(b):
+        return None, 0, f"they were not scored on the same {split} rows"
+    return paired_bootstrap(a.label_index, a.predicted_index, b.predicted_index, a.class_count, a.seed), \
+        len(a.row_ids), None
