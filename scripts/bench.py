@@ -13,7 +13,8 @@ plan's pruning rules and others, and one run pruned for real to check the replay
 pruning_regret, pruning_samples_ratio, pruning_replay_matches; estimate_ratio (the second seed's run
 priced from the first); checkpoint_bytes_ratio (bytes written by the saves of the CodeBERT stand-in's
 eight grid points with the full state at every evaluation / as planned: a new best saves the model
-only, the full state every 30 minutes).
+only, the full state every 30 minutes); sweep_cost_model_ratio and sweep_savings_ratio_cpu (the sweep
+cost model checked against the recorded sweep, then naive against every saving: scripts/bench_sweep_cost.py).
 
 And the training time lost to uploads to an artifact store (scripts/bench_uploads.py).
 

@@ -200,6 +200,11 @@ def pruning_figures(plan, data: Path, work: Path, rows_shown: int = TABLE_ROWS) 
         print(f"pruning_regret {worst:.4f} (target <= {REGRET_TARGET} or within the interval: "
               f"{'met' if ok else 'NOT met'}), pruning_samples_ratio {ratio:.3f} (target <= {SAMPLES_TARGET}), "
               f"pruning_replay_matches {matches}")
+        from bench_sweep_cost import sweep_cost_figures  # the sweep's cost, naive against every saving
+
+        run_id = f"unpruned-seed{SEEDS[0]}"
+        figures.update(sweep_cost_figures(plan, data, runs[SEEDS[0]],
+                                          lambda m: curves(url, run_id, m, runs[SEEDS[0]])[0], ratio))
         return figures
     finally:
         database.stop_embedded_server(work / "pgdata")
