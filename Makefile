@@ -48,8 +48,10 @@ stop: install
 bench: install
 	$(BIN)/python scripts/bench.py $(if $(BENCH_DATA),--data $(BENCH_DATA)) $(if $(BENCH_JSON),--json $(BENCH_JSON))
 
-# On a GPU machine: steps/s, samples/s and MFU per model, eager and compiled, with and without
-# checkpointing for the large tier, and the saves (scripts/gpu_bench.py); JSON and a Markdown table.
+# On a GPU machine: steps/s, samples/s and MFU per model, eager and compiled (cold and warm cache),
+# with and without checkpointing for the large tier, T5's attention paths, the saves, and the plan's
+# sweep GPU-hours naive against every saving (scripts/gpu_bench.py); JSON and Markdown. On a lent
+# machine without this venv: scripts/device_gpu_bench.sh (docs/gpu-check.md).
 gpu-bench: install
 	$(BIN)/python scripts/gpu_bench.py --json gpu-bench.json --markdown gpu-bench.md
 
