@@ -110,11 +110,13 @@ def handled(handler, *args) -> int:
     from training.export.choose import ExportError
     from training.offline.standins import PretrainingCutShort
     from training.plan import ParamError, PlanError
+    from training.results.database import MigrationEdited
     from training.settings import SettingsError
 
     try:
         return handler(*args)
-    except (DataError, ParamError, PlanError, SettingsError, PretrainingCutShort, ExportError) as error:
+    except (DataError, ParamError, PlanError, SettingsError, PretrainingCutShort, ExportError,
+            MigrationEdited) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -59,8 +59,13 @@ def start_decision(*, tier: str, params: dict, run_type: str, scheduled_for: dat
     (a ParamError names the first that does not), and a scheduled run that starts later than the
     plan's tolerance after its cron time is one Airflow made on enabling the DAG, so it is skipped.
     A run that goes ahead is priced (logged, and recorded for the report); one priced above its
-    max_gpu_hours raises BudgetExceeded with the breakdown."""
+    max_gpu_hours raises BudgetExceeded with the breakdown. A results database without every
+    migration of this code raises SchemaBehind (its rows could not be recorded)."""
     plan = load_plan(plan_path)
+    if url := database_url():
+        from training.results.database import check_schema
+
+        check_schema(url)  # SchemaBehind: a run that could not record its rows is refused here
     run = RunParameters.from_trigger(params, plan, tier)
     check_sources_reachable(run.dataset_source(plan), list(run.models), Storage.from_environment())
     tolerance = timedelta(minutes=plan.scheduling.late_start_tolerance_minutes)

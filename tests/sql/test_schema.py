@@ -83,3 +83,64 @@ def test_the_warehouse_migration_carries_existing_rows_over(postgres, tmp_path):
         attempt = connection.execute(sa.text("SELECT attempt_number, seconds, gpu_seconds FROM attempts")).one()
         assert tuple(attempt) == (1, 3600.0, 3600.0)
     engine.dispose()
+
+
+def _early_migrations(tmp_path, count: int):
+    import shutil
+
+    folder = tmp_path / "migrations"
+    folder.mkdir(exist_ok=True)
+    for path in sorted(database.MIGRATIONS_DIR.glob("*.sql"))[:count]:
+        shutil.copy(path, folder)
+    return folder
+
+
+def _empty_database(postgres, name: str) -> str:
+    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+    return database.ensure_database(postgres, name)
+
+
+def test_an_edited_migration_is_refused_before_anything_is_applied(postgres, tmp_path):
+    url = _empty_database(postgres, "t_edited_migration")
+    folder = _early_migrations(tmp_path, 2)
+    assert database.migrate(url, folder) == ["001_experiments", "002_experiment_accounting"]
+    edited = folder / "001_experiments.sql"
+    edited.write_text(edited.read_text() + "\nALTER TABLE experiments ADD COLUMN sneaky int;\n")
+    third = sorted(database.MIGRATIONS_DIR.glob("*.sql"))[2]
+    (folder / third.name).write_text(third.read_text())  # 003 waits to be applied
+    with pytest.raises(database.MigrationEdited, match="001_experiments.sql: changed since this database applied"):
+        database.migrate(url, folder)
+    with sa.create_engine(url).connect() as connection:
+        versions = connection.execute(sa.text("SELECT version FROM schema_migrations ORDER BY 1")).scalars().all()
+    assert versions == ["001_experiments", "002_experiment_accounting"]  # 003 was not applied
+
+
+def test_versions_applied_before_checksums_get_theirs_and_stay_checked(postgres, tmp_path):
+    url = _empty_database(postgres, "t_checksum_backfill")
+    folder = _early_migrations(tmp_path, 2)
+    database.migrate(url, folder)
+    with sa.create_engine(url).begin() as connection:  # as a database migrated by the runner before checksums
+        connection.execute(sa.text("UPDATE schema_migrations SET checksum = NULL"))
+    assert database.migrate(url, folder) == []
+    with sa.create_engine(url).connect() as connection:
+        sums = dict(connection.execute(sa.text("SELECT version, checksum FROM schema_migrations")).all())
+    assert sums == {path.stem: database.checksum(path) for path in folder.glob("*.sql")}
+
+
+def test_a_database_behind_the_code_refuses_the_run_before_any_training(postgres, tmp_path, monkeypatch):
+    from training import tasks
+
+    url = _empty_database(postgres, "t_schema_behind")
+    database.migrate(url, _early_migrations(tmp_path, 18))
+    with pytest.raises(database.SchemaBehind, match=r"lacks \d+ migration\(s\) this code needs \(019_.*db migrate"):
+        database.check_schema(url)
+    monkeypatch.setenv("SWEEP_DATABASE_URL", url)
+    with pytest.raises(tasks.CONFIGURATION_ERRORS, match="019_"):  # the first task's refusal, in its log and note
+        tasks.start_decision(tier="small", params={}, run_type="manual", scheduled_for=None,
+                             now=__import__("datetime").datetime.now(), dag_id="sweep_small", run_id="behind")
+    database.migrate(url)
+    database.check_schema(url)  # up to date: no complaint
+    database.check_schema("postgresql://nobody@127.0.0.1:9/none")  # unreachable: the outage path's business

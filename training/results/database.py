@@ -2,7 +2,7 @@
 development tooling and `db up` start, the logins, and the numbered migrations that build the schema.
 
 Migrations are plain numbered SQL files applied once each and recorded in schema_migrations;
-a released file is never edited (see docs/decisions/0002-migrations.md).
+a released file is never edited (see docs/decisions/0002-numbered-sql-migrations.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from training.results.connection import connect
-from training.settings import Storage, setting
+from training.settings import SettingsError, Storage, setting
 
 MIGRATIONS_DIR = Path(setting("SWEEP_SQL_DIR") or Path(__file__).resolve().parents[2] / "sql") / "migrations"
 RESULTS_DATABASE = "sweep"
@@ -83,11 +83,33 @@ def ensure_database(base_url: str, database: str) -> str:
     return database_url(base_url, database)
 
 
-def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply every migration not yet applied, in number order; return the versions applied."""
+class MigrationEdited(RuntimeError):
+    """A migration file differs from the one this database applied: a released file was edited."""
+
+
+class SchemaBehind(SettingsError):
+    """The results database lacks migrations this code needs: someone must run `db migrate`."""
+
+
+def migration_files(migrations_dir: Path = MIGRATIONS_DIR) -> list[Path]:
     files = sorted(migrations_dir.glob("[0-9][0-9][0-9]_*.sql"))
     if not files:
         raise FileNotFoundError(f"no migrations found in {migrations_dir}")
+    return files
+
+
+def checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every migration not yet applied, in number order; return the versions applied.
+
+    Each applied file's SHA-256 is recorded; a file that no longer matches what this database
+    applied raises MigrationEdited before anything is applied (a released migration is never
+    edited: its change goes in a new one). Versions applied before checksums were kept get the
+    file's checksum now."""
+    files = migration_files(migrations_dir)
     applied_now = []
     with connect(url, write=True) as connection:
         # One migrator at a time: two tasks starting together must not both apply 001.
@@ -96,17 +118,48 @@ def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version text PRIMARY KEY,"
             " applied_at timestamptz NOT NULL DEFAULT now())"))
-        done = set(connection.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
+        connection.execute(sa.text("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text"))
+        done = dict(connection.execute(sa.text("SELECT version, checksum FROM schema_migrations")).all())
+        edited = [path for path in files if done.get(path.stem) and done[path.stem] != checksum(path)]
+        if edited:
+            raise MigrationEdited(
+                f"{', '.join(str(path) for path in edited)}: changed since this database applied it (SHA-256 "
+                "differs); nothing was migrated. A released migration is never edited "
+                "(docs/decisions/0002-numbered-sql-migrations.md): restore the file and put the change in a new one")
         for path in files:
             version = path.stem
             if version in done:
+                if done[version] is None:
+                    connection.execute(sa.text("UPDATE schema_migrations SET checksum = :c WHERE version = :v"),
+                                       {"c": checksum(path), "v": version})
                 continue
             # Straight to the driver with no parameters, so a '%' in a migration is just a '%'.
             with connection.connection.dbapi_connection.cursor() as cursor:
                 cursor.execute(path.read_text())
-            connection.execute(sa.text("INSERT INTO schema_migrations (version) VALUES (:v)"), {"v": version})
+            connection.execute(sa.text("INSERT INTO schema_migrations (version, checksum) VALUES (:v, :c)"),
+                               {"v": version, "c": checksum(path)})
             applied_now.append(version)
     return applied_now
+
+
+def check_schema(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> None:
+    """Raise SchemaBehind when the database lacks migrations this code has (the code was upgraded
+    and `db migrate` not run): a run refused at its start, where one that trained would fail to
+    record its rows at its end. A database that cannot be reached is not this check's business
+    (a run survives an outage: its results wait in files for `db sync`)."""
+    try:
+        with connect(url) as connection:
+            present = connection.execute(sa.text("SELECT to_regclass('schema_migrations')")).scalar()
+            applied = set(connection.execute(sa.text("SELECT version FROM schema_migrations")).scalars()) \
+                if present else set()
+    except sa.exc.OperationalError:
+        return
+    missing = [path.stem for path in migration_files(migrations_dir) if path.stem not in applied]
+    if missing:
+        raise SchemaBehind(
+            f"the results database lacks {len(missing)} migration(s) this code needs ({', '.join(missing)}): "
+            "run `python -m training db migrate` with a login that owns the schema (the pipeline's writer "
+            "login cannot), then trigger the run again")
 
 
 def airflow_url(url: str) -> str:
