@@ -145,14 +145,15 @@ def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
 def check_schema(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> None:
     """Raise SchemaBehind when the database lacks migrations this code has (the code was upgraded
     and `db migrate` not run): a run refused at its start, where one that trained would fail to
-    record its rows at its end. A database that cannot be reached is not this check's business
-    (a run survives an outage: its results wait in files for `db sync`)."""
+    record its rows at its end. A database that cannot be reached (or a login without SELECT on
+    schema_migrations) is not this check's business: a run survives an outage, its results wait in
+    files for `db sync`."""
     try:
         with connect(url) as connection:
             present = connection.execute(sa.text("SELECT to_regclass('schema_migrations')")).scalar()
             applied = set(connection.execute(sa.text("SELECT version FROM schema_migrations")).scalars()) \
                 if present else set()
-    except sa.exc.OperationalError:
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # unreachable, or a login that may not read it
         return
     missing = [path.stem for path in migration_files(migrations_dir) if path.stem not in applied]
     if missing:
