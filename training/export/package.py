@@ -6,7 +6,9 @@ local folder or the artifact store, and recorded in the `exports` table."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,59 @@ def default_destination(storage: Storage, dag_id: str, run_id: str, model_id: st
     """<store>/exports/<dag>/<run>/<model> with an artifact store, else $SWEEP_HOME/exports/..."""
     parts = f"exports/{safe_name(dag_id)}/{safe_name(run_id)}/{safe_name(model_id)}"
     return f"{storage.artifacts_url.rstrip('/')}/{parts}" if storage.artifacts_url else str(Path(storage.home) / parts)
+
+
+SCRATCH = "sweep-export-"
+
+
+def scratch_prefix() -> str:
+    """This process's scratch folders: host and pid in the name, so a later export can tell those of
+    a process that was killed (SIGKILL runs no cleanup) from those of one still at work."""
+    return f"{SCRATCH}{socket.gethostname()}-{os.getpid()}-"
+
+
+def clear_abandoned_scratch(root: Path | None = None) -> list[Path]:
+    """Remove this host's export scratch folders whose process is gone; return them."""
+    root = Path(root or tempfile.gettempdir())
+    mine = f"{SCRATCH}{socket.gethostname()}-"
+    removed = []
+    for folder in root.glob(f"{mine}*"):
+        pid = folder.name[len(mine):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:  # alive, someone else's
+            pass
+    return removed
+
+
+def restore_interrupted(target: Path) -> None:
+    """An export killed between its two renames left the earlier folder as <name>.old and none at
+    <name>: put it back. An .old beside a complete folder is the one the swap replaced."""
+    old = target.with_name(target.name + ".old")
+    if old.exists() and not target.exists():
+        old.replace(target)
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_local(folder: Path, target: Path) -> None:
+    """Copy beside the target (<name>.partial), then swap: the earlier folder moves aside to
+    <name>.old, the new one takes its name, the old one goes. A kill leaves either folder whole,
+    under its name or, between the renames, as <name>.old (restore_interrupted puts it back)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    restore_interrupted(target)
+    staging, old = target.with_name(target.name + ".partial"), target.with_name(target.name + ".old")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(folder, staging)
+    if target.exists():
+        target.replace(old)
+    staging.replace(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def fetch_checkpoint(row: StoredExperiment, staging: Path) -> None:
@@ -87,13 +142,16 @@ def card_text(row: StoredExperiment, grid_size: int, checked: int, machine: str,
 
 
 def export_experiment(row: StoredExperiment, destination: str, grid_size: int) -> Exported:
-    """Build the folder in a scratch space, check it, then publish it whole (a local folder is
-    replaced by a rename; a store folder gets its manifest last)."""
+    """Build the folder in a scratch space, check it, then publish it whole (a local folder by
+    publish_local's swap; a store folder gets its manifest last)."""
     from transformers import AutoTokenizer
 
     from training.artifacts import ArtifactStore, open_artifact
 
-    with tempfile.TemporaryDirectory(prefix="sweep-export-") as scratch:
+    clear_abandoned_scratch()
+    if "://" not in destination:
+        restore_interrupted(Path(destination))
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix()) as scratch:
         folder = Path(scratch) / "model"
         fetch_checkpoint(row, folder)
         for stray in ("training_args.bin", "test_predictions.parquet", "validation_predictions.parquet"):
@@ -117,13 +175,7 @@ def export_experiment(row: StoredExperiment, destination: str, grid_size: int) -
         if "://" in destination:
             ArtifactStore(destination, "", "").put_folder(folder, destination)
         else:
-            target = Path(destination)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = target.with_name(target.name + ".partial")
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(folder, staging)
-            shutil.rmtree(target, ignore_errors=True)
-            staging.replace(target)
+            publish_local(folder, Path(destination))
     return Exported(row.model_id, destination, checked, machine, speed["latency_batch1_ms"],
                     speed["throughput_batch32_per_second"], card)
 
