@@ -276,12 +276,15 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as folder:
                 for row in compiled_rows(model_id, args, device, precision, peak, Path(folder)):
                     record(report, row, device)
-        if model_id in args.attention:
-            with tempfile.TemporaryDirectory() as folder:
-                entry = attention_figures(model_id, args, device, precision, peak, Path(folder),
-                                          find(report["rows"], model_id))
-            report["attention"].append(entry)
-            print(json.dumps(entry), flush=True)
+        figures()
+    # Last: a kernel that indexes out of bounds on a GPU can poison the CUDA context for the rest
+    # of the process (FlexAttention's T5 bias does on CPU), so nothing else runs after it.
+    for model_id in [m for m in args.attention if find(report["rows"], m)]:
+        with tempfile.TemporaryDirectory() as folder:
+            entry = attention_figures(model_id, args, device, precision, peak, Path(folder),
+                                      find(report["rows"], model_id))
+        report["attention"].append(entry)
+        print(json.dumps(entry), flush=True)
         figures()
     figures()
     print(markdown(report))
