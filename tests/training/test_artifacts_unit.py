@@ -113,3 +113,46 @@ def test_without_the_database_the_hosts_own_lock_is_all_and_that_is_said(capsys)
     with cross_host_lock("postgresql://nobody@127.0.0.1:1/none", "key-1"):
         pass
     assert "going on with this host's lock only" in capsys.readouterr().out
+
+
+def test_the_cross_host_lock_is_taken_again_once_postgres_is_back(tmp_path):
+    """A restart ends every session and with it the lock: the keeper takes it again, so a retry
+    elsewhere after the restart is still refused."""
+    from training.results import database
+
+    server = tmp_path / "pg"  # a server of its own: this test restarts it
+    url = database.ensure_database(database.start_embedded_server(server), "locks")
+    said = []
+    try:
+        with cross_host_lock(url, "key-r", say=said.append, check_seconds=0.3):
+            assert database.stop_embedded_server(server)
+            database.start_embedded_server(server)
+            deadline = time.monotonic() + 30
+            while not any("holding the cross-host lock of experiment key-r again" in line for line in said):
+                assert time.monotonic() < deadline, said
+                time.sleep(0.1)
+            with pytest.raises(ExperimentRunning, match="already running"):
+                with cross_host_lock(url, "key-r"):
+                    pass
+        with cross_host_lock(url, "key-r"):  # released at the end as before
+            pass
+    finally:
+        database.stop_embedded_server(server)
+
+
+def test_a_lock_taken_elsewhere_while_the_database_was_away_is_said(fresh_database):
+    import sqlalchemy as sa
+
+    from training.engine.locks import LockKeeper, advisory_key
+
+    other = sa.create_engine(fresh_database, isolation_level="AUTOCOMMIT", connect_args={
+        "application_name": "code-sweep the retry elsewhere"})
+    said = []
+    with other.connect() as elsewhere:
+        assert elsewhere.execute(sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": advisory_key("key-l")}).scalar()
+        keeper = LockKeeper(sa.create_engine(fresh_database), None, advisory_key("key-l"), "key-l", said.append, 1)
+        assert keeper.retake() is False  # what the keeper does once the server answers again
+    assert keeper.lost_to.startswith("code-sweep the retry elsewhere")
+    assert said == [f"warning: while the results DB was away, another process took experiment key-l's cross-host "
+                    f"lock ({keeper.lost_to}); both are training it now"]
+    other.dispose()

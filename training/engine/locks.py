@@ -2,7 +2,9 @@
 folder (the fast path, released by the kernel however the holder ends) and a Postgres advisory
 lock every host sees, held on a connection of its own for as long as the experiment runs. Postgres
 releases it when that connection ends: the holder exits or is killed, or its host is lost (TCP
-keepalives notice within about 25 s)."""
+keepalives notice within about 25 s). A Postgres restart ends it too, so a keeper thread checks the
+session and, once the server is back, takes the lock again: a retry elsewhere after the restart is
+still refused."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import socket
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,8 +59,69 @@ def advisory_key(experiment_key: str) -> int:
                           "big", signed=True)
 
 
+def holder_of(connection, lock_id: int) -> str:
+    unsigned = lock_id & 0xFFFFFFFFFFFFFFFF
+    row = connection.execute(sa.text(HOLDER), {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF}).first()
+    return f"{row.application_name} from {row.address or 'a local socket'}" if row else "another host"
+
+
+class LockKeeper(threading.Thread):
+    """Checks the lock's session every check_seconds while the experiment runs. When the session is
+    gone (Postgres restarted, the connection dropped), it reconnects as soon as the server answers
+    and takes the lock again. If another process took it in the meantime, it says so (both would be
+    training this experiment; the other's result is the same experiment's) and stops checking."""
+
+    def __init__(self, engine: sa.Engine, connection: sa.Connection, lock_id: int, experiment_key: str, say,
+                 check_seconds: float):
+        super().__init__(daemon=True, name=f"cross-host lock {experiment_key[:12]}")
+        self.engine, self.connection, self.lock_id, self.key = engine, connection, lock_id, experiment_key
+        self.say, self.check_seconds = say, check_seconds
+        self.stopped, self.lost_to = threading.Event(), None
+
+    def run(self):
+        held = True
+        while not self.stopped.wait(self.check_seconds):
+            if held and self.alive():
+                continue
+            held = self.retake()
+            if self.lost_to is not None:
+                return
+
+    def alive(self) -> bool:
+        try:
+            self.connection.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            self.close()
+            return False
+
+    def retake(self) -> bool:
+        """True once the lock is held again; False while the server cannot be reached."""
+        try:
+            self.connection = self.engine.connect()
+            if self.connection.execute(sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": self.lock_id}).scalar():
+                self.say(f"the results DB came back: holding the cross-host lock of experiment {self.key} again")
+                return True
+            self.lost_to = holder_of(self.connection, self.lock_id)
+            self.say(f"warning: while the results DB was away, another process took experiment {self.key}'s "
+                     f"cross-host lock ({self.lost_to}); both are training it now")
+            self.close()
+            return False
+        except sa.exc.SQLAlchemyError:
+            self.close()
+            return False
+
+    def close(self):
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except sa.exc.SQLAlchemyError:
+                pass
+            self.connection = None
+
+
 @contextmanager
-def cross_host_lock(database_url: str | None, experiment_key: str, say=print):
+def cross_host_lock(database_url: str | None, experiment_key: str, say=print, check_seconds: float = 15.0):
     """The lock every host sees, in the results database. Without a database (a CLI run with no
     results DB) or while it cannot be reached, the host's own lock is all there is, and that is said."""
     if not database_url:
@@ -66,7 +130,8 @@ def cross_host_lock(database_url: str | None, experiment_key: str, say=print):
     lock_id = advisory_key(experiment_key)
     engine = sa.create_engine(database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args={
         "application_name": f"code-sweep {experiment_key[:12]} {holder_name()}"[:63],
-        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3})
+        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+        "connect_timeout": 10})
     try:
         connection = engine.connect()
     except sa.exc.OperationalError as error:
@@ -75,17 +140,23 @@ def cross_host_lock(database_url: str | None, experiment_key: str, say=print):
         engine.dispose()
         yield
         return
+    keeper = None
     try:
         if not connection.execute(sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar():
-            unsigned = lock_id & 0xFFFFFFFFFFFFFFFF
-            row = connection.execute(sa.text(HOLDER), {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF}).first()
-            holder = f"{row.application_name} from {row.address or 'a local socket'}" if row else "another host"
+            holder = holder_of(connection, lock_id)
             raise ExperimentRunning(f"experiment {experiment_key} is already running ({holder}); this run exits "
                                     "without touching its files")
+        keeper = LockKeeper(engine, connection, lock_id, experiment_key, say, check_seconds)
+        keeper.start()
         yield
     finally:
+        if keeper is not None:
+            keeper.stopped.set()
+            keeper.join(timeout=check_seconds + 15)
+            connection = keeper.connection
         try:
-            connection.close()  # ends the session, and with it the lock
+            if connection is not None:
+                connection.close()  # ends the session, and with it the lock
         except sa.exc.SQLAlchemyError:
             pass
         engine.dispose()
