@@ -101,13 +101,13 @@ def sweep_cost_figures(plan, data: Path, rows: list, curves_of, pruning_samples_
     for model_id in tier.models:
         mine = [r for r in rows if r.model_id == model_id]
         share = statistics.median(min(r.samples_seen / r.samples_planned, 1.0) for r in mine)
-        data = Data(mine[0].train_rows, mine[0].validation_rows, mine[0].test_rows, trained_share=share,
-                    new_best_share=new_best_share(curves_of(model_id)))
+        sizes = Data(mine[0].train_rows, mine[0].validation_rows, mine[0].test_rows, trained_share=share,
+                     new_best_share=new_best_share(curves_of(model_id)))
         options = dict(tiers=["small"], eval_steps=budget.eval_steps, max_steps=budget.max_steps)
         one = {model_id: costs[model_id]}
-        predicted += sweep(plan, one, data, Savings(compiled=False), **options).seconds
+        predicted += sweep(plan, one, sizes, Savings(compiled=False), **options).seconds
         actual += sum(r.wall_seconds for r in mine)
-        without, withall = compare(plan, one, data, pruning_samples_ratio, **options)
+        without, withall = compare(plan, one, sizes, pruning_samples_ratio, **options)
         naive, saving = naive + without.seconds, saving + withall.seconds
         print(f"  {model_id}: {costs[model_id].eager_step_seconds * 1000:.0f} ms a step at batch "
               f"{costs[model_id].batch}, {costs[model_id].evaluation_row_seconds * 1000:.2f} ms an evaluation row, "

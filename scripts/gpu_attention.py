@@ -37,24 +37,26 @@ def logits_of(model, implementation: str, inputs: dict, device: str, dtype) -> t
         return model(**inputs).logits.float()
 
 
-def logits_check(model, vocab: int, batch: int, length: int, device: str, implementations) -> dict:
-    """Max absolute logit difference of each implementation from eager in bf16, and bf16's noise."""
-    model.to(device).eval()
-    inputs = padded_batch(batch, length, vocab, device)
-    reference = logits_of(model, "eager", inputs, device, None)
-    eager = logits_of(model, "eager", inputs, device, torch.bfloat16)
-    floor = float((eager - reference).abs().max())
-    found = {"bf16_noise": floor, "logit_scale": float(reference.abs().max())}
-    for implementation in implementations:
+class LogitsCheck:
+    """Each implementation's bf16 logits against eager's on one batch, judged against bf16's noise
+    (eager bf16 against eager fp32, measured once here); `found` holds every figure."""
+
+    def __init__(self, model, vocab: int, batch: int, length: int, device: str):
+        self.model, self.device = model.to(device).eval(), device
+        self.inputs = padded_batch(batch, length, vocab, device)
+        reference = logits_of(model, "eager", self.inputs, device, None)
+        self.eager = logits_of(model, "eager", self.inputs, device, torch.bfloat16)
+        self.noise = float((self.eager - reference).abs().max())
+        self.found = {"bf16_noise": self.noise, "logit_scale": float(reference.abs().max())}
+
+    def compare(self, implementation: str) -> None:
         try:
-            difference = float((logits_of(model, implementation, inputs, device, torch.bfloat16) - eager).abs().max())
-            found[implementation] = {"max_abs_difference": difference,
-                                     "within_tolerance": difference <= 2 * floor + 1e-6}
+            logits = logits_of(self.model, implementation, self.inputs, self.device, torch.bfloat16)
+            difference = float((logits - self.eager).abs().max())
+            self.found[implementation] = {"max_abs_difference": difference,
+                                          "within_tolerance": difference <= 2 * self.noise + 1e-6}
         except Exception as error:  # a path that cannot run reports why
-            found[implementation] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
-    model.set_attn_implementation("sdpa")
-    model.train()
-    return found
+            self.found[implementation] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
 
 
 def attention_figures(model_id: str, args, device: str, precision: str, peak, folder, plain_row: dict) -> dict:
@@ -69,15 +71,15 @@ def attention_figures(model_id: str, args, device: str, precision: str, peak, fo
         except Exception as error:
             result.setdefault("errors", {})[implementation] = f"{type(error).__name__}: {str(error)[:300]}"
 
-    batch = min(4 if args.smoke else plain_row["batch"], 8)
     torch.manual_seed(0)
     model, vocab = build_model(model_id, args.smoke)
-    result = {"model": model_id, "logits": logits_check(model, vocab, batch, args.length, device, ["sdpa"])}
+    check = LogitsCheck(model, vocab, min(4 if args.smoke else plain_row["batch"], 8), args.length, device)
+    check.compare("sdpa")
+    result = {"model": model_id, "logits": check.found}
     speeds = {"sdpa": plain_row["steps_per_second"]}
     timed("eager")
-    result["logits"].update({k: v for k, v in logits_check(model, vocab, batch, args.length, device,
-                                                           ["flex_attention"]).items() if k == "flex_attention"})
-    del model
+    check.compare("flex_attention")
+    del model, check
     if "error" not in result["logits"]["flex_attention"]:
         timed("flex_attention")
     result["steps_per_second"] = speeds

@@ -53,8 +53,8 @@ from training.parameters import RunParameters  # noqa: E402
 from training.plan import load_plan  # noqa: E402
 from training.spec import build_spec  # noqa: E402
 
-# Published shapes: (hidden, layers, heads, feed-forward, vocabulary).
-# Published shapes, the three targets first (a deadline cuts from the end).
+# Published shapes: (kind, hidden, layers, heads, feed-forward, vocabulary); the three
+# targets first, since a deadline cuts from the end.
 SHAPES = {
     "microsoft/codebert-base": ("roberta", 768, 12, 12, 3072, 50265),
     "Salesforce/codet5-base": ("t5", 768, 12, 12, 3072, 32100),

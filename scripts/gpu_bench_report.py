@@ -19,24 +19,23 @@ def find(rows: list[dict], model: str, **wanted) -> dict | None:
 
 def compile_figures(rows: list[dict], warmup: int) -> dict:
     """Per compiled model: cold and warm compile seconds (the compiled run's time to its first
-    `warmup` steps beyond what those steps take, less eager's same excess) and the break-even step."""
+    `warmup` steps beyond what those steps take, less eager's same excess), the break-even step
+    count of each (compile seconds / seconds saved per step, warm) and the compiled speedup."""
+    def excess(row):
+        return row["seconds_to_warm"] - warmup / row["steps_per_second"]
+
     figures = {}
     for model in sorted({r["model"] for r in rows if r["compiled"]}):
         eager = find(rows, model)
-
-        def excess(row):
-            return row["seconds_to_warm"] - warmup / row["steps_per_second"]
-
-        entry = {}
-        for cache in ("cold", "warm"):
-            row = find(rows, model, compiled=True, cache=cache)
-            if row and eager:
+        compiled = {cache: find(rows, model, compiled=True, cache=cache) for cache in ("cold", "warm")}
+        if eager is None:
+            continue
+        fastest = compiled["warm"] or compiled["cold"]
+        saved = 1 / eager["steps_per_second"] - 1 / compiled["warm"]["steps_per_second"] if compiled["warm"] else 0.0
+        entry = {"speedup": fastest["steps_per_second"] / eager["steps_per_second"]} if fastest else {}
+        for cache, row in compiled.items():
+            if row:
                 entry[f"{cache}_seconds"] = max(excess(row) - excess(eager), 0.0)
-                entry["speedup"] = row["steps_per_second"] / eager["steps_per_second"]
-        saved = 1 / eager["steps_per_second"] - 1 / find(rows, model, compiled=True, cache="warm")["steps_per_second"] \
-            if eager and find(rows, model, compiled=True, cache="warm") else 0
-        for cache in ("cold", "warm"):
-            if f"{cache}_seconds" in entry:
                 entry[f"break_even_steps_{cache}"] = entry[f"{cache}_seconds"] / saved if saved > 0 else None
         figures[model] = entry
     return figures

@@ -59,6 +59,19 @@ def advisory_key(experiment_key: str) -> int:
                           "big", signed=True)
 
 
+def take(connection: sa.Connection, lock_id: int) -> bool:
+    return bool(connection.execute(sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar())
+
+
+def close_quietly(connection: sa.Connection | None) -> None:
+    """Close a lock's connection, ending its session (and the lock), whatever state it is in."""
+    if connection is not None:
+        try:
+            connection.close()
+        except sa.exc.SQLAlchemyError:
+            pass
+
+
 def holder_of(connection, lock_id: int) -> str:
     unsigned = lock_id & 0xFFFFFFFFFFFFFFFF
     row = connection.execute(sa.text(HOLDER), {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF}).first()
@@ -99,7 +112,7 @@ class LockKeeper(threading.Thread):
         """True once the lock is held again; False while the server cannot be reached."""
         try:
             self.connection = self.engine.connect()
-            if self.connection.execute(sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": self.lock_id}).scalar():
+            if take(self.connection, self.lock_id):
                 self.say(f"the results DB came back: holding the cross-host lock of experiment {self.key} again")
                 return True
             self.lost_to = holder_of(self.connection, self.lock_id)
@@ -112,12 +125,8 @@ class LockKeeper(threading.Thread):
             return False
 
     def close(self):
-        if self.connection is not None:
-            try:
-                self.connection.close()
-            except sa.exc.SQLAlchemyError:
-                pass
-            self.connection = None
+        close_quietly(self.connection)
+        self.connection = None
 
 
 @contextmanager
@@ -142,7 +151,7 @@ def cross_host_lock(database_url: str | None, experiment_key: str, say=print, ch
         return
     keeper = None
     try:
-        if not connection.execute(sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar():
+        if not take(connection, lock_id):
             holder = holder_of(connection, lock_id)
             raise ExperimentRunning(f"experiment {experiment_key} is already running ({holder}); this run exits "
                                     "without touching its files")
@@ -150,13 +159,9 @@ def cross_host_lock(database_url: str | None, experiment_key: str, say=print, ch
         keeper.start()
         yield
     finally:
-        if keeper is not None:
+        if keeper is not None:  # the keeper owns the connection (it may have reconnected) once started
             keeper.stopped.set()
             keeper.join(timeout=check_seconds + 15)
             connection = keeper.connection
-        try:
-            if connection is not None:
-                connection.close()  # ends the session, and with it the lock
-        except sa.exc.SQLAlchemyError:
-            pass
+        close_quietly(connection)  # ends the session, and with it the lock
         engine.dispose()

@@ -110,6 +110,7 @@ def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     edited: its change goes in a new one). Versions applied before checksums were kept get the
     file's checksum now."""
     files = migration_files(migrations_dir)
+    sums = {path.stem: checksum(path) for path in files}
     applied_now = []
     with connect(url, write=True) as connection:
         # One migrator at a time: two tasks starting together must not both apply 001.
@@ -120,7 +121,7 @@ def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
             " applied_at timestamptz NOT NULL DEFAULT now())"))
         connection.execute(sa.text("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text"))
         done = dict(connection.execute(sa.text("SELECT version, checksum FROM schema_migrations")).all())
-        edited = [path for path in files if done.get(path.stem) and done[path.stem] != checksum(path)]
+        edited = [path for path in files if done.get(path.stem) and done[path.stem] != sums[path.stem]]
         if edited:
             raise MigrationEdited(
                 f"{', '.join(str(path) for path in edited)}: changed since this database applied it (SHA-256 "
@@ -131,13 +132,13 @@ def migrate(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
             if version in done:
                 if done[version] is None:
                     connection.execute(sa.text("UPDATE schema_migrations SET checksum = :c WHERE version = :v"),
-                                       {"c": checksum(path), "v": version})
+                                       {"c": sums[version], "v": version})
                 continue
             # Straight to the driver with no parameters, so a '%' in a migration is just a '%'.
             with connection.connection.dbapi_connection.cursor() as cursor:
                 cursor.execute(path.read_text())
             connection.execute(sa.text("INSERT INTO schema_migrations (version, checksum) VALUES (:v, :c)"),
-                               {"v": version, "c": checksum(path)})
+                               {"v": version, "c": sums[version]})
             applied_now.append(version)
     return applied_now
 

@@ -74,7 +74,7 @@ class Breakdown:
 
     @property
     def seconds(self) -> float:
-        return self.training + self.evaluation + self.saves + self.compile + self.setup
+        return sum(getattr(self, name) for name in PARTS)
 
     @property
     def hours(self) -> float:
@@ -82,8 +82,12 @@ class Breakdown:
 
     def shares(self) -> str:
         total = self.seconds or 1.0
-        return ", ".join(f"{name} {getattr(self, name) / total:.0%}"
-                         for name in PARTS)
+        return ", ".join(f"{name} {getattr(self, name) / total:.0%}" for name in PARTS)
+
+    def add(self, model_id: str, part: Breakdown) -> None:
+        for name in (*PARTS, "experiments"):
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+        self.per_model[model_id] = self.per_model.get(model_id, 0.0) + part.hours
 
 
 @dataclass(frozen=True)
@@ -137,11 +141,10 @@ def sweep(plan: Plan, costs: dict[str, ModelCost], data: Data, savings: Savings,
             if model_id not in costs:
                 continue
             for index, hp in enumerate(tier.combinations()):
-                part = experiment(costs[model_id], hp, checkpointing, eval_steps or plan.settings.eval_steps,
-                                  plan.settings.full_checkpoint_minutes, data, savings, index == 0, max_steps)
-                for name_ in (*PARTS, "experiments"):
-                    setattr(total, name_, getattr(total, name_) + getattr(part, name_))
-                total.per_model[model_id] = total.per_model.get(model_id, 0.0) + part.hours
+                total.add(model_id, experiment(costs[model_id], hp, checkpointing,
+                                               eval_steps or plan.settings.eval_steps,
+                                               plan.settings.full_checkpoint_minutes, data, savings, index == 0,
+                                               max_steps))
     return total
 
 
