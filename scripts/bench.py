@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -111,6 +112,15 @@ def main() -> int:
         print(f"benchmark skipped: no BigCloneBench subsets at {args.data} (set --data or SWEEP_BENCH_DATA)")
         return 0
 
+    work = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    try:
+        return measure(args, work)
+    finally:  # stand-ins, checkpoints and recorded runs: a few GB a run, gone once the figures are out
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, work: Path) -> int:
+    """Every figure of `make bench`, with its scratch under work."""
     import torch
 
     from training.offline.standins import build_stand_ins
@@ -118,7 +128,6 @@ def main() -> int:
     from training.plan import Hyperparameters, load_plan
     from training.spec import build_spec
 
-    work = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     os.environ.update(SWEEP_HOME=str(work), SWEEP_MODEL_ROOT=str(work / "models"))
     plan = load_plan()
     build_stand_ins(plan, args.data, work / "models", MAX_LENGTH, model_ids=MODELS)

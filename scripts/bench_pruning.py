@@ -32,7 +32,9 @@ import hashlib
 import io
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 SEEDS = (42, 43, 44)
@@ -221,12 +223,16 @@ def main() -> int:
     from training.offline.standins import build_stand_ins
     from training.plan import load_plan
 
-    work = (args.work or Path(__import__("tempfile").mkdtemp(prefix="sweep-bench-"))).resolve()
+    work = (args.work or Path(tempfile.mkdtemp(prefix="sweep-bench-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.environ.update(SWEEP_HOME=str(work), SWEEP_MODEL_ROOT=str(work / "models"))
-    plan = load_plan()
-    build_stand_ins(plan, args.data, work / "models", 512, model_ids=plan.tiers["small"].models)
-    pruning_figures(plan, args.data, work, 10_000 if args.all_rules else TABLE_ROWS)
+    try:
+        plan = load_plan()
+        build_stand_ins(plan, args.data, work / "models", 512, model_ids=plan.tiers["small"].models)
+        pruning_figures(plan, args.data, work, 10_000 if args.all_rules else TABLE_ROWS)
+    finally:
+        if args.work is None:  # a folder of one's own naming is kept for the next run to reuse
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

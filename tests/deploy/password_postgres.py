@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
@@ -50,4 +51,7 @@ def password_postgres(superuser: str, password: str):
     try:
         yield "127.0.0.1", port, bin_path
     finally:
-        pgexec("pg_ctl", ("-w", "-D", str(data), "stop", "-m", "fast"), bin_path=bin_path, user=user)
+        try:
+            pgexec("pg_ctl", ("-w", "-D", str(data), "stop", "-m", "fast"), bin_path=bin_path, user=user)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
