@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 LENGTH_COLUMN = "length"
+STAGING_NAME = re.compile(r"^\.[0-9a-f]{20}-")
+ABANDONED_AFTER_S = 24 * 3600.0
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -59,12 +63,41 @@ def tokenized_splits(splits, tokenizer, dataset_spec, label_values: list, max_le
         return load_from_disk(str(folder))
     encoded = encode_splits(splits, tokenizer, dataset_spec.text_columns, dataset_spec.label_column,
                             label_values, max_length)
+    store(encoded, folder)
+    log(f"tokenized splits cached in {folder}")
+    return load_from_disk(str(folder))
+
+
+def store(encoded, folder: Path) -> None:
+    """Save the tokenized splits to folder whole or not at all: a failed save (a full disk) leaves
+    nothing behind, and a staging folder abandoned by a killed process is removed a day later."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
-    encoded.save_to_disk(str(staging))
+    clear_abandoned_staging(folder.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        encoded.save_to_disk(str(staging))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         staging.rename(folder)  # two experiments racing: the first rename wins, the other discards its copy
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
-    log(f"tokenized splits cached in {folder}")
-    return load_from_disk(str(folder))
+
+
+def clear_abandoned_staging(cache_root: Path, older_than_s: float = ABANDONED_AFTER_S) -> list[Path]:
+    """Remove staging folders (`.<key>-<random>`) untouched for older_than_s: what a process killed
+    mid-save left. A younger one may belong to a save under way and is left alone."""
+    cutoff = time.time() - older_than_s
+    removed = []
+    for path in Path(cache_root).iterdir():
+        if not STAGING_NAME.match(path.name):
+            continue
+        try:
+            abandoned = path.is_dir() and path.stat().st_mtime < cutoff
+        except FileNotFoundError:  # another process renamed or removed it meanwhile
+            continue
+        if abandoned:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
