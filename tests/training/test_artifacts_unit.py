@@ -110,8 +110,8 @@ def test_the_cross_host_lock_names_its_holder_and_is_free_once_the_holder_is_kil
 
 
 def test_without_the_database_the_hosts_own_lock_is_all_and_that_is_said(capsys):
-    with cross_host_lock("postgresql://nobody@127.0.0.1:1/none", "key-1"):
-        pass
+    with cross_host_lock("postgresql://nobody@127.0.0.1:1/none", "key-1") as holding:
+        holding.check()  # nothing to lose: never raises
     assert "going on with this host's lock only" in capsys.readouterr().out
 
 
@@ -124,13 +124,14 @@ def test_the_cross_host_lock_is_taken_again_once_postgres_is_back(tmp_path):
     url = database.ensure_database(database.start_embedded_server(server), "locks")
     said = []
     try:
-        with cross_host_lock(url, "key-r", say=said.append, check_seconds=0.3):
+        with cross_host_lock(url, "key-r", say=said.append, check_seconds=0.3) as holding:
             assert database.stop_embedded_server(server)
             database.start_embedded_server(server)
             deadline = time.monotonic() + 30
             while not any("holding the cross-host lock of experiment key-r again" in line for line in said):
                 assert time.monotonic() < deadline, said
                 time.sleep(0.1)
+            holding.check()  # held again: the run goes on
             with pytest.raises(ExperimentRunning, match="already running"):
                 with cross_host_lock(url, "key-r"):
                     pass
@@ -154,5 +155,7 @@ def test_a_lock_taken_elsewhere_while_the_database_was_away_is_said(fresh_databa
         assert keeper.retake() is False  # what the keeper does once the server answers again
     assert keeper.lost_to.startswith("code-sweep the retry elsewhere")
     assert said == [f"warning: while the results DB was away, another process took experiment key-l's cross-host "
-                    f"lock ({keeper.lost_to}); both are training it now"]
+                    f"lock ({keeper.lost_to}); this run stops at its next step without saving"]
+    with pytest.raises(ExperimentRunning, match="taken by code-sweep the retry elsewhere .* the other goes on"):
+        keeper.check()  # what the trainer calls at every step (engine/callbacks.py LockWatch)
     other.dispose()

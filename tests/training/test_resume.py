@@ -1,6 +1,6 @@
 """Resuming: a run killed after a best-only save resumes from the last full save, SIGTERM saves
-the full state first, a second run of the same experiment leaves the first alone, and which
-checkpoint folders a retry keeps."""
+the full state first, a second run of the same experiment leaves the first alone, a run whose
+cross-host lock was taken elsewhere stops, and which checkpoint folders a retry keeps."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import torch
 
 from tests.training.helpers import cli_command, run_cli, spec_for
@@ -146,3 +147,24 @@ def test_without_a_full_save_a_retry_starts_over(tmp_path):
     (tmp_path / "checkpoint-4").mkdir()
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")  # a model-only best
     assert last_full_checkpoint(tmp_path) is None and not (tmp_path / "checkpoint-4").exists()
+
+
+def test_a_run_whose_lock_was_taken_elsewhere_stops_at_its_next_step_without_saving(tmp_path, env, dataset_dir,
+                                                                                   fresh_database):
+    # Evaluations (and best-only saves) every 4 steps; at the end of step 5 the lock's session ends
+    # (a Postgres restart) and a retry elsewhere takes the lock first. Step 6 is never finished here:
+    # no save, no evaluation, no result, no failed row; the exit says another run has it.
+    env = {**env, "SWEEP_DATABASE_URL": fresh_database}
+    spec = dataclasses.replace(spec_for("microsoft/codebert-base", dataset_dir, budget="demo", batch_size=1),
+                               max_steps=40, early_stopping_patience=1000, full_checkpoint_minutes=600)
+    code, result, output = run_cli(tmp_path, spec, env, faults={"take_lock_at_step": 5})
+    assert code == 75 and result == {}, output
+    assert "another process took experiment" in output and "stops at its next step without saving" in output
+    assert re.search(r"cross-host lock was taken by code-sweep the retry elsewhere from .*; this run stops here "
+                     r"without saving, the other goes on", output), output
+    folders = sorted(p.name for p in Path(env["SWEEP_HOME"]).glob("experiments/*/*/*/checkpoint-*"))
+    assert folders == ["checkpoint-4"]  # step 4's new best; nothing after the lock was lost
+    assert not list(Path(env["SWEEP_HOME"]).glob("experiments/*/*/*/result.json"))
+    with sa.create_engine(fresh_database).connect() as connection:
+        reasons = connection.execute(sa.text("SELECT stop_reason FROM experiments")).scalars().all()
+    assert "failed" not in reasons

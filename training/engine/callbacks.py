@@ -1,5 +1,5 @@
 """Trainer callbacks that watch a run: the learning curve, a non-finite loss, the time budget,
-the attempt's heartbeat and the live rows."""
+the attempt's heartbeat, the live rows and the cross-host lock."""
 
 from __future__ import annotations
 
@@ -143,3 +143,14 @@ class LiveResults(TrainerCallback):
         self.training = False
         if self.engine is not None:
             self.engine.dispose()
+
+
+class LockWatch(TrainerCallback):
+    """Stops the run at the step after its cross-host lock was lost to another process (engine/locks.py),
+    before that step's evaluation or save: the other process owns the experiment's files now."""
+
+    def __init__(self, holding):
+        self.holding = holding
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.holding.check()

@@ -18,7 +18,7 @@ from pathlib import Path
 from training.artifacts import ArtifactStore, StoreError
 from training.data.contract import DataError
 from training.engine.finish import BEST_DIR, finish, read_trained, refinish
-from training.engine.locks import cross_host_lock, experiment_lock
+from training.engine.locks import ExperimentRunning, cross_host_lock, experiment_lock
 from training.engine.prepare import UNKNOWN_FINGERPRINT, Prepared, experiment_key, identity, prepare
 from training.engine.recovery import RESULT_FILE, DiskFull, close_ledger, disk_full, finished_result
 from training.engine.trainer import Instruments, TrainingInterrupted, train
@@ -106,7 +106,7 @@ def write_result(prepared: Prepared, result: ExperimentResult, store: ArtifactSt
 
 
 def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime,
-             instruments: Instruments | None = None) -> ExperimentResult:
+             instruments: Instruments | None = None, lock=None) -> ExperimentResult:
     """The result of a prepared experiment, holding its locks: already finished, finished again from
     the best model an earlier attempt trained, reused, or trained now. On a host with nothing local,
     what attempts elsewhere left comes from the artifact store first."""
@@ -132,7 +132,9 @@ def complete(prepared: Prepared, time_limit_seconds: float | None, started_at: d
         result = dataclasses.replace(refinish(prepared, trained), checkpoint_path=str(prepared.output_dir / BEST_DIR))
     else:
         result = reuse_earlier_result(prepared) or finish(
-            train(prepared, time_limit_seconds, started_at, instruments or Instruments(), uploads))
+            train(prepared, time_limit_seconds, started_at, instruments or Instruments(), uploads, lock))
+    if lock is not None:
+        lock.check()  # lost while finishing: the new holder writes the result
     result = write_result(prepared, delivered(prepared, result, store, uploads), store)
     close_ledger(prepared.output_dir, result.stop_reason.value)
     return result
@@ -142,7 +144,7 @@ def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None
                    instruments: Instruments | None = None) -> ExperimentResult:
     """Train and evaluate one experiment and return its result; a run that raises returns a failed
     result naming the error (invalid data: its own stop reason). Raises ExperimentRunning when
-    another process holds the experiment."""
+    another process holds the experiment, or took it over while the results DB was away."""
     started_at = datetime.now(UTC)
     try:
         prepared = prepare(spec)
@@ -152,11 +154,11 @@ def run_experiment(spec: ExperimentSpec, time_limit_seconds: float | None = None
     except Exception as error:
         traceback.print_exc()
         return failed_result(spec, None, error, started_at)
-    with experiment_lock(prepared.output_dir), cross_host_lock(spec.database_url, prepared.key):
+    with experiment_lock(prepared.output_dir), cross_host_lock(spec.database_url, prepared.key) as holding:
         try:
-            return complete(prepared, time_limit_seconds, started_at, instruments)
-        except TrainingInterrupted:
-            raise  # not finished, not failed: the retry resumes from the full save
+            return complete(prepared, time_limit_seconds, started_at, instruments, holding)
+        except (TrainingInterrupted, ExperimentRunning):
+            raise  # not finished, not failed: the retry resumes from the full save, or another run owns it
         except Exception as error:  # recorded as a failed experiment; the task then fails
             traceback.print_exc()
             full = disk_full(error, prepared.output_dir)

@@ -4,7 +4,8 @@ lock every host sees, held on a connection of its own for as long as the experim
 releases it when that connection ends: the holder exits or is killed, or its host is lost (TCP
 keepalives notice within about 25 s). A Postgres restart ends it too, so a keeper thread checks the
 session and, once the server is back, takes the lock again: a retry elsewhere after the restart is
-still refused."""
+still refused. If a retry elsewhere took it first, this run stops at its next training step without
+saving (the trainer calls the holding's check()), and the other goes on: one writer per experiment."""
 
 from __future__ import annotations
 
@@ -81,8 +82,8 @@ def holder_of(connection, lock_id: int) -> str:
 class LockKeeper(threading.Thread):
     """Checks the lock's session every check_seconds while the experiment runs. When the session is
     gone (Postgres restarted, the connection dropped), it reconnects as soon as the server answers
-    and takes the lock again. If another process took it in the meantime, it says so (both would be
-    training this experiment; the other's result is the same experiment's) and stops checking."""
+    and takes the lock again. If another process took it in the meantime, it says so and stops
+    checking, and check() raises from then on: the run stops, the new holder goes on."""
 
     def __init__(self, engine: sa.Engine, connection: sa.Connection, lock_id: int, experiment_key: str, say,
                  check_seconds: float):
@@ -117,7 +118,7 @@ class LockKeeper(threading.Thread):
                 return True
             self.lost_to = holder_of(self.connection, self.lock_id)
             self.say(f"warning: while the results DB was away, another process took experiment {self.key}'s "
-                     f"cross-host lock ({self.lost_to}); both are training it now")
+                     f"cross-host lock ({self.lost_to}); this run stops at its next step without saving")
             self.close()
             return False
         except sa.exc.SQLAlchemyError:
@@ -128,13 +129,29 @@ class LockKeeper(threading.Thread):
         close_quietly(self.connection)
         self.connection = None
 
+    def check(self) -> None:
+        """Raises ExperimentRunning once another process holds the lock; called at every step."""
+        if self.lost_to is not None:
+            raise ExperimentRunning(f"experiment {self.key}'s cross-host lock was taken by {self.lost_to} while the "
+                                    "results DB was away; this run stops here without saving, the other goes on")
+
+
+class Unwatched:
+    """The holding when there is no cross-host lock (no results DB, or it could not be reached)."""
+
+    lost_to = None
+
+    def check(self) -> None:
+        pass
+
 
 @contextmanager
 def cross_host_lock(database_url: str | None, experiment_key: str, say=print, check_seconds: float = 15.0):
-    """The lock every host sees, in the results database. Without a database (a CLI run with no
-    results DB) or while it cannot be reached, the host's own lock is all there is, and that is said."""
+    """The lock every host sees, in the results database; yields the holding, whose check() raises
+    once the lock is lost to another process. Without a database (a CLI run with no results DB) or
+    while it cannot be reached, the host's own lock is all there is, and that is said."""
     if not database_url:
-        yield
+        yield Unwatched()
         return
     lock_id = advisory_key(experiment_key)
     engine = sa.create_engine(database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args={
@@ -147,7 +164,7 @@ def cross_host_lock(database_url: str | None, experiment_key: str, say=print, ch
         say(f"could not reach the results DB for the cross-host experiment lock ({error.orig}); going on with "
             "this host's lock only")
         engine.dispose()
-        yield
+        yield Unwatched()
         return
     keeper = None
     try:
@@ -157,7 +174,7 @@ def cross_host_lock(database_url: str | None, experiment_key: str, say=print, ch
                                     "without touching its files")
         keeper = LockKeeper(engine, connection, lock_id, experiment_key, say, check_seconds)
         keeper.start()
-        yield
+        yield keeper
     finally:
         if keeper is not None:  # the keeper owns the connection (it may have reconnected) once started
             keeper.stopped.set()

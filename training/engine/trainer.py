@@ -30,6 +30,7 @@ from training.engine.callbacks import (
     EvaluationRecorder,
     Heartbeat,
     LiveResults,
+    LockWatch,
     NonFiniteLossStop,
     TimeBudget,
 )
@@ -132,10 +133,11 @@ class Training:
     stop: StopRequest = field(default_factory=StopRequest)  # SIGTERM during training: save the full state, stop
     instruments: Instruments = field(default_factory=Instruments)
     uploads: Uploads | None = None  # sends each save to the artifact store (engine/uploads.py)
+    lock: object = None  # the cross-host lock's holding (engine/locks.py): checked at every step
 
 
 def train(prepared: Prepared, time_limit_seconds: float | None, started_at: datetime,
-          instruments: Instruments = Instruments(), uploads: Uploads | None = None) -> Training:
+          instruments: Instruments = Instruments(), uploads: Uploads | None = None, lock=None) -> Training:
     spec = prepared.spec
     set_seed(spec.seed)
     device, precision, gpu_count = choose_precision(spec.mixed_precision)
@@ -145,7 +147,7 @@ def train(prepared: Prepared, time_limit_seconds: float | None, started_at: date
     training = Training(prepared, started_at, time.monotonic(), device, precision, gpu_count, max_length, tokenized,
                         AttemptLedger(prepared.output_dir, gpu_count), hp.batch_size, hp.gradient_accumulation_steps,
                         checkpointing=spec.gradient_checkpointing is True, instruments=instruments,
-                        uploads=uploads)
+                        uploads=uploads, lock=lock)
     # The tighter of the task's limit (from its execution_timeout) and the budget's time cap.
     limit = min(filter(None, (time_limit_seconds, spec.max_train_seconds)), default=None)
     with UtilisationSampler() as sampler, training.stop:
@@ -192,7 +194,7 @@ def build_trainer(training: Training, tokenizer, time_limit_seconds: float | Non
             tokenizer, pad_to_multiple_of=COMPILE_PAD_MULTIPLE if args.torch_compile else None),
         compute_metrics=metrics_for_trainer(len(prepared.label_values)),
         callbacks=[*training.watchers.callbacks(), Heartbeat(training.ledger), live,
-                   *training.instruments.callbacks])
+                   *([LockWatch(training.lock)] if training.lock is not None else []), *training.instruments.callbacks])
 
 
 def train_with_oom_backoff(training: Training, tokenizer, time_limit_seconds: float | None) -> StopReason:
