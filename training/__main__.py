@@ -201,7 +201,21 @@ def command_line() -> argparse.ArgumentParser:
                                                    "$SWEEP_HOME/exports/<dag>/<run>, or the store's exports/)")
     export.set_defaults(handler=commands.export_command)
 
+    prune = subcommands.add_parser("prune-checkpoints", help="remove the weights of the best checkpoints of each "
+                                                             "DAG's older runs (rows, predictions and reports stay)")
+    prune.add_argument("--keep-runs", type=positive_int, required=True,
+                       help="how many of each DAG's newest runs keep their checkpoints")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    prune.set_defaults(handler=commands.prune_checkpoints_command)
+
     return parser
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_grid_point_arguments(parser: argparse.ArgumentParser, required: bool) -> None:

@@ -154,3 +154,14 @@ def export_command(args) -> int:
     publish(storage, html.parent)  # to the artifact store, where the report server reads it (if one is set)
     print(f"report: {html}")
     return 0
+
+
+def prune_checkpoints_command(args) -> int:
+    from training.artifacts import ArtifactStore
+    from training.results.retention import describe, prune_checkpoints
+    from training.settings import Storage, database_url
+
+    store = ArtifactStore.of(Storage.from_environment())
+    pruned = prune_checkpoints(database_url("prune-checkpoints"), store, args.keep_runs, args.dry_run)
+    print("\n".join(describe(pruned, args.keep_runs, args.dry_run)))
+    return 0

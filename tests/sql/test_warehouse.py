@@ -165,6 +165,8 @@ def test_seed_reruns_are_summarised_and_never_chosen(warehouse, fresh_database):
     "INSERT INTO sweep_runs (dag_id, run_id, tier, run_type) VALUES ('d', 'r', 'small', 'manual')",
     "UPDATE experiments SET test_f1 = 1",
     "DELETE FROM evaluation_points",
+    "INSERT INTO checkpoint_removals (experiment_id, checkpoint_path, keep_runs) SELECT experiment_id, 'x', 1 "
+    "FROM experiments LIMIT 1",
     "CREATE TABLE mine (x int)",
     "CREATE VIEW analytics.mine AS SELECT 1",
     "DROP VIEW analytics.tier_summary",
