@@ -1,7 +1,8 @@
-"""Checkpoint retention on a real Postgres and a shared-path store: each DAG's newest runs, a running
-run and a checkpoint a kept run reuses stay; an older run's checkpoint weights go from the store and this
-host (its predictions stay), each removal recorded (and named when an export asks for one); a second host drops its own
-copies of what was recorded; a dry run touches nothing; the CLI refuses a keep of 0."""
+"""Checkpoint retention on a real Postgres, with a shared-path store and with S3 (moto's server):
+each DAG's newest runs, a running run and a checkpoint a kept run reuses stay; an older run's
+checkpoint weights go from the store and this host (its predictions stay), each removal recorded
+(and named when an export asks for one); a second host drops its own copies of what was recorded;
+a dry run touches nothing; the CLI refuses a keep of 0."""
 
 from __future__ import annotations
 
@@ -40,11 +41,17 @@ def record(url, run_id, key, folder, store_url, started, status="finished", dag_
         finish_sweep_run(url, dag_id, run_id, "small", "scheduled")
 
 
-@pytest.fixture
-def sweep(fresh_database, tmp_path):
+@pytest.fixture(params=["shared-path", "s3"])
+def sweep(request, fresh_database, tmp_path, monkeypatch):
     """Four nightly runs of one DAG, one experiment each; the newest reuses the second's result (its
     row points at the second run's checkpoint); a second DAG's only run is older than all of them."""
-    store = ArtifactStore(str(tmp_path / "shared"), str(tmp_path / "a" / "experiments"), str(tmp_path / "reports"))
+    url = str(tmp_path / "shared")
+    if request.param == "s3":  # moto's S3 server on 127.0.0.1
+        env = request.getfixturevalue("s3_store")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        url = env["SWEEP_ARTIFACTS_URL"]
+    store = ArtifactStore(url, str(tmp_path / "a" / "experiments"), str(tmp_path / "reports"))
     folders = {}
     for index, run_id in enumerate(RUNS[:3]):
         folders[run_id] = checkpoint(store, tmp_path / "a", run_id, f"key-{index}")
