@@ -7,7 +7,8 @@ are stable). Each mapped instance trains one configuration in a subprocess, keep
 checkpoint by validation F1, and records F1 and GPU-hours in Postgres. Then the report task renders
 the recommendation report from those rows, whatever happened to the trainings, and the export task
 packages each model's chosen checkpoint as a Hugging Face model folder with a model card (checked
-against its recorded test predictions) and adds them to the report.
+against its recorded test predictions) and adds them to the report. With the plan's
+`keep_checkpoints_of_runs` set, `prune_checkpoints` then removes older runs' checkpoint weights.
 
 Trigger with `budget` = `demo` or `tiny` for a smoke run, and `dataset` = a hub id or local folder.
 """
@@ -23,6 +24,7 @@ from sweep_airflow.kubernetes import on_kubernetes, training_pod_override
 from sweep_airflow.operators import (
     ChooseSeedRerunsOperator,
     ExportWinnersOperator,
+    PruneCheckpointsOperator,
     RenderReportOperator,
     TrainExperimentOperator,
     VerifySweepOperator,
@@ -163,6 +165,9 @@ def build_tier_dag(plan: Plan, tier: Tier) -> DAG:
         export = ExportWinnersOperator(task_id="export")  # after a report, whatever the trainings did
         start >> trainings
         trainings >> report >> [verify, export]
+        if plan.scheduling.keep_checkpoints_of_runs:  # retention, once this run's winners are exported
+            export >> PruneCheckpointsOperator(task_id="prune_checkpoints", trigger_rule="all_done",
+                                               keep_runs=plan.scheduling.keep_checkpoints_of_runs)
     return dag
 
 

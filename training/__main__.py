@@ -205,6 +205,7 @@ def command_line() -> argparse.ArgumentParser:
                                                              "DAG's older runs (rows, predictions and reports stay)")
     prune.add_argument("--keep-runs", type=positive_int, required=True,
                        help="how many of each DAG's newest runs keep their checkpoints")
+    prune.add_argument("--dag-id", default=None, help="one tier's DAG, e.g. sweep_large (default: every DAG)")
     prune.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     prune.set_defaults(handler=commands.prune_checkpoints_command)
 

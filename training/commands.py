@@ -162,6 +162,6 @@ def prune_checkpoints_command(args) -> int:
     from training.settings import Storage, database_url
 
     store = ArtifactStore.of(Storage.from_environment())
-    pruned = prune_checkpoints(database_url("prune-checkpoints"), store, args.keep_runs, args.dry_run)
+    pruned = prune_checkpoints(database_url("prune-checkpoints"), store, args.keep_runs, args.dry_run, args.dag_id)
     print("\n".join(describe(pruned, args.keep_runs, args.dry_run)))
     return 0

@@ -119,6 +119,7 @@ class Scheduling:
     retry_delay_seconds: int
     start_date: date
     late_start_tolerance_minutes: int
+    keep_checkpoints_of_runs: int = 0  # after each run, older runs' best weights go (0: every run keeps them)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ TOLERATION_KEYS = ("key", "operator", "value", "effect", "toleration_seconds")
 SETTINGS_KEYS = ("eval_steps", "logging_steps", "metric_for_best_model", "early_stopping_patience",
                  "early_stopping_min_delta", "mixed_precision", "pin_memory", "max_length", "seed", "data_seed",
                  "confirm_seeds", "full_checkpoint_minutes", "upload_wait_minutes", "report_to")
-SCHEDULING_KEYS = ("retries", "retry_delay_seconds", "start_date", "late_start_tolerance_minutes")
+SCHEDULING_KEYS = tuple(Scheduling.__dataclass_fields__)  # retries, ..., keep_checkpoints_of_runs
 DATASET_KEYS = ("source", "text_columns", "label_column", "positive_label")
 TIER_KEYS = ("priority", "schedule", "models", "gradient_checkpointing", "compile", "grid", "pruning",
              "max_gpu_hours")
@@ -114,9 +114,7 @@ class PlanValidator:
         for name in ("image", "gpu_resource"):
             if name in raw and (not isinstance(raw[name], str) or not raw[name].strip()):
                 self.fail(f"deployment.{name}", raw[name], "must be a non-empty string")
-        gpus = raw.get("gpus_per_task", Deployment.gpus_per_task)
-        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
-            self.fail("deployment.gpus_per_task", gpus, "must be a whole number >= 0")
+        gpus = self.whole("deployment.gpus_per_task", raw.get("gpus_per_task", Deployment.gpus_per_task), 0)
         selector = raw.get("node_selector", {})
         if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
             self.fail("deployment.node_selector", selector, "must be a table of label = \"value\"")
@@ -174,15 +172,14 @@ class PlanValidator:
                         pin_memory=raw["pin_memory"], **values)
 
     def scheduling(self, raw: dict) -> Scheduling:
-        retries = raw.get("retries")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            self.fail("scheduling.retries", retries, "must be an integer >= 0")
         start_date = raw.get("start_date")
         if not isinstance(start_date, date) or isinstance(start_date, datetime):
             self.fail("scheduling.start_date", start_date, "must be a date, e.g. 2026-01-01 (no quotes)")
-        return Scheduling(retries, self.positive("scheduling.retry_delay_seconds", raw.get("retry_delay_seconds"), int),
+        return Scheduling(self.whole("scheduling.retries", raw.get("retries"), 0),
+                          self.positive("scheduling.retry_delay_seconds", raw.get("retry_delay_seconds"), int),
                           start_date, self.positive("scheduling.late_start_tolerance_minutes",
-                                                    raw.get("late_start_tolerance_minutes"), int))
+                                                    raw.get("late_start_tolerance_minutes"), int),
+                          self.whole("scheduling.keep_checkpoints_of_runs", raw.get("keep_checkpoints_of_runs", 0), 0))
 
     def dataset(self, raw: dict) -> DatasetSpec:
         columns = raw.get("text_columns")
@@ -261,9 +258,7 @@ class PlanValidator:
         method = self.one_of(f"{name}.method", raw.get("method", "asha"), PRUNING_METHODS)
         if method == "none":
             return None
-        factor = raw.get("reduction_factor", 3)
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-            self.fail(f"{name}.reduction_factor", factor, "must be a whole number >= 2")
+        factor = self.whole(f"{name}.reduction_factor", raw.get("reduction_factor", 3), 2)
         if (fraction := self.positive(f"{name}.min_fraction", raw.get("min_fraction", 0.1), float)) >= 1:
             self.fail(f"{name}.min_fraction", fraction, "must be below 1 (a fraction of a planned run)")
         rungs_of = self.one_of(f"{name}.rungs_of", raw.get("rungs_of", Pruning.rungs_of), ("grid", "own"),
@@ -287,6 +282,11 @@ class PlanValidator:
     def one_of(self, name: str, value: Any, choices: tuple, why: str = "") -> Any:
         if value not in choices:
             self.fail(name, value, f"must be one of {list(choices)}{why}")
+        return value
+
+    def whole(self, name: str, value: Any, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(name, value, f"must be a whole number >= {minimum}")
         return value
 
     def boolean(self, name: str, value: Any) -> bool:

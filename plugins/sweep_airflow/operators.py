@@ -231,6 +231,25 @@ class ExportWinnersOperator(BaseOperator):
         return tasks.export(self.dag_id, context["run_id"], self.log.info)
 
 
+class PruneCheckpointsOperator(BaseOperator):
+    """Retention: remove the weights of the best checkpoints of this DAG's runs older than its newest
+    keep_runs (predictions and reports stay); return how many.
+
+    :param keep_runs: the plan's scheduling.keep_checkpoints_of_runs.
+    """
+
+    ui_color = "#f4f4f4"
+
+    def __init__(self, *, keep_runs: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.keep_runs = keep_runs
+
+    def execute(self, context) -> int:
+        from training import tasks
+
+        return tasks.prune(self.dag_id, self.keep_runs, self.log.info)
+
+
 class VerifySweepOperator(BaseOperator):
     """Fail the DAG run when any experiment of it failed or never recorded a result; runs last, so
     the report is rendered first.

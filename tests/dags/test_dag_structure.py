@@ -109,3 +109,17 @@ def test_the_trigger_form_validates_its_params(dagbag):
         assert params.get_param(name).resolve(-5) == -5
     assert params.get_param("models").resolve([]) == []  # refused by the start task: "choose at least one"
     assert params.get_param("models").resolve(["Salesforce/codet5-base"]) == ["Salesforce/codet5-base"]
+
+
+def test_retention_runs_after_the_export_only_when_the_plan_asks_for_it(dagbag):
+    import dataclasses
+    import importlib.util
+
+    assert "prune_checkpoints" not in dagbag.dags["sweep_large"].task_ids  # default: every run keeps its weights
+    spec = importlib.util.spec_from_file_location("sweep_tiers_under_test", DAGS_DIR / "sweep_tiers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    plan = load_plan()
+    plan = dataclasses.replace(plan, scheduling=dataclasses.replace(plan.scheduling, keep_checkpoints_of_runs=3))
+    prune = module.build_tier_dag(plan, plan.tiers["large"]).get_task("prune_checkpoints")
+    assert prune.upstream_task_ids == {"export"} and prune.trigger_rule == "all_done" and prune.keep_runs == 3

@@ -1,7 +1,8 @@
 """The small tier through Airflow (`airflow dags test`, the demo's path) against a real Postgres,
 on stand-in models with the tiny budget, with one seed rerun of each model's chosen configuration
 and successive halving on (a plan copy with confirm_seeds = 1 and the small tier's pruning): 16 grid
-rows, some pruned, and 2 reruns for the run, and a report listing them. Then a second trigger with
+rows, some pruned, and 2 reruns for the run, and a report listing them; retention on (keep one run), so
+an older recorded run loses its checkpoint weights and keeps its predictions. Then a second trigger with
 a GPU-hour budget below the estimate, which the first task refuses before any training."""
 
 from __future__ import annotations
@@ -18,13 +19,31 @@ from training.results import database
 pytestmark = pytest.mark.slow  # runs whole DAGs
 
 
+def older_run(url: str, folder):
+    """A successful run of the tier from a week before, with a checkpoint folder of its own."""
+    from tests.training.fixtures import result_record
+    from training.results.record import ExperimentResult
+    from training.results.store import finish_sweep_run, record_experiment
+
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "test_predictions.parquet").write_bytes(b"rows")
+    record_experiment(url, ExperimentResult.from_dict(result_record(
+        run_id="scheduled__2026-11-29", checkpoint_path=str(folder), checkpoint_url=str(folder),
+        started_at="2026-11-29T02:00:00+00:00", finished_at="2026-11-29T03:00:00+00:00")))
+    assert finish_sweep_run(url, "sweep_small", "scheduled__2026-11-29", "small", "scheduled") == "success"
+    return folder
+
+
 def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, dataset_dir, model_root):
     metadata_url = database.ensure_database(postgres, "airflow_e2e")
     reports = session_dir / "e2e-reports"
     plan = session_dir / "e2e-plan.toml"
     plan.write_text(DEFAULT_PLAN_PATH.read_text().replace("confirm_seeds = 0", "confirm_seeds = 1").replace(
         "[tiers.small]\n", '[tiers.small]\npruning = { method = "asha", reduction_factor = 3, min_fraction = 0.1, '
-                            'rungs_of = "grid", noise_z = 0.0 }\n'))  # the rules that prune on 8 steps
+                            'rungs_of = "grid", noise_z = 0.0 }\n').replace(  # the rules that prune on 8 steps
+        "keep_checkpoints_of_runs = 0", "keep_checkpoints_of_runs = 1"))
+    older = older_run(fresh_database, session_dir / "e2e-older" / "best")
     assert "\nconfirm_seeds = 1" in plan.read_text() and '\npruning = { method = "asha"' in plan.read_text()
     # The pipeline writes as a login of the writer role, as `make demo` sets it up.
     env = airflow_env(session_dir / "e2e", database.pipeline_url(fresh_database), database.airflow_url(metadata_url),
@@ -34,7 +53,8 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
              session_dir / "e2e" / "dags-test.log")
 
     with sa.create_engine(fresh_database).connect() as connection:
-        every_row = connection.execute(sa.text("SELECT * FROM experiments")).mappings().all()
+        every_row = connection.execute(sa.text(
+            "SELECT * FROM experiments WHERE run_id <> 'scheduled__2026-11-29'")).mappings().all()  # not older_run's
     rows = [row for row in every_row if row["confirmation_of"] is None]
     reruns = [row for row in every_row if row["confirmation_of"] is not None]
     assert len(rows) == 16 and len(reruns) == 2
@@ -88,7 +108,13 @@ def test_small_tier_runs_end_to_end(session_dir, postgres, fresh_database, datas
     assert [tuple(row) for row in final] == [("Salesforce_codet5-small.choose_seed_reruns", "success"),
                                              ("export", "success"),
                                              ("microsoft_codebert-base.choose_seed_reruns", "success"),
-                                             ("report", "success"), ("start", "success"), ("verify", "success")]
+                                             ("prune_checkpoints", "success"), ("report", "success"),
+                                             ("start", "success"), ("verify", "success")]
+    # Retention, as the pipeline's writer role: the older run's weights went, its predictions stayed.
+    assert sorted(p.name for p in older.iterdir()) == ["test_predictions.parquet"]
+    with sa.create_engine(fresh_database).begin() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM checkpoint_removals")).scalar() == 1
+        connection.execute(sa.text("DELETE FROM sweep_runs WHERE run_id = 'scheduled__2026-11-29'"))  # counts below
     assert ("microsoft_codebert-base.train", "lr=5e-05 bs=32 ep=5 wd=0.01", "success") in names
     best = chosen["microsoft/codebert-base"]
     assert ("microsoft_codebert-base.confirm", f"seed=43 lr={best['learning_rate']} bs={best['batch_size']} "

@@ -88,6 +88,8 @@ def broken(tmp_path, old: str, new: str):
     ("version = 1", "", "version", "None"),
     ("start_date = 2026-01-01", 'start_date = "2026-01-01"', "scheduling.start_date", "'2026-01-01'"),
     ("retries = 2", "retries = -1", "scheduling.retries", "-1"),
+    ("keep_checkpoints_of_runs = 0", "keep_checkpoints_of_runs = 1.5", "scheduling.keep_checkpoints_of_runs",
+     "must be a whole number >= 0"),
     ('label_column = "label"', 'label_column = "label"\npositive_label = [1]', "dataset.positive_label", "[1]"),
     # pruning and the budget gate
     ('priority = "low"', 'priority = "low"\npruning = { method = "hyperband" }', "tiers.small.pruning.method",

@@ -84,7 +84,7 @@ def test_older_runs_lose_their_checkpoints_and_kept_or_reused_ones_stay(fresh_da
             "JOIN experiments e USING (experiment_id)")).all()
     assert rows == [(RUNS[0], gone_url, 5000, 2)]
     assert describe(pruned, 2, False)[-1].startswith(
-        "removed the weights of 1 checkpoints, 0.0 MB; each DAG's newest 2 runs")
+        "removed the weights of 1 checkpoints, 0.0 MB; each DAG's newest 2 successful runs (and runs since)")
     assert prune_checkpoints(fresh_database, store, keep_runs=2).removals == []  # done once
     from training.export.choose import ExportError
     from training.export.package import export_run
@@ -92,6 +92,20 @@ def test_older_runs_lose_their_checkpoints_and_kept_or_reused_ones_stay(fresh_da
     with pytest.raises(ExportError, match=r"microsoft/codebert-base: its best checkpoint was removed by "
                                           r"prune-checkpoints on \d{4}-\d\d-\d\d \(run scheduled__2026-11-01\)"):
         export_run(fresh_database, "sweep_small", RUNS[0])
+
+
+def test_a_failed_night_does_not_push_out_the_last_good_runs_weights(fresh_database, sweep, tmp_path):
+    store, folders, _ = sweep
+    failed = checkpoint(store, tmp_path / "a", "scheduled__2026-11-05", "key-f")
+    result = ExperimentResult.from_dict(result_record(
+        run_id="scheduled__2026-11-05", key="key-f", checkpoint_path=str(failed[0]), checkpoint_url=failed[1],
+        stop_reason="failed", started_at="2026-11-05T02:00:00+00:00", finished_at="2026-11-05T02:10:00+00:00"))
+    record_experiment(fresh_database, result)
+    assert finish_sweep_run(fresh_database, "sweep_small", "scheduled__2026-11-05", "small", "scheduled") == "failed"
+    pruned = prune_checkpoints(fresh_database, store, keep_runs=1, dag_id="sweep_small")
+    # Run 4 (the last success) keeps its reused checkpoint of run 2; runs 1 and 3 go; the medium DAG is left alone.
+    assert [r.run_id for r in pruned.removals] == [RUNS[0], RUNS[2]]
+    assert (failed[0] / "model.safetensors").is_file() and (folders[RUNS[1]][0] / "model.safetensors").is_file()
 
 
 def test_the_pipelines_writer_role_can_record_a_removal(fresh_database, sweep):

@@ -1,14 +1,14 @@
 """Checkpoint retention. Every experiment keeps its best checkpoint (3 GB for CodeT5-large), and a
 nightly sweep adds a run's worth each night: nothing else ever removes them.
 
-prune_checkpoints keeps the newest keep_runs runs of each DAG and removes the weights of the best
-checkpoints of older, ended runs, in the artifact store and on this host, except one that a kept
-run's row still points at (a reused result). The checkpoint folder keeps everything else: the
-per-row predictions the reports' paired tests read, the config and the tokenizer. Rows, learning
-curves, exports and reports stay; each removal is recorded in checkpoint_removals, so SQL and
-`export` can say the weights are gone. A run still marked running is never touched. Other hosts'
-working copies go when the command runs there: it removes the local weights of every recorded
-removal it finds.
+prune_checkpoints keeps the newest keep_runs successful runs of each DAG (and any run since) and
+removes the weights of the best checkpoints of older, ended runs, in the artifact store and on this
+host, except one that a kept run's row still points at (a reused result). The checkpoint folder
+keeps everything else: the per-row predictions the reports' paired tests read, the config and the
+tokenizer. Rows, learning curves, exports and reports stay; each removal is recorded in
+checkpoint_removals, so SQL and `export` can say the weights are gone. A run still marked running
+is never touched. Other hosts' working copies go when the command runs there: it removes the local
+weights of every recorded removal it finds.
 """
 
 from __future__ import annotations
@@ -23,14 +23,18 @@ from training.results.connection import connect
 
 WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.pth")  # the model's (and any optimizer's) tensors
 
+# A run's age: how many successful runs of its DAG started since it did (itself included). A failed
+# night does not push the last good run's weights out: runs from the keep-th newest success on stay.
 RANKED = """WITH ranked AS (
-    SELECT dag_id, run_id, status, rank() OVER (PARTITION BY dag_id ORDER BY started_at DESC) AS age
+    SELECT dag_id, run_id, status, count(*) FILTER (WHERE status = 'success') OVER (
+        PARTITION BY dag_id ORDER BY started_at DESC, sweep_run_id DESC ROWS UNBOUNDED PRECEDING) AS age
     FROM sweep_runs)"""
 
 CANDIDATES = sa.text(RANKED + """
 SELECT e.experiment_id, e.dag_id, e.run_id, e.model_id, e.checkpoint_path, e.checkpoint_url
 FROM experiments e JOIN ranked r USING (dag_id, run_id)
 WHERE r.age > :keep AND r.status <> 'running' AND e.checkpoint_path IS NOT NULL
+  AND (CAST(:dag_id AS text) IS NULL OR e.dag_id = :dag_id)
   AND NOT EXISTS (SELECT 1 FROM checkpoint_removals c WHERE c.experiment_id = e.experiment_id)
   AND NOT EXISTS (
       SELECT 1 FROM experiments k JOIN ranked kr USING (dag_id, run_id)
@@ -94,12 +98,14 @@ def remove_from_store(store: ArtifactStore, url: str) -> None:
             store.remove(f"{url}/{name}")
 
 
-def prune_checkpoints(database_url: str, store: ArtifactStore, keep_runs: int, dry_run: bool = False) -> Pruned:
-    """Remove the checkpoints retention lets go (see the module's text); with dry_run, only say which."""
+def prune_checkpoints(database_url: str, store: ArtifactStore, keep_runs: int, dry_run: bool = False,
+                      dag_id: str | None = None) -> Pruned:
+    """Remove the weights retention lets go (see the module's text), of every DAG or of one; with
+    dry_run, only say which."""
     if keep_runs < 1:
         raise ValueError(f"keep_runs must be at least 1 (got {keep_runs}): the newest run's checkpoints always stay")
     with connect(database_url) as connection:
-        rows = connection.execute(CANDIDATES, {"keep": keep_runs}).mappings().all()
+        rows = connection.execute(CANDIDATES, {"keep": keep_runs, "dag_id": dag_id}).mappings().all()
     removals = [Removal(**row, bytes=weight_bytes(store, row["checkpoint_path"], row["checkpoint_url"]))
                 for row in rows]
     if dry_run:
@@ -135,8 +141,8 @@ def describe(pruned: Pruned, keep_runs: int, dry_run: bool) -> list[str]:
     lines += [f"removed this host's weights in {folder} (recorded as removed)" for folder in pruned.local_folders
               if str(folder) not in {r.checkpoint_path for r in pruned.removals}]
     lines.append(f"{verb} the weights of {len(pruned.removals)} checkpoints, {gigabytes(pruned.bytes)}; each "
-                 f"DAG's newest {keep_runs} runs, running runs and checkpoints a kept run reuses stay, and so do "
-                 "every run's predictions and reports")
+                 f"DAG's newest {keep_runs} successful runs (and runs since), running runs and checkpoints a kept "
+                 "run reuses stay, and so do every run's predictions and reports")
     return lines
 
 
