@@ -108,6 +108,19 @@ def test_a_failed_night_does_not_push_out_the_last_good_runs_weights(fresh_datab
     assert (failed[0] / "model.safetensors").is_file() and (folders[RUNS[1]][0] / "model.safetensors").is_file()
 
 
+def test_weights_of_a_folder_the_store_never_got_whole_go_too(fresh_database, sweep, tmp_path):
+    store, _, _ = sweep
+    folder = tmp_path / "a" / "experiments" / "sweep_small" / "manual__2026-10-20" / "key-h" / "best"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"w" * 100)
+    url = store.url_of(folder)
+    store.put_file(folder / "model.safetensors", f"{url}/model.safetensors")  # the upload stopped before the manifest
+    record(fresh_database, "manual__2026-10-20", "key-h", folder, url, started="2026-10-20")
+    pruned = prune_checkpoints(fresh_database, store, keep_runs=3)
+    assert "manual__2026-10-20" in [r.run_id for r in pruned.removals]
+    assert not store.exists(f"{url}/model.safetensors") and not (folder / "model.safetensors").exists()
+
+
 def test_the_pipelines_writer_role_can_record_a_removal(fresh_database, sweep):
     with sa.create_engine(fresh_database).begin() as connection:
         connection.execute(sa.text("SET ROLE sweep_writer"))

@@ -86,14 +86,14 @@ def weight_bytes(store: ArtifactStore, path: str, url: str | None) -> int | None
     return sum(size for name, size in listed.items() if is_weights(name)) if listed is not None else None
 
 
-def remove_from_store(store: ArtifactStore, url: str) -> None:
-    """The weights of a whole folder in the store; its manifest first, so the folder stops counting as
-    whole (a host never brings back a checkpoint without its weights)."""
+def remove_from_store(store: ArtifactStore, url: str, path: str) -> None:
+    """The weights of a folder in the store; its manifest first, so the folder stops counting as whole
+    (a host never brings back a checkpoint without its weights). A folder the store never got whole
+    has no manifest: the names of this host's weight files stand in for it."""
     listed = store.manifest(url)
-    if listed is None:
-        return
+    names = list(listed) if listed is not None else [f.name for f in local_weights(Path(path))]
     store.remove(f"{url}/{MANIFEST}")
-    for name in listed:
+    for name in names:
         if is_weights(name):
             store.remove(f"{url}/{name}")
 
@@ -113,7 +113,7 @@ def prune_checkpoints(database_url: str, store: ArtifactStore, keep_runs: int, d
     for removal in removals:
         # The store copy first: once it is gone the row is recorded, then this host's copy follows.
         if removal.checkpoint_url and store.shared:
-            remove_from_store(store, removal.checkpoint_url)
+            remove_from_store(store, removal.checkpoint_url, removal.checkpoint_path)
         with connect(database_url, write=True) as connection:
             connection.execute(RECORD, {**vars(removal), "keep": keep_runs})
     return Pruned(removals, remove_local_copies(database_url))
