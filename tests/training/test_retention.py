@@ -86,6 +86,10 @@ def test_older_runs_lose_their_checkpoints_and_kept_or_reused_ones_stay(fresh_da
     assert describe(pruned, 2, False)[-1].startswith(
         "removed the weights of 1 checkpoints, 0.0 MB; each DAG's newest 2 successful runs (and runs since)")
     assert prune_checkpoints(fresh_database, store, keep_runs=2).removals == []  # done once
+    from training.results.store import find_succeeded
+
+    assert find_succeeded(fresh_database, "key-0", "sweep_small", "later") is None  # trains again, not reused
+    assert find_succeeded(fresh_database, "key-1", "sweep_small", "later").run_id == RUNS[3]
     from training.export.choose import ExportError
     from training.export.package import export_run
 

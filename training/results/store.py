@@ -167,11 +167,12 @@ def evaluation_curves(url: str, experiment_ids: list[int]) -> dict[int, list[tup
 
 def find_succeeded(url: str, experiment_key: str, dag_id: str, run_id: str) -> StoredExperiment | None:
     """The latest successful record of this experiment key from another run, with its learning
-    curve, or None."""
+    curve, or None. One whose checkpoint weights retention removed is not reused: it trains again."""
     with connect(url) as connection:
         row = connection.execute(sa.text(
-            "SELECT * FROM experiments WHERE experiment_key = :key AND status = 'finished' "
+            "SELECT * FROM experiments e WHERE experiment_key = :key AND status = 'finished' "
             "AND stop_reason = ANY(:succeeded) AND NOT (dag_id = :dag_id AND run_id = :run_id) "
+            "AND NOT EXISTS (SELECT 1 FROM checkpoint_removals c WHERE c.checkpoint_path = e.checkpoint_path) "
             "ORDER BY finished_at DESC NULLS LAST LIMIT 1"),
             {"key": experiment_key, "succeeded": SUCCEEDED_VALUES, "dag_id": dag_id, "run_id": run_id},
         ).mappings().first()
