@@ -157,11 +157,8 @@ def export_command(args) -> int:
 
 
 def prune_checkpoints_command(args) -> int:
-    from training.artifacts import ArtifactStore
-    from training.results.retention import describe, prune_checkpoints
-    from training.settings import Storage, database_url
+    from training.results.retention import prune_here
+    from training.settings import database_url
 
-    store = ArtifactStore.of(Storage.from_environment())
-    pruned = prune_checkpoints(database_url("prune-checkpoints"), store, args.keep_runs, args.dry_run, args.dag_id)
-    print("\n".join(describe(pruned, args.keep_runs, args.dry_run)))
+    prune_here(database_url("prune-checkpoints"), args.keep_runs, args.dag_id, args.dry_run)
     return 0

@@ -214,11 +214,6 @@ def verify(dag_id: str, run_id: str, experiments_per_model: int, selected_models
 def prune(dag_id: str, keep_runs: int, log: Callable[[str], None]) -> int:
     """Retention after a run (the plan's scheduling.keep_checkpoints_of_runs): the weights of this
     DAG's runs older than its newest keep_runs go, in the store and on this worker; returns the count."""
-    from training.artifacts import ArtifactStore
-    from training.results.retention import describe, prune_checkpoints
+    from training.results.retention import prune_here
 
-    store = ArtifactStore.of(Storage.from_environment())
-    pruned = prune_checkpoints(database_url("the prune task"), store, keep_runs, dag_id=dag_id)
-    for line in describe(pruned, keep_runs, dry_run=False):
-        log(line)
-    return len(pruned.removals)
+    return prune_here(database_url("the prune task"), keep_runs, dag_id, log=log)

@@ -66,18 +66,16 @@ class LockTakenElsewhere(TrainerCallback):
 
         import sqlalchemy as sa
 
-        from training.engine.locks import HOLDER, LockKeeper
+        from training.engine.locks import LockKeeper, take
 
         keeper = next(thread for thread in threading.enumerate() if isinstance(thread, LockKeeper))
         other = sa.create_engine(keeper.engine.url, isolation_level="AUTOCOMMIT",
                                  connect_args={"application_name": "code-sweep the retry elsewhere"})
         self.elsewhere = other.connect()  # held to the end of the process, as the other host holds it
-        unsigned = keeper.lock_id & 0xFFFFFFFFFFFFFFFF
-        ids = {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF, "id": keeper.lock_id}
-        holders = HOLDER.replace("SELECT a.application_name", "SELECT l.pid, a.application_name")
-        self.elsewhere.execute(sa.text(f"SELECT pg_terminate_backend(h.pid) FROM ({holders}) h"), ids)
+        backend = keeper.connection.connection.dbapi_connection.info.backend_pid  # the lock's session (psycopg 3)
+        self.elsewhere.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
         deadline = time.monotonic() + 30
-        while not self.elsewhere.execute(sa.text("SELECT pg_try_advisory_lock(:id)"), ids).scalar():
+        while not take(self.elsewhere, keeper.lock_id):
             assert time.monotonic() < deadline, "the terminated session kept the lock"
             time.sleep(0.01)
         while keeper.lost_to is None:  # the keeper looks every 15 s

@@ -199,7 +199,9 @@ def export_run(url: str, dag_id: str, run_id: str | None, models: list[str] | No
     rows = chosen_experiments(url, dag_id, run_id, models)
     if not rows:
         raise NothingToExport(f"{dag_id} run {run_id} has no successful experiment with a kept checkpoint to export")
-    removed = removals(url, [row.experiment_id for row in rows])
+    from training.results.retention import removed_at
+
+    removed = removed_at(url, [row.experiment_id for row in rows])
     if removed:
         raise ExportError("; ".join(f"{row.model_id}: its best checkpoint was removed by prune-checkpoints on "
                                     f"{removed[row.experiment_id]:%Y-%m-%d}" for row in rows
@@ -221,14 +223,6 @@ def export_run(url: str, dag_id: str, run_id: str | None, models: list[str] | No
             f"{exported.throughput:.0f} rows/s at batch 32 ({exported.machine})")
         done.append(exported)
     return done
-
-
-def removals(url: str, experiment_ids: list[int]) -> dict:
-    """When each of these experiments' checkpoints was removed by retention, if it was."""
-    with connect(url) as connection:
-        return dict(connection.execute(sa.text(
-            "SELECT experiment_id, removed_at FROM checkpoint_removals WHERE experiment_id = ANY(:ids)"),
-            {"ids": experiment_ids}).all())
 
 
 def _grid(url: str, dag_id: str, run_id: str) -> list[str]:

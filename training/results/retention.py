@@ -119,6 +119,26 @@ def prune_checkpoints(database_url: str, store: ArtifactStore, keep_runs: int, d
     return Pruned(removals, remove_local_copies(database_url))
 
 
+def prune_here(database_url: str, keep_runs: int, dag_id: str | None = None, dry_run: bool = False,
+               log=print) -> int:
+    """prune_checkpoints with this process's artifact store (from the environment), each removal
+    logged; what the CLI and the DAG's task run. Returns how many checkpoints went (or would)."""
+    from training.settings import Storage
+
+    pruned = prune_checkpoints(database_url, ArtifactStore.of(Storage.from_environment()), keep_runs, dry_run, dag_id)
+    for line in describe(pruned, keep_runs, dry_run):
+        log(line)
+    return len(pruned.removals)
+
+
+def removed_at(database_url: str, experiment_ids: list[int]) -> dict:
+    """When each of these experiments' checkpoint weights were removed, for those that were."""
+    with connect(database_url) as connection:
+        return dict(connection.execute(sa.text(
+            "SELECT experiment_id, removed_at FROM checkpoint_removals WHERE experiment_id = ANY(:ids)"),
+            {"ids": experiment_ids}).all())
+
+
 def remove_local_copies(database_url: str) -> list[Path]:
     """This host's weights of every recorded removal, wherever it was decided: the folders emptied."""
     with connect(database_url) as connection:
