@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def handled(handler, *args) -> int:
-    """Run a command; a user's input error is its message and exit 2, not a traceback."""
+    """Run a command; a user's input error is its message and exit 2, an unreachable database its message
+    and exit 1: not a traceback."""
+    from sqlalchemy.exc import OperationalError
+
     from training.data.contract import DataError
     from training.export.choose import ExportError
     from training.offline.standins import PretrainingCutShort
@@ -119,6 +122,11 @@ def handled(handler, *args) -> int:
             MigrationEdited) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OperationalError as error:  # the server is down or refuses the login: no traceback to read
+        first = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        print(f"error: could not reach the results database ({first}); is it running, and is "
+              "SWEEP_DATABASE_URL right?", file=sys.stderr)
+        return 1
 
 
 def command_line() -> argparse.ArgumentParser:

@@ -161,3 +161,11 @@ def test_the_command_refuses_to_keep_no_runs(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "training", "prune-checkpoints", "--keep-runs", "0"],
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2 and "--keep-runs: must be at least 1, got 0" in completed.stderr
+
+
+def test_the_command_names_an_unreachable_database_in_one_line():
+    completed = subprocess.run([sys.executable, "-m", "training", "prune-checkpoints", "--keep-runs", "5"],
+                               env={**os.environ, "SWEEP_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr
+    assert completed.stderr.startswith("error: could not reach the results database (")
